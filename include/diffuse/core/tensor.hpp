@@ -1,0 +1,43 @@
+#pragma once
+// Tensor aliases. Data are row-major like PyTorch, so an image batch [N, C, H, W] has W contiguous
+// and the first dimension is always the batch.
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/CXX11/Tensor>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffuse {
+
+using Index = Eigen::Index;
+
+/// A row-major tensor of rank Rank; dimension 0 is the batch.
+template <class T, int Rank>
+using Tensor = Eigen::Tensor<T, Rank, Eigen::RowMajor>;
+
+template <class T> using Tensor1 = Tensor<T, 1>;  // [D]
+template <class T> using Tensor2 = Tensor<T, 2>;  // [N, D]
+template <class T> using Tensor4 = Tensor<T, 4>;  // [N, C, H, W]
+
+/// A 1-D table indexed by timestep (betas, alphas_cumprod, ...), [T].
+template <class T>
+using Table = Eigen::Array<T, Eigen::Dynamic, 1>;
+
+/// One integer timestep per sample of a batch, [N].
+using Timesteps = std::vector<int>;
+
+/// "[2, 1, 28, 28]", for error messages.
+template <class Dims>
+std::string shape_string(const Dims& dims) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < static_cast<std::size_t>(dims.size()); ++i) {
+        if (i) s += ", ";
+        s += std::to_string(dims[i]);
+    }
+    return s + "]";
+}
+
+}  // namespace diffuse

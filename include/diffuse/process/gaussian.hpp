@@ -1,0 +1,110 @@
+#pragma once
+// Gaussian terms of the variational bound (Ho et al. 2020, eq. 5; Improved DDPM's losses.py):
+// the KL divergence between diagonal Gaussians, the discretised Gaussian log-likelihood of 8-bit data
+// scaled to [-1, 1], and nats -> bits per dimension. Elementwise terms are evaluated in double.
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/shape.hpp"
+#include "diffuse/core/tensor.hpp"
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+namespace diffuse {
+
+/// A diagonal Gaussian over a batch: mean, variance and log-variance, each shaped like the data.
+template <class T, int Rank>
+struct DiagonalGaussian {
+    Tensor<T, Rank> mean;          // [N, ...]
+    Tensor<T, Rank> variance;      // [N, ...]
+    Tensor<T, Rank> log_variance;  // [N, ...]
+};
+
+/// KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) for one coordinate, in nats:
+///   0.5 (-1 + logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2))
+template <class S, std::enable_if_t<std::is_floating_point<S>::value, int> = 0>
+S normal_kl(S mean1, S logvar1, S mean2, S logvar2) {
+    const S d = mean1 - mean2;
+    return S(0.5) * (S(-1) + logvar2 - logvar1 + std::exp(logvar1 - logvar2) + d * d * std::exp(-logvar2));
+}
+
+/// The same elementwise over tensors of one shape, [N, ...] -> [N, ...].
+template <class T, int Rank>
+Tensor<T, Rank> normal_kl(const Tensor<T, Rank>& mean1, const Tensor<T, Rank>& logvar1,
+                          const Tensor<T, Rank>& mean2, const Tensor<T, Rank>& logvar2) {
+    constexpr const char* where = "diffuse::normal_kl";
+    check_same_shape(where, "mean1", mean1, "logvar1", logvar1);
+    check_same_shape(where, "mean1", mean1, "mean2", mean2);
+    check_same_shape(where, "mean1", mean1, "logvar2", logvar2);
+    Tensor<T, Rank> out(mean1.dimensions());
+    for (Index i = 0; i < out.size(); ++i) {
+        out.data()[i] = static_cast<T>(normal_kl<double>(mean1.data()[i], logvar1.data()[i],
+                                                         mean2.data()[i], logvar2.data()[i]));
+    }
+    return out;
+}
+
+/// Phi(z), the standard normal CDF.
+inline double standard_normal_cdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
+
+/// log P(x) for one coordinate of 8-bit data scaled to [-1, 1] (pixel k -> 2k/255 - 1) under
+/// N(mean, exp(log_scale)^2) discretised into the 256 bins [x - 1/255, x + 1/255], the outer bins
+/// reaching to -inf and +inf (Ho et al. 2020, eq. 13). Uses the exact CDF, written so that neither
+/// tail loses its precision; Improved DDPM's code uses a tanh approximation of Phi instead.
+inline double discretized_gaussian_log_likelihood(double x, double mean, double log_scale) {
+    const double inv_stdv = std::exp(-log_scale);
+    const double centered = x - mean;
+    const double plus_in = inv_stdv * (centered + 1.0 / 255.0);  // upper edge of x's bin, standardised
+    const double min_in = inv_stdv * (centered - 1.0 / 255.0);   // lower edge
+    if (x < -0.999) return std::log(standard_normal_cdf(plus_in));       // bin (-inf, x + 1/255]
+    if (x > 0.999) return std::log(standard_normal_cdf(-min_in));        // bin [x - 1/255, +inf)
+    // Phi(plus_in) - Phi(min_in) from whichever tail keeps the digits
+    const double r = 1.0 / std::sqrt(2.0);
+    const double mass = min_in > 0.0 ? 0.5 * (std::erfc(min_in * r) - std::erfc(plus_in * r))
+                                     : 0.5 * (std::erfc(-plus_in * r) - std::erfc(-min_in * r));
+    return std::log(mass);
+}
+
+/// The same elementwise over tensors of one shape, [N, ...] -> [N, ...]. Throws if x leaves [-1, 1].
+template <class T, int Rank>
+Tensor<T, Rank> discretized_gaussian_log_likelihood(const Tensor<T, Rank>& x,
+                                                    const Tensor<T, Rank>& means,
+                                                    const Tensor<T, Rank>& log_scales) {
+    constexpr const char* where = "diffuse::discretized_gaussian_log_likelihood";
+    check_same_shape(where, "x", x, "means", means);
+    check_same_shape(where, "x", x, "log_scales", log_scales);
+    Tensor<T, Rank> out(x.dimensions());
+    for (Index i = 0; i < out.size(); ++i) {
+        const double xi = x.data()[i];
+        if (!(xi >= -1.0 && xi <= 1.0)) {
+            detail::throw_invalid(where, "x[" + std::to_string(i) + "]", xi,
+                                  "data scaled to [-1, 1]");
+        }
+        out.data()[i] = static_cast<T>(
+            discretized_gaussian_log_likelihood(xi, means.data()[i], log_scales.data()[i]));
+    }
+    return out;
+}
+
+/// The mean over every dimension but the batch: [N, ...] -> [N] (Improved DDPM's mean_flat).
+template <class T, int Rank>
+Tensor1<T> mean_flat(const Tensor<T, Rank>& x) {
+    check_batch("diffuse::mean_flat", "x", x);
+    const Index batch = x.dimension(0), per_sample = x.size() / batch;
+    Tensor1<T> out(batch);
+    for (Index n = 0; n < batch; ++n) {
+        double sum = 0.0;
+        for (Index i = 0; i < per_sample; ++i) sum += x.data()[n * per_sample + i];
+        out(n) = static_cast<T>(sum / static_cast<double>(per_sample));
+    }
+    return out;
+}
+
+/// A negative log-likelihood in nats over `dims` dimensions, as bits per dimension: nats / (dims ln 2).
+inline double nats_to_bits_per_dim(double nats, double dims) {
+    if (!(dims > 0.0)) detail::throw_invalid("diffuse::nats_to_bits_per_dim", "dims", dims, "dims > 0");
+    return nats / (dims * std::log(2.0));
+}
+
+}  // namespace diffuse
