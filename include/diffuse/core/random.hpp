@@ -34,6 +34,18 @@ inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> c
     return counter;
 }
 
+/// A seed for an independent stream number `stream` of `seed` (two rounds of SplitMix64's mixer),
+/// e.g. one stream of dropout masks per training step.
+inline std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
+    const auto mix = [](std::uint64_t z) {
+        z += 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    };
+    return mix(mix(seed) ^ stream);
+}
+
 namespace detail {
 
 // u in (0, 1] from the top 24 bits of one word, for float.
@@ -117,9 +129,10 @@ class Generator {
         std::vector<int> out(static_cast<std::size_t>(n));
         fill_blocks<2>(out.data(), n, [high](const std::array<std::uint32_t, 4>& r, int* v) {
             for (int k = 0; k < 2; ++k) {
-                const std::uint64_t bits = (std::uint64_t{r[2 * k]} << 32) | r[2 * k + 1];
-                v[k] = static_cast<int>((static_cast<unsigned __int128>(bits) *
-                                         static_cast<unsigned>(high)) >> 64);
+                // floor(bits * high / 2^64) for bits = hi 2^32 + lo, without a 128-bit type (not
+                // standard C++, and absent from MSVC): (hi high + floor(lo high / 2^32)) / 2^32.
+                const std::uint64_t h = static_cast<unsigned>(high);
+                v[k] = static_cast<int>((r[2 * k] * h + ((r[2 * k + 1] * h) >> 32)) >> 32);
             }
         });
         return out;

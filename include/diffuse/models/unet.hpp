@@ -1,0 +1,411 @@
+#pragma once
+// The DDPM U-Net (Ho et al. 2020, appendix B; parameter names as in the PyTorch port of its code):
+//   temb  = TimeEmbedding(t) (+ class embedding)                       [N, 4 ch]
+//   h     = conv_in(x)
+//   down  level l: num_res_blocks x (ResBlock -> ch * mult[l], Attention at the listed resolutions),
+//                  then a stride-2 3x3 conv, except at the last level; every output is kept for a skip
+//   mid   ResBlock, Attention, ResBlock
+//   up    level l (last to first): num_res_blocks + 1 x (concat the matching skip, ResBlock, Attention),
+//                  then nearest 2x and a 3x3 conv, except at level 0
+//   out   conv_out(SiLU(norm_out(h)))
+// It predicts a tensor shaped like x (the noise eps, or x0 or v: the trainer decides what it means).
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/random.hpp"
+#include "diffuse/core/shape.hpp"
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/nn/attention.hpp"
+#include "diffuse/nn/conv2d.hpp"
+#include "diffuse/nn/embedding.hpp"
+#include "diffuse/nn/group_norm.hpp"
+#include "diffuse/nn/parameter.hpp"
+#include "diffuse/nn/res_block.hpp"
+#include "diffuse/nn/resample.hpp"
+#include "diffuse/nn/silu.hpp"
+#include "diffuse/nn/time_embedding.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace diffuse {
+
+struct UNetConfig {
+    Index in_channels = 1;
+    Index out_channels = 1;
+    Index model_channels = 32;                  // ch, the base channel count
+    std::vector<Index> channel_mult = {1, 2, 2};  // ch * mult[l] channels at level l
+    Index num_res_blocks = 2;
+    std::vector<Index> attention_resolutions = {7};  // feature-map sizes that get attention
+    double dropout = 0.1;
+    Index groups = 8;       // GroupNorm groups
+    Index heads = 1;        // attention heads
+    Index num_classes = 0;  // > 0: class-conditional, with index num_classes meaning "no class"
+    Index image_size = 28;  // the side the resolutions above are counted from
+
+    /// The reference configuration for 28x28x1 images: 1,623,169 parameters unconditional.
+    static UNetConfig reference() { return {}; }
+    /// Base 16 channels: 408,641 parameters unconditional.
+    static UNetConfig small() {
+        UNetConfig c;
+        c.model_channels = 16;
+        return c;
+    }
+};
+
+template <class T = float>
+class UNet {
+  public:
+    explicit UNet(UNetConfig config, std::uint64_t seed = 0) : config_(std::move(config)) {
+        validate();
+        Generator init(seed);
+        const Index ch = config_.model_channels, temb_ch = 4 * ch;
+        temb = nn::TimeEmbedding<T>(ch, temb_ch, init);
+        if (config_.num_classes > 0) class_embedding = nn::Embedding<T>(config_.num_classes + 1, temb_ch, init);
+        conv_in = nn::Conv2d<T>(config_.in_channels, ch, 3, 1, init);
+
+        const Index levels = static_cast<Index>(config_.channel_mult.size());
+        std::vector<Index> skip_channels = {ch};
+        Index c = ch, resolution = config_.image_size;
+        for (Index l = 0; l < levels; ++l) {
+            Level level;
+            const Index out = ch * config_.channel_mult[l];
+            for (Index b = 0; b < config_.num_res_blocks; ++b) {
+                level.blocks.emplace_back(c, out, temb_ch, config_.groups, config_.dropout, init);
+                c = out;
+                if (has_attention(resolution)) level.attentions.emplace_back(c, config_.heads, config_.groups, init);
+                skip_channels.push_back(c);
+            }
+            if (l + 1 < levels) {
+                level.resample = nn::Conv2d<T>(c, c, 3, 2, init);
+                skip_channels.push_back(c);
+                resolution /= 2;
+            }
+            down.push_back(std::move(level));
+        }
+        mid_block_1 = nn::ResBlock<T>(c, c, temb_ch, config_.groups, config_.dropout, init);
+        mid_attn_1 = nn::AttentionBlock<T>(c, config_.heads, config_.groups, init);
+        mid_block_2 = nn::ResBlock<T>(c, c, temb_ch, config_.groups, config_.dropout, init);
+        up.resize(static_cast<std::size_t>(levels));
+        for (Index l = levels - 1; l >= 0; --l) {
+            Level& level = up[l];
+            const Index out = ch * config_.channel_mult[l];
+            for (Index b = 0; b <= config_.num_res_blocks; ++b) {
+                level.blocks.emplace_back(c + skip_channels.back(), out, temb_ch, config_.groups, config_.dropout,
+                                          init);
+                skip_channels.pop_back();
+                c = out;
+                if (has_attention(resolution)) level.attentions.emplace_back(c, config_.heads, config_.groups, init);
+            }
+            if (l > 0) {
+                level.resample = nn::Conv2d<T>(c, c, 3, 1, init);
+                resolution *= 2;
+            }
+        }
+        norm_out = nn::GroupNorm<T>(config_.groups, c);
+        conv_out = nn::Conv2d<T>(c, config_.out_channels, 3, 1, init);
+    }
+
+    const UNetConfig& config() const { return config_; }
+
+    /// Dropout on (training) or off (evaluation, sampling).
+    void set_training(bool training) {
+        for_each_res_block([training](nn::ResBlock<T>& b) { b.set_training(training); });
+    }
+
+    /// x: [N, Cin, H, W]; t: [N] timesteps; labels: [N] class indices in [0, num_classes] (num_classes
+    /// meaning "no class"), empty for an unconditional model; `dropout` draws the dropout masks.
+    /// Returns [N, Cout, H, W].
+    Tensor4<T> forward(const Tensor4<T>& x, const Timesteps& t, const std::vector<int>& labels = {},
+                       const Generator& dropout = Generator()) {
+        check_input(x, t, labels);
+        Tensor2<T> emb = temb.forward(t);
+        if (config_.num_classes > 0) {
+            const Tensor2<T> e = class_embedding.forward(labels);
+            Eigen::Map<Table<T>>(emb.data(), emb.size()) += Eigen::Map<const Table<T>>(e.data(), e.size());
+        }
+        Index block_index = 0;
+        const auto res = [&](nn::ResBlock<T>& block, const Tensor4<T>& in) {
+            // Each block's masks come from its own stretch of the stream: 2^40 blocks apart.
+            Generator stream(dropout.seed(), dropout.offset() + (static_cast<std::uint64_t>(block_index++) << 40));
+            return block.forward(in, emb, stream);
+        };
+
+        skips_.clear();
+        skips_.push_back(conv_in.forward(x));
+        for (Level& level : down) {
+            for (std::size_t b = 0; b < level.blocks.size(); ++b) {
+                Tensor4<T> h = res(level.blocks[b], skips_.back());
+                if (!level.attentions.empty()) h = level.attentions[b].forward(h);
+                skips_.push_back(std::move(h));
+            }
+            if (level.resample.out_channels() > 0) skips_.push_back(level.resample.forward(skips_.back()));
+        }
+        Tensor4<T> h = res(mid_block_1, skips_.back());
+        h = mid_attn_1.forward(h);
+        h = res(mid_block_2, h);
+        std::size_t skip = skips_.size();
+        skip_channels_used_.clear();
+        for (Index l = static_cast<Index>(up.size()) - 1; l >= 0; --l) {
+            Level& level = up[l];
+            for (std::size_t b = 0; b < level.blocks.size(); ++b) {
+                const Tensor4<T>& s = skips_[--skip];
+                skip_channels_used_.push_back(h.dimension(1));
+                h = res(level.blocks[b], nn::concat_channels(h, s));
+                if (!level.attentions.empty()) h = level.attentions[b].forward(h);
+            }
+            if (level.resample.out_channels() > 0) h = level.resample.forward(nn::upsample_nearest2x(h));
+        }
+        return conv_out.forward(silu_out.forward(norm_out.forward(h)));
+    }
+
+    /// dy: [N, Cout, H, W] -> dx: [N, Cin, H, W]; accumulates every parameter gradient.
+    Tensor4<T> backward(const Tensor4<T>& dy) {
+        Tensor4<T> dh = norm_out.backward(silu_out.backward(conv_out.backward(dy)));
+        Tensor2<T> demb;
+        const auto add = [](Tensor4<T>& a, const Tensor4<T>& b) {
+            Eigen::Map<Table<T>>(a.data(), a.size()) += Eigen::Map<const Table<T>>(b.data(), b.size());
+        };
+        const auto res_backward = [&](nn::ResBlock<T>& block, const Tensor4<T>& d) {
+            auto [dx, de] = block.backward(d);
+            if (demb.size() == 0) {
+                demb = std::move(de);
+            } else {
+                Eigen::Map<Table<T>>(demb.data(), demb.size()) += Eigen::Map<const Table<T>>(de.data(), de.size());
+            }
+            return std::move(dx);
+        };
+
+        std::vector<Tensor4<T>> dskips(skips_.size());
+        const auto add_skip = [&](std::size_t i, const Tensor4<T>& d) {
+            if (dskips[i].size() == 0) dskips[i] = d; else add(dskips[i], d);
+        };
+        std::size_t skip = 0;  // up blocks popped skips from the end; undo in reverse order
+        std::size_t used = skip_channels_used_.size();
+        const std::size_t first_popped = skips_.size() - skip_channels_used_.size();
+        for (std::size_t l = 0; l < up.size(); ++l) {
+            Level& level = up[l];
+            if (level.resample.out_channels() > 0) dh = nn::upsample_nearest2x_backward(level.resample.backward(dh));
+            for (std::size_t b = level.blocks.size(); b-- > 0;) {
+                if (!level.attentions.empty()) dh = level.attentions[b].backward(dh);
+                const Tensor4<T> dcat = res_backward(level.blocks[b], dh);
+                --used;
+                auto [dprev, dskip] = nn::split_channels(dcat, skip_channels_used_[used]);
+                add_skip(first_popped + skip++, dskip);
+                dh = std::move(dprev);
+            }
+        }
+        dh = res_backward(mid_block_2, dh);
+        dh = mid_attn_1.backward(dh);
+        dh = res_backward(mid_block_1, dh);
+        add_skip(skips_.size() - 1, dh);
+        std::size_t top = skips_.size() - 1;
+        for (std::size_t l = down.size(); l-- > 0;) {
+            Level& level = down[l];
+            if (level.resample.out_channels() > 0) {
+                add_skip(top - 1, level.resample.backward(dskips[top]));
+                --top;
+            }
+            for (std::size_t b = level.blocks.size(); b-- > 0;) {
+                Tensor4<T> d = dskips[top];
+                if (!level.attentions.empty()) d = level.attentions[b].backward(d);
+                add_skip(top - 1, res_backward(level.blocks[b], d));
+                --top;
+            }
+        }
+        Tensor4<T> dx = conv_in.backward(dskips[0]);
+        temb.backward(demb);
+        if (config_.num_classes > 0) class_embedding.backward(demb);
+        return dx;
+    }
+
+    template <class Fn>
+    void for_each_parameter(const std::string& prefix, Fn&& fn) {
+        temb.for_each_parameter(nn::join_name(prefix, "temb"), fn);
+        if (config_.num_classes > 0) class_embedding.for_each_parameter(nn::join_name(prefix, "class_embedding"), fn);
+        conv_in.for_each_parameter(nn::join_name(prefix, "conv_in"), fn);
+        const auto visit_levels = [&](std::vector<Level>& levels, const char* name, const char* resample) {
+            for (std::size_t l = 0; l < levels.size(); ++l) {
+                const std::string at = nn::join_name(prefix, std::string(name) + "." + std::to_string(l));
+                for (std::size_t b = 0; b < levels[l].blocks.size(); ++b) {
+                    levels[l].blocks[b].for_each_parameter(at + ".block." + std::to_string(b), fn);
+                }
+                for (std::size_t b = 0; b < levels[l].attentions.size(); ++b) {
+                    levels[l].attentions[b].for_each_parameter(at + ".attn." + std::to_string(b), fn);
+                }
+                if (levels[l].resample.out_channels() > 0) {
+                    levels[l].resample.for_each_parameter(at + "." + resample + ".conv", fn);
+                }
+            }
+        };
+        visit_levels(down, "down", "downsample");
+        mid_block_1.for_each_parameter(nn::join_name(prefix, "mid.block_1"), fn);
+        mid_attn_1.for_each_parameter(nn::join_name(prefix, "mid.attn_1"), fn);
+        mid_block_2.for_each_parameter(nn::join_name(prefix, "mid.block_2"), fn);
+        visit_levels(up, "up", "upsample");
+        norm_out.for_each_parameter(nn::join_name(prefix, "norm_out"), fn);
+        conv_out.for_each_parameter(nn::join_name(prefix, "conv_out"), fn);
+    }
+
+    /// Floating-point operations (2 per multiply-add) of the convolutions, linear layers and attention
+    /// products in one forward pass of one image; norms and activations are not counted.
+    double forward_flops_per_image() const {
+        const UNetConfig& c = config_;
+        const double ch = static_cast<double>(c.model_channels), temb_ch = 4 * ch;
+        double side = static_cast<double>(c.image_size), flops = 0.0;
+        const auto conv = [&](double in, double out, double k, double out_side) {
+            flops += 2.0 * in * out * k * k * out_side * out_side;
+        };
+        const auto res = [&](double in, double out) {
+            conv(in, out, 3, side);
+            conv(out, out, 3, side);
+            flops += 2.0 * temb_ch * out;  // temb_proj
+            if (in != out) conv(in, out, 1, side);
+        };
+        const auto attn = [&](double channels) {
+            for (int i = 0; i < 4; ++i) conv(channels, channels, 1, side);  // q, k, v, proj_out
+            flops += 4.0 * side * side * side * side * channels;            // Q^T K and V A^T
+        };
+        flops += 2.0 * ch * temb_ch + 2.0 * temb_ch * temb_ch;  // time MLP
+        conv(static_cast<double>(c.in_channels), ch, 3, side);
+        std::vector<double> skip = {ch};
+        double cur = ch;
+        const std::size_t levels = c.channel_mult.size();
+        for (std::size_t l = 0; l < levels; ++l) {
+            const double out = ch * c.channel_mult[l];
+            for (Index b = 0; b < c.num_res_blocks; ++b) {
+                res(cur, out);
+                cur = out;
+                if (has_attention(static_cast<Index>(side))) attn(cur);
+                skip.push_back(cur);
+            }
+            if (l + 1 < levels) {
+                side /= 2;
+                conv(cur, cur, 3, side);
+                skip.push_back(cur);
+            }
+        }
+        res(cur, cur);
+        attn(cur);
+        res(cur, cur);
+        for (std::size_t l = levels; l-- > 0;) {
+            const double out = ch * c.channel_mult[l];
+            for (Index b = 0; b <= c.num_res_blocks; ++b) {
+                res(cur + skip.back(), out);
+                skip.pop_back();
+                cur = out;
+                if (has_attention(static_cast<Index>(side))) attn(cur);
+            }
+            if (l > 0) {
+                side *= 2;
+                conv(cur, cur, 3, side);
+            }
+        }
+        conv(cur, static_cast<double>(c.out_channels), 3, side);
+        return flops;
+    }
+
+    struct Level {
+        std::vector<nn::ResBlock<T>> blocks;
+        std::vector<nn::AttentionBlock<T>> attentions;  // one per block, or none
+        nn::Conv2d<T> resample;                         // stride-2 conv (down) or conv after 2x (up)
+    };
+
+    nn::TimeEmbedding<T> temb;
+    nn::Embedding<T> class_embedding;
+    nn::Conv2d<T> conv_in;
+    std::vector<Level> down;
+    nn::ResBlock<T> mid_block_1;
+    nn::AttentionBlock<T> mid_attn_1;
+    nn::ResBlock<T> mid_block_2;
+    std::vector<Level> up;  // indexed by level, run from the last to the first
+    nn::GroupNorm<T> norm_out;
+    nn::SiLU<T> silu_out;
+    nn::Conv2d<T> conv_out;
+
+  private:
+    bool has_attention(Index resolution) const {
+        const auto& r = config_.attention_resolutions;
+        return std::find(r.begin(), r.end(), resolution) != r.end();
+    }
+
+    template <class Fn>
+    void for_each_res_block(Fn&& fn) {
+        for (auto* levels : {&down, &up}) {
+            for (Level& level : *levels) for (auto& b : level.blocks) fn(b);
+        }
+        fn(mid_block_1);
+        fn(mid_block_2);
+    }
+
+    void validate() const {
+        constexpr const char* where = "diffuse::UNet";
+        const UNetConfig& c = config_;
+        if (c.in_channels < 1) detail::throw_invalid(where, "in_channels", c.in_channels, "at least 1");
+        if (c.out_channels < 1) detail::throw_invalid(where, "out_channels", c.out_channels, "at least 1");
+        if (c.model_channels < 1) detail::throw_invalid(where, "model_channels", c.model_channels, "at least 1");
+        if (c.channel_mult.empty()) detail::throw_invalid(where, "channel_mult.size()", 0, "at least one level");
+        for (std::size_t l = 0; l < c.channel_mult.size(); ++l) {
+            if (c.channel_mult[l] < 1) {
+                detail::throw_invalid(where, "channel_mult[" + std::to_string(l) + "]", c.channel_mult[l], "at least 1");
+            }
+            if ((c.model_channels * c.channel_mult[l]) % c.groups != 0) {
+                detail::throw_invalid(where, "groups", c.groups,
+                                      "a divisor of every level's channel count (level " + std::to_string(l) +
+                                          " has " + std::to_string(c.model_channels * c.channel_mult[l]) + ")");
+            }
+        }
+        if (c.groups < 1 || c.model_channels % c.groups != 0) {
+            detail::throw_invalid(where, "groups", c.groups,
+                                  "a divisor of model_channels = " + std::to_string(c.model_channels));
+        }
+        if (c.num_res_blocks < 1) detail::throw_invalid(where, "num_res_blocks", c.num_res_blocks, "at least 1");
+        if (!(c.dropout >= 0.0 && c.dropout < 1.0)) detail::throw_invalid(where, "dropout", c.dropout, "a value in [0, 1)");
+        if (c.num_classes < 0) detail::throw_invalid(where, "num_classes", c.num_classes, ">= 0 (0: unconditional)");
+        const Index halvings = static_cast<Index>(c.channel_mult.size()) - 1;
+        if (c.image_size < 1 || c.image_size % (Index{1} << halvings) != 0) {
+            detail::throw_invalid(where, "image_size", c.image_size,
+                                  "a size divisible by 2^" + std::to_string(halvings) + " (one halving per level after the first)");
+        }
+    }
+
+    void check_input(const Tensor4<T>& x, const Timesteps& t, const std::vector<int>& labels) const {
+        constexpr const char* where = "diffuse::UNet::forward";
+        const Index halvings = static_cast<Index>(config_.channel_mult.size()) - 1, factor = Index{1} << halvings;
+        if (x.dimension(0) < 1 || x.dimension(1) != config_.in_channels) {
+            detail::throw_invalid(where, "x.shape", shape_string(x.dimensions()),
+                                  "[N, " + std::to_string(config_.in_channels) + ", H, W] with N >= 1");
+        }
+        if (x.dimension(2) % factor != 0 || x.dimension(3) % factor != 0 || x.dimension(2) < 1 || x.dimension(3) < 1) {
+            detail::throw_invalid(where, "x.shape", shape_string(x.dimensions()),
+                                  "H and W divisible by " + std::to_string(factor) + ", the U-Net halves them " +
+                                      std::to_string(halvings) + " times");
+        }
+        if (static_cast<Index>(t.size()) != x.dimension(0)) {
+            detail::throw_invalid(where, "t.size()", t.size(), "one timestep per sample, " + std::to_string(x.dimension(0)));
+        }
+        if (config_.num_classes > 0) {
+            if (static_cast<Index>(labels.size()) != x.dimension(0)) {
+                detail::throw_invalid(where, "labels.size()", labels.size(),
+                                      "one label per sample, " + std::to_string(x.dimension(0)));
+            }
+            for (std::size_t i = 0; i < labels.size(); ++i) {
+                if (labels[i] < 0 || labels[i] > config_.num_classes) {
+                    detail::throw_invalid(where, "labels[" + std::to_string(i) + "]", labels[i],
+                                          "a class in [0, " + std::to_string(config_.num_classes) + "), or " +
+                                              std::to_string(config_.num_classes) + " for no class");
+                }
+            }
+        } else if (!labels.empty()) {
+            detail::throw_invalid(where, "labels.size()", labels.size(), "0: the model is unconditional (num_classes = 0)");
+        }
+    }
+
+    UNetConfig config_;
+    std::vector<Tensor4<T>> skips_;           // the down path's outputs, kept for the up path
+    std::vector<Index> skip_channels_used_;   // channels of h at each concatenation, in forward order
+};
+
+}  // namespace diffuse

@@ -1,0 +1,59 @@
+#pragma once
+// Dropout (Srivastava et al. 2014), inverted: in training each value is kept with probability 1 - p
+// and scaled by 1 / (1 - p); in evaluation it is the identity. The mask comes from a Generator that
+// the caller passes, so the same (seed, offset) gives the same mask: a training step is reproducible
+// and a gradient check sees one fixed function.
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/random.hpp"
+#include "diffuse/core/tensor.hpp"
+
+#include <string>
+
+namespace diffuse::nn {
+
+template <class T = float>
+class Dropout {
+  public:
+    explicit Dropout(double p = 0.0) : p_(p) {
+        if (!(p >= 0.0 && p < 1.0)) detail::throw_invalid("diffuse::nn::Dropout", "p", p, "a probability in [0, 1)");
+    }
+
+    double p() const { return p_; }
+    bool training() const { return training_; }
+    void set_training(bool training) { training_ = training; }
+
+    /// x: [N, ...] -> same shape. Draws from a copy of `stream` (the caller's generator is not advanced).
+    template <int Rank>
+    Tensor<T, Rank> forward(const Tensor<T, Rank>& x, Generator stream) {
+        active_ = training_ && p_ > 0.0;
+        if (!active_) return x;
+        mask_.resize(x.size());
+        stream.uniform(mask_.data(), mask_.size());
+        const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
+        mask_ = (mask_ < static_cast<T>(p_)).select(T(0), Table<T>::Constant(mask_.size(), keep_scale));
+        Tensor<T, Rank> y(x.dimensions());
+        Eigen::Map<Table<T>>(y.data(), y.size()) = Eigen::Map<const Table<T>>(x.data(), x.size()) * mask_;
+        return y;
+    }
+
+    /// dy -> dx = dy * mask.
+    template <int Rank>
+    Tensor<T, Rank> backward(const Tensor<T, Rank>& dy) {
+        if (!active_) return dy;
+        Tensor<T, Rank> dx(dy.dimensions());
+        Eigen::Map<Table<T>>(dx.data(), dx.size()) = Eigen::Map<const Table<T>>(dy.data(), dy.size()) * mask_;
+        return dx;
+    }
+
+    template <class Fn>
+    void for_each_parameter(const std::string&, Fn&&) {}
+
+  private:
+    double p_;
+    bool training_ = true;
+    bool active_ = false;
+    Table<T> mask_;  // 0 or 1 / (1 - p), flat like x
+};
+
+}  // namespace diffuse::nn

@@ -1,0 +1,96 @@
+#pragma once
+// The DDPM residual block (Ho et al. 2020, after Wide ResNet), conditioned on the time embedding:
+//     h = Conv3x3(SiLU(GroupNorm(x)))  +  Linear(SiLU(temb)) per channel
+//     h = Conv3x3(Dropout(SiLU(GroupNorm(h))))
+//     y = skip(x) + h,   skip = 1x1 conv when the channel count changes, else the identity
+
+#include "diffuse/core/random.hpp"
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/nn/conv2d.hpp"
+#include "diffuse/nn/dropout.hpp"
+#include "diffuse/nn/group_norm.hpp"
+#include "diffuse/nn/linear.hpp"
+#include "diffuse/nn/parameter.hpp"
+#include "diffuse/nn/silu.hpp"
+
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace diffuse::nn {
+
+template <class T = float>
+class ResBlock {
+  public:
+    ResBlock() = default;
+    ResBlock(Index in_channels, Index out_channels, Index embedding_channels, Index groups, double dropout,
+             Generator& init)
+        : norm1(groups, in_channels), conv1(in_channels, out_channels, 3, 1, init),
+          temb_proj(embedding_channels, out_channels, init), norm2(groups, out_channels), dropout(dropout),
+          conv2(out_channels, out_channels, 3, 1, init) {
+        if (in_channels != out_channels) nin_shortcut = Conv2d<T>(in_channels, out_channels, 1, 1, init);
+    }
+
+    bool has_shortcut() const { return nin_shortcut.out_channels() > 0; }
+    void set_training(bool training) { dropout.set_training(training); }
+
+    /// x: [N, Cin, H, W], temb: [N, E] -> [N, Cout, H, W]; `stream` draws the dropout mask.
+    Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {
+        Tensor4<T> h = conv1.forward(silu1.forward(norm1.forward(x)));
+        const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
+        const Index n = h.dimension(0), c = h.dimension(1), hw = h.dimension(2) * h.dimension(3);
+        for (Index i = 0; i < n * c; ++i) {
+            Eigen::Map<Table<T>>(h.data() + i * hw, hw) += e.data()[i];
+        }
+        h = conv2.forward(dropout.forward(silu2.forward(norm2.forward(h)), stream));
+        Eigen::Map<Table<T>> out(h.data(), h.size());
+        if (has_shortcut()) {
+            const Tensor4<T> s = nin_shortcut.forward(x);
+            out += Eigen::Map<const Table<T>>(s.data(), s.size());
+        } else {
+            out += Eigen::Map<const Table<T>>(x.data(), x.size());
+        }
+        return h;
+    }
+
+    /// dy -> (dx, dtemb).
+    std::pair<Tensor4<T>, Tensor2<T>> backward(const Tensor4<T>& dy) {
+        Tensor4<T> dh = norm2.backward(silu2.backward(dropout.backward(conv2.backward(dy))));
+        const Index n = dh.dimension(0), c = dh.dimension(1), hw = dh.dimension(2) * dh.dimension(3);
+        Tensor2<T> de(n, c);  // the per-channel embedding term's gradient: dh summed over pixels
+        for (Index i = 0; i < n * c; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
+        Tensor2<T> dtemb = silu_temb.backward(temb_proj.backward(de));
+        Tensor4<T> dx = norm1.backward(silu1.backward(conv1.backward(dh)));
+        Eigen::Map<Table<T>> out(dx.data(), dx.size());
+        if (has_shortcut()) {
+            const Tensor4<T> ds = nin_shortcut.backward(dy);
+            out += Eigen::Map<const Table<T>>(ds.data(), ds.size());
+        } else {
+            out += Eigen::Map<const Table<T>>(dy.data(), dy.size());
+        }
+        return {std::move(dx), std::move(dtemb)};
+    }
+
+    template <class Fn>
+    void for_each_parameter(const std::string& prefix, Fn&& fn) {
+        norm1.for_each_parameter(join_name(prefix, "norm1"), fn);
+        conv1.for_each_parameter(join_name(prefix, "conv1"), fn);
+        temb_proj.for_each_parameter(join_name(prefix, "temb_proj"), fn);
+        norm2.for_each_parameter(join_name(prefix, "norm2"), fn);
+        conv2.for_each_parameter(join_name(prefix, "conv2"), fn);
+        if (has_shortcut()) nin_shortcut.for_each_parameter(join_name(prefix, "nin_shortcut"), fn);
+    }
+
+    GroupNorm<T> norm1;
+    SiLU<T> silu1;
+    Conv2d<T> conv1;
+    SiLU<T> silu_temb;
+    Linear<T> temb_proj;
+    GroupNorm<T> norm2;
+    SiLU<T> silu2;
+    Dropout<T> dropout;
+    Conv2d<T> conv2;
+    Conv2d<T> nin_shortcut;  // empty (0 channels) when Cin == Cout
+};
+
+}  // namespace diffuse::nn

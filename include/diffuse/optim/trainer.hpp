@@ -1,0 +1,125 @@
+#pragma once
+// One training step of a diffusion model, the six steps of Ho et al. 2020, Algorithm 1:
+//   1. draw t ~ U{0, T-1} per sample      2. draw eps ~ N(0, I)
+//   3. x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps (closed form)
+//   4. embed t (inside the model)         5. predict eps (or x0, or v)
+//   6. MSE against the true target; backpropagate; clip; Adam update; EMA update.
+// For classifier-free guidance, labels are replaced by the "no class" index with probability
+// label_dropout. Every random draw comes from the trainer's Generator, so a run is reproducible and
+// can be resumed bit for bit from (weights, optimizer, EMA, generator state, step).
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/random.hpp"
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/optim/adam.hpp"
+#include "diffuse/optim/clip.hpp"
+#include "diffuse/optim/ema.hpp"
+#include "diffuse/optim/lr_schedule.hpp"
+#include "diffuse/process/forward.hpp"
+#include "diffuse/process/losses.hpp"
+#include "diffuse/process/parameterization.hpp"
+#include "diffuse/schedule/noise_schedule.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace diffuse::optim {
+
+struct TrainerOptions {
+    AdamOptions adam = {};
+    long warmup_steps = 0;           // linear learning-rate warm-up
+    double max_grad_norm = 1.0;      // 0 turns clipping off
+    double ema_decay = 0.9999;
+    bool ema_warmup = true;
+    Prediction prediction = Prediction::epsilon;
+    double min_snr_gamma = 0.0;      // 0: the plain simple loss; 5 is the paper's choice
+    double label_dropout = 0.1;      // for classifier-free guidance; conditional models only
+    std::uint64_t seed = 0;
+};
+
+/// What one step measured.
+struct StepStats {
+    double loss;
+    double grad_norm;  // before clipping
+    double lr;
+};
+
+template <class Model, class T = float>
+class Trainer {
+  public:
+    Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainerOptions options = {})
+        : model_(model), schedule_(schedule), options_(options), adam_(options.adam),
+          ema_(options.ema_decay, options.ema_warmup), generator_(options.seed) {
+        constexpr const char* where = "diffuse::optim::Trainer";
+        if (!(options.label_dropout >= 0.0 && options.label_dropout <= 1.0)) {
+            detail::throw_invalid(where, "label_dropout", options.label_dropout, "a probability in [0, 1]");
+        }
+        if (!(options.max_grad_norm >= 0.0)) detail::throw_invalid(where, "max_grad_norm", options.max_grad_norm, ">= 0");
+    }
+
+    /// One step on a batch x0 [N, C, H, W] scaled to [-1, 1], with class labels [N] for a
+    /// conditional model (empty for an unconditional one).
+    StepStats step(const Tensor4<T>& x0, const std::vector<int>& labels = {}) {
+        const Index batch = x0.dimension(0);
+        const Timesteps t = generator_.randint(batch, schedule_.num_timesteps());  // 1
+        Tensor4<T> eps;
+        const Tensor4<T> x_t = q_sample(schedule_, x0, t, generator_, eps);       // 2, 3
+        std::vector<int> y = labels;
+        const Index classes = model_.config().num_classes;
+        if (classes > 0 && !labels.empty() && options_.label_dropout > 0.0) {
+            std::vector<double> u(labels.size());
+            generator_.uniform(u.data(), static_cast<Index>(u.size()));
+            for (std::size_t n = 0; n < y.size(); ++n) {
+                if (u[n] < options_.label_dropout) y[n] = static_cast<int>(classes);
+            }
+        }
+        // the dropout masks: a stream of their own, a new one each step
+        const Generator dropout(derive_seed(options_.seed, static_cast<std::uint64_t>(step_)));
+        model_.set_training(true);
+        const Tensor4<T> output = model_.forward(x_t, t, y, dropout);              // 4, 5
+        const Tensor4<T> target = training_target(schedule_, options_.prediction, x0, eps, t);
+        Tensor4<T> grad;
+        const double loss = mse_loss(output, target,                               // 6
+                                     min_snr_weights(schedule_, options_.prediction, t, options_.min_snr_gamma), grad);
+        nn::zero_grad(model_);
+        model_.backward(grad);
+        const double norm = options_.max_grad_norm > 0.0 ? clip_grad_norm(model_, options_.max_grad_norm)
+                                                         : std::sqrt(squared_grad_norm());
+        if (!std::isfinite(norm)) {
+            throw numerical_error("diffuse::optim::Trainer::step: the gradient norm is " + std::to_string(norm) +
+                                  " at step " + std::to_string(step_ + 1) + "; the weights were not updated");
+        }
+        ++step_;
+        const double lr = warmup_lr(options_.adam.lr, step_, options_.warmup_steps);
+        adam_.set_lr(lr);
+        adam_.step(model_);
+        ema_.update(model_);
+        return {loss, norm, lr};
+    }
+
+    long step_count() const { return step_; }
+    void set_step_count(long step) { step_ = step; }
+    Generator& generator() { return generator_; }
+    Adam<T>& optimizer() { return adam_; }
+    EMA<T>& ema() { return ema_; }
+    const TrainerOptions& options() const { return options_; }
+
+  private:
+    double squared_grad_norm() {
+        double sum = 0.0;
+        model_.for_each_parameter("", [&](auto p) {
+            for (Index i = 0; i < p.size; ++i) sum += static_cast<double>(p.grad[i]) * p.grad[i];
+        });
+        return sum;
+    }
+
+    Model& model_;
+    const NoiseSchedule<T>& schedule_;
+    TrainerOptions options_;
+    Adam<T> adam_;
+    EMA<T> ema_;
+    Generator generator_;
+    long step_ = 0;
+};
+
+}  // namespace diffuse::optim
