@@ -20,3 +20,26 @@
 #include "diffuse/process/posterior.hpp"
 
 #include "diffuse/nn/timestep_embedding.hpp"
+#include "diffuse/process/losses.hpp"
+
+#include "diffuse/nn/attention.hpp"
+#include "diffuse/nn/conv2d.hpp"
+#include "diffuse/nn/dropout.hpp"
+#include "diffuse/nn/embedding.hpp"
+#include "diffuse/nn/group_norm.hpp"
+#include "diffuse/nn/linear.hpp"
+#include "diffuse/nn/parameter.hpp"
+#include "diffuse/nn/res_block.hpp"
+#include "diffuse/nn/resample.hpp"
+#include "diffuse/nn/silu.hpp"
+#include "diffuse/nn/time_embedding.hpp"
+
+#include "diffuse/models/unet.hpp"
+
+#include "diffuse/optim/adam.hpp"
+#include "diffuse/optim/clip.hpp"
+#include "diffuse/optim/ema.hpp"
+#include "diffuse/optim/lr_schedule.hpp"
+#include "diffuse/optim/trainer.hpp"
+
+#include "diffuse/testing/gradient_check.hpp"

@@ -59,14 +59,15 @@ inline void set_num_threads(int n) {
     }
 }
 
-/// Calls fn(begin, end) on contiguous pieces of [0, n) using up to num_threads() threads; pieces
-/// have at least `grain` indices. Returns when every piece is done. Nested calls run serially.
+/// Calls fn(begin, end) on contiguous pieces of [0, n) using up to num_threads() threads, with at
+/// most ceil(n / grain) pieces (so a piece is worth a hand-off: `grain` is roughly the smallest useful
+/// piece). Returns when every piece is done. Calls from a pool thread run serially.
 template <class Fn>
 void parallel_for(Index n, Index grain, Fn&& fn) {
     if (n <= 0) return;
     auto& state = detail::threading_state();
-    const Index pieces = std::min<Index>(state.num_threads, (n + std::max<Index>(grain, 1) - 1) /
-                                                                std::max<Index>(grain, 1));
+    const Index g = std::max<Index>(grain, 1);
+    const Index pieces = std::min<Index>(state.num_threads, (n + g - 1) / g);
     const bool nested = state.pool && state.pool->CurrentThreadId() != -1;
     if (pieces <= 1 || nested) {
         fn(Index{0}, n);

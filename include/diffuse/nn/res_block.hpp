@@ -23,10 +23,10 @@ template <class T = float>
 class ResBlock {
   public:
     ResBlock() = default;
-    ResBlock(Index in_channels, Index out_channels, Index embedding_channels, Index groups, double dropout,
+    ResBlock(Index in_channels, Index out_channels, Index embedding_channels, Index groups, double dropout_p,
              Generator& init)
         : norm1(groups, in_channels), conv1(in_channels, out_channels, 3, 1, init),
-          temb_proj(embedding_channels, out_channels, init), norm2(groups, out_channels), dropout(dropout),
+          temb_proj(embedding_channels, out_channels, init), norm2(groups, out_channels), dropout(dropout_p),
           conv2(out_channels, out_channels, 3, 1, init) {
         if (in_channels != out_channels) nin_shortcut = Conv2d<T>(in_channels, out_channels, 1, 1, init);
     }

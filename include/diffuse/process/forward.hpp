@@ -37,8 +37,7 @@ DiagonalGaussian<T, Rank> q_mean_variance(const NoiseSchedule<T>& schedule,
     Tensor<T, Rank> mean =
         detail::per_sample_scale("diffuse::q_mean_variance", schedule.sqrt_alphas_cumprod(), "x0", x0, t);
     return {std::move(mean),
-            // 1 - alphabar_t as exp(log(1 - alphabar_t)): exact where alphabar_t is near 1
-            detail::per_sample_broadcast(Table<T>(schedule.log_one_minus_alphas_cumprod().exp()), x0, t),
+            detail::per_sample_broadcast(schedule.one_minus_alphas_cumprod(), x0, t),
             detail::per_sample_broadcast(schedule.log_one_minus_alphas_cumprod(), x0, t)};
 }
 

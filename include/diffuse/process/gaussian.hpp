@@ -48,22 +48,36 @@ Tensor<T, Rank> normal_kl(const Tensor<T, Rank>& mean1, const Tensor<T, Rank>& l
 /// Phi(z), the standard normal CDF.
 inline double standard_normal_cdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
 
+/// log Phi(z), accurate far into the lower tail where Phi(z) itself underflows (z < -37.5): there
+/// log Phi(z) = -z^2/2 - log(-z) - log(2 pi)/2 + log(1 - 1/z^2 + 3/z^4 - 15/z^6 + 105/z^8), the
+/// asymptotic series of the Mills ratio, whose next term is below 1e-11 for z < -20.
+inline double log_standard_normal_cdf(double z) {
+    if (z > -20.0) return std::log(standard_normal_cdf(z));
+    const double r = 1.0 / (z * z);
+    return -0.5 * z * z - std::log(-z) - 0.5 * std::log(2.0 * std::acos(-1.0)) +
+           std::log1p(r * (-1.0 + r * (3.0 + r * (-15.0 + r * 105.0))));
+}
+
 /// log P(x) for one coordinate of 8-bit data scaled to [-1, 1] (pixel k -> 2k/255 - 1) under
 /// N(mean, exp(log_scale)^2) discretised into the 256 bins [x - 1/255, x + 1/255], the outer bins
-/// reaching to -inf and +inf (Ho et al. 2020, eq. 13). Uses the exact CDF, written so that neither
-/// tail loses its precision; Improved DDPM's code uses a tanh approximation of Phi instead.
+/// reaching to -inf and +inf (Ho et al. 2020, eq. 13). Uses the exact CDF, with each bin's mass taken
+/// from the tail it lies in so that no digits are lost, and in log space where the mass underflows;
+/// Improved DDPM's code uses a tanh approximation of Phi and clamps the mass at 1e-12 instead.
 inline double discretized_gaussian_log_likelihood(double x, double mean, double log_scale) {
     const double inv_stdv = std::exp(-log_scale);
     const double centered = x - mean;
     const double plus_in = inv_stdv * (centered + 1.0 / 255.0);  // upper edge of x's bin, standardised
     const double min_in = inv_stdv * (centered - 1.0 / 255.0);   // lower edge
-    if (x < -0.999) return std::log(standard_normal_cdf(plus_in));       // bin (-inf, x + 1/255]
-    if (x > 0.999) return std::log(standard_normal_cdf(-min_in));        // bin [x - 1/255, +inf)
-    // Phi(plus_in) - Phi(min_in) from whichever tail keeps the digits
+    if (x < -0.999) return log_standard_normal_cdf(plus_in);     // bin (-inf, x + 1/255]
+    if (x > 0.999) return log_standard_normal_cdf(-min_in);      // bin [x - 1/255, +inf)
+    // Phi(b) - Phi(a) for a < b, mirrored into the lower tail when the bin lies above the mean
+    const double a = min_in > 0.0 ? -plus_in : min_in, b = min_in > 0.0 ? -min_in : plus_in;
     const double r = 1.0 / std::sqrt(2.0);
-    const double mass = min_in > 0.0 ? 0.5 * (std::erfc(min_in * r) - std::erfc(plus_in * r))
-                                     : 0.5 * (std::erfc(-plus_in * r) - std::erfc(-min_in * r));
-    return std::log(mass);
+    const double mass = 0.5 * (std::erfc(-b * r) - std::erfc(-a * r));
+    if (mass > 1e-250) return std::log(mass);
+    // log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b)))
+    const double log_b = log_standard_normal_cdf(b);
+    return log_b + std::log(-std::expm1(log_standard_normal_cdf(a) - log_b));
 }
 
 /// The same elementwise over tensors of one shape, [N, ...] -> [N, ...]. Throws if x leaves [-1, 1].

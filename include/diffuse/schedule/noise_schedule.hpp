@@ -58,6 +58,8 @@ class NoiseSchedule {
     const Table<T>& alphas_cumprod() const { return alphas_cumprod_; }
     const Table<T>& alphas_cumprod_prev() const { return alphas_cumprod_prev_; }
     const Table<T>& alphas_cumprod_next() const { return alphas_cumprod_next_; }
+    /// 1 - alphabar_t, computed without cancellation (the variance of q(x_t | x_0)).
+    const Table<T>& one_minus_alphas_cumprod() const { return one_minus_alphas_cumprod_; }
     const Table<T>& sqrt_alphas_cumprod() const { return sqrt_alphas_cumprod_; }
     const Table<T>& sqrt_one_minus_alphas_cumprod() const { return sqrt_one_minus_alphas_cumprod_; }
     const Table<T>& log_one_minus_alphas_cumprod() const { return log_one_minus_alphas_cumprod_; }
@@ -103,6 +105,7 @@ class NoiseSchedule {
         alphas_cumprod_ = table(abar);
         alphas_cumprod_prev_ = table(abar_prev);
         alphas_cumprod_next_ = table(abar_next);
+        one_minus_alphas_cumprod_ = table(one_minus_abar);
         sqrt_alphas_cumprod_ = table([&](int t) { return std::sqrt(abar(t)); });
         sqrt_one_minus_alphas_cumprod_ = table([&](int t) { return std::sqrt(one_minus_abar(t)); });
         log_one_minus_alphas_cumprod_ = table([&](int t) { return std::log(one_minus_abar(t)); });
@@ -125,7 +128,7 @@ class NoiseSchedule {
     Betas betas_double_;
     std::vector<int> timestep_map_;
     std::vector<double> alphas_cumprod_double_;
-    Table<T> betas_, alphas_, alphas_cumprod_, alphas_cumprod_prev_, alphas_cumprod_next_;
+    Table<T> betas_, alphas_, alphas_cumprod_, alphas_cumprod_prev_, alphas_cumprod_next_, one_minus_alphas_cumprod_;
     Table<T> sqrt_alphas_cumprod_, sqrt_one_minus_alphas_cumprod_, log_one_minus_alphas_cumprod_;
     Table<T> sqrt_recip_alphas_cumprod_, sqrt_recipm1_alphas_cumprod_;
     Table<T> posterior_variance_, posterior_log_variance_clipped_;

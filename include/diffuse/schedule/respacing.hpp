@@ -90,7 +90,8 @@ inline std::vector<int> space_timesteps(int num_timesteps, const std::string& se
     std::stringstream parts(section_counts);
     std::string part;
     while (std::getline(parts, part, ',')) counts.push_back(parse_int(part));
-    if (counts.empty()) parse_int("");  // throws with the expected form
+    // An empty string, or an empty count after a trailing comma, which getline does not return.
+    if (counts.empty() || section_counts.back() == ',') parse_int("");  // throws with the expected form
     return space_timesteps(num_timesteps, counts);
 }
 

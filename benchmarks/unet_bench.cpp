@@ -1,0 +1,133 @@
+// The U-Net and its layers at the reference configuration's shapes (28x28x1, base 32 channels,
+// batch 64 for training): each layer's forward and backward, the whole network's forward at batch
+// 1 and 16, and a full training step at batch 64. GFLOPS counts 2 flops per multiply-add of the
+// convolutions, linear layers and attention products (the same count as forward_flops_per_image);
+// a backward pass costs twice its forward. Threads: diffuse's default (DIFFUSE_NUM_THREADS or all).
+#include <diffuse/models/unet.hpp>
+#include <diffuse/optim/trainer.hpp>
+#include <diffuse/schedule/betas.hpp>
+
+#include <benchmark/benchmark.h>
+
+namespace {
+
+using diffuse::Index;
+using diffuse::Tensor4;
+
+void set_gflops(benchmark::State& state, double flops_per_iteration) {
+    state.counters["GFLOPS"] = benchmark::Counter(flops_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// args: in channels, out channels, kernel, stride, side; batch 64
+void BM_conv2d(benchmark::State& state) {
+    const Index cin = state.range(0), cout = state.range(1), k = state.range(2), s = state.range(3), side = state.range(4);
+    const bool backward = state.range(5) != 0;
+    diffuse::Generator gen(1);
+    diffuse::nn::Conv2d<float> conv(cin, cout, k, s, gen);
+    const auto x = gen.randn<float, 4>({64, cin, side, side});
+    Tensor4<float> y = conv.forward(x);
+    for (auto _ : state) {
+        if (backward) {
+            Tensor4<float> dx = conv.backward(y);
+            benchmark::DoNotOptimize(dx.data());
+        } else {
+            y = conv.forward(x);
+            benchmark::DoNotOptimize(y.data());
+        }
+    }
+    set_gflops(state, conv.forward_flops(x) * (backward ? 2 : 1));
+}
+// {cin, cout, k, stride, side, backward}
+BENCHMARK(BM_conv2d)
+    ->ArgNames({"cin", "cout", "k", "s", "side", "bwd"})
+    ->Args({32, 32, 3, 1, 28, 0})->Args({32, 32, 3, 1, 28, 1})
+    ->Args({64, 32, 3, 1, 28, 0})->Args({64, 32, 3, 1, 28, 1})
+    ->Args({64, 64, 3, 1, 14, 0})->Args({64, 64, 3, 1, 14, 1})
+    ->Args({64, 64, 3, 1, 7, 0})->Args({64, 64, 3, 1, 7, 1})
+    ->Args({32, 32, 3, 2, 28, 0})->Args({32, 32, 3, 2, 28, 1})
+    ->Args({64, 64, 1, 1, 7, 0})->Args({64, 64, 1, 1, 7, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_group_norm(benchmark::State& state) {
+    const bool backward = state.range(0) != 0;
+    diffuse::Generator gen(2);
+    diffuse::nn::GroupNorm<float> norm(8, 32);
+    const auto x = gen.randn<float, 4>({64, 32, 28, 28});
+    Tensor4<float> y = norm.forward(x);
+    for (auto _ : state) {
+        Tensor4<float> out = backward ? norm.backward(y) : norm.forward(x);
+        benchmark::DoNotOptimize(out.data());
+    }
+    state.SetBytesProcessed(state.iterations() * x.size() * Index{sizeof(float)} * (backward ? 3 : 2));
+}
+BENCHMARK(BM_group_norm)->ArgName("bwd")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_silu(benchmark::State& state) {
+    const bool backward = state.range(0) != 0;
+    diffuse::Generator gen(3);
+    diffuse::nn::SiLU<float> silu;
+    const auto x = gen.randn<float, 4>({64, 32, 28, 28});
+    Tensor4<float> y = silu.forward(x);
+    for (auto _ : state) {
+        Tensor4<float> out = backward ? silu.backward(y) : silu.forward(x);
+        benchmark::DoNotOptimize(out.data());
+    }
+    state.SetBytesProcessed(state.iterations() * x.size() * Index{sizeof(float)} * (backward ? 3 : 3));
+}
+BENCHMARK(BM_silu)->ArgName("bwd")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_attention(benchmark::State& state) {
+    const bool backward = state.range(0) != 0;
+    diffuse::Generator gen(4);
+    diffuse::nn::AttentionBlock<float> attn(64, 1, 8, gen);
+    const auto x = gen.randn<float, 4>({64, 64, 7, 7});
+    Tensor4<float> y = attn.forward(x);
+    for (auto _ : state) {
+        Tensor4<float> out = backward ? attn.backward(y) : attn.forward(x);
+        benchmark::DoNotOptimize(out.data());
+    }
+    const double flops = 64.0 * (4 * 2.0 * 64 * 64 * 49 + 4.0 * 49 * 49 * 64);
+    set_gflops(state, flops * (backward ? 2 : 1));
+}
+BENCHMARK(BM_attention)->ArgName("bwd")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The reference U-Net (class-conditional, as the example trains it), evaluation mode.
+void BM_unet_forward(benchmark::State& state) {
+    const Index batch = state.range(0);
+    diffuse::UNetConfig config = diffuse::UNetConfig::reference();
+    config.num_classes = 10;
+    diffuse::UNet<float> unet(config, 1);
+    unet.set_training(false);
+    diffuse::Generator gen(5);
+    const auto x = gen.randn<float, 4>({batch, 1, 28, 28});
+    const diffuse::Timesteps t = gen.randint(batch, 1000);
+    const std::vector<int> labels(static_cast<std::size_t>(batch), 3);
+    for (auto _ : state) {
+        Tensor4<float> eps = unet.forward(x, t, labels);
+        benchmark::DoNotOptimize(eps.data());
+    }
+    set_gflops(state, unet.forward_flops_per_image() * batch);
+}
+BENCHMARK(BM_unet_forward)->ArgName("batch")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One whole training step: noise, forward, loss, backward, clipping, Adam, EMA.
+void BM_train_step(benchmark::State& state) {
+    const Index batch = state.range(0);
+    diffuse::UNetConfig config = diffuse::UNetConfig::reference();
+    config.num_classes = 10;
+    diffuse::UNet<float> unet(config, 1);
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(1000));
+    diffuse::optim::Trainer<diffuse::UNet<float>> trainer(unet, schedule);
+    diffuse::Generator gen(6);
+    auto x0 = gen.randn<float, 4>({batch, 1, 28, 28});
+    std::vector<int> labels(static_cast<std::size_t>(batch));
+    for (Index n = 0; n < batch; ++n) labels[n] = static_cast<int>(n % 10);
+    for (auto _ : state) {
+        const auto stats = trainer.step(x0, labels);
+        benchmark::DoNotOptimize(stats.loss);
+    }
+    set_gflops(state, 3.0 * unet.forward_flops_per_image() * batch);
+}
+BENCHMARK(BM_train_step)->ArgName("batch")->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+
+}  // namespace

@@ -1,0 +1,27 @@
+# diffuse_dev: the warning set for diffuse's own tests, examples and benchmarks. Linking it is how a
+# target opts in; diffuse::diffuse never carries it, so consumers keep their own flags.
+add_library(diffuse_dev INTERFACE)
+
+if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  target_compile_options(diffuse_dev INTERFACE
+    -Wall -Wextra -Wpedantic
+    -Wshadow                # a local hiding a member or outer name is how one t becomes another
+    -Wnon-virtual-dtor      # layers are used through base pointers
+    -Woverloaded-virtual
+    -Wold-style-cast        # casts between float/double/index types should be visible
+    -Wcast-align
+    -Wformat=2
+    -Wimplicit-fallthrough
+    # Not -Wconversion/-Wsign-conversion: Eigen's Index is signed and std sizes are not, so every
+    # shape computation would need a cast and the casts would hide the real bugs.
+    $<$<CXX_COMPILER_ID:GNU>:-Wduplicated-cond -Wlogical-op>
+    $<$<BOOL:${DIFFUSE_WERROR}>:-Werror>)
+elseif(MSVC)
+  target_compile_options(diffuse_dev INTERFACE /W4 /permissive- /external:anglebrackets /external:W0
+    $<$<BOOL:${DIFFUSE_WERROR}>:/WX>)
+endif()
+
+# Eigen's own headers are not ours to fix, so they must never trip -Werror. An imported Eigen3::Eigen
+# is already -isystem; saying it here also covers an Eigen brought in with add_subdirectory.
+target_include_directories(diffuse_dev SYSTEM INTERFACE
+  $<TARGET_PROPERTY:Eigen3::Eigen,INTERFACE_INCLUDE_DIRECTORIES>)

@@ -1,0 +1,5 @@
+#pragma once
+// diffuse's readers and writers. Not in diffuse/diffuse.hpp, which needs only Eigen: these need zlib,
+// so link the diffuse::io target (find_package(diffuse CONFIG REQUIRED COMPONENTS io)).
+
+#include "diffuse/io/idx.hpp"

@@ -1,0 +1,110 @@
+// The U-Net: parameter counts and FLOPs of the reference configurations, output shapes, the whole
+// network's gradients by finite differences, thread-count independence, and bad input.
+
+#include "../support/layers.hpp"
+
+#include <diffuse/core/threading.hpp>
+#include <diffuse/models/unet.hpp>
+
+#include <catch2/catch.hpp>
+
+using diffuse::UNet;
+using diffuse::UNetConfig;
+
+namespace {
+
+// Two levels (4x4 -> 2x2), attention at 2x2, two heads, classes and dropout: every kind of block.
+UNetConfig tiny_config() {
+    UNetConfig c;
+    c.model_channels = 4;
+    c.channel_mult = {1, 2};
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {2};
+    c.groups = 2;
+    c.heads = 2;
+    c.image_size = 4;
+    c.num_classes = 3;
+    c.dropout = 0.2;
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("The reference U-Net has 1,623,169 parameters and costs 0.554 GFLOP per image", "[models][unet]") {
+    UNet<float> reference(UNetConfig::reference());
+    REQUIRE(diffuse::nn::parameter_count(reference) == 1623169);
+    REQUIRE(reference.forward_flops_per_image() == Approx(0.554e9).epsilon(1e-3));
+    UNet<float> small(UNetConfig::small());
+    REQUIRE(diffuse::nn::parameter_count(small) == 408641);
+    UNetConfig conditional = UNetConfig::reference();
+    conditional.num_classes = 10;
+    UNet<float> cond(conditional);
+    // plus an 11 x 128 class embedding (10 classes and "no class")
+    REQUIRE(diffuse::nn::parameter_count(cond) == 1623169 + 11 * 128);
+}
+
+TEST_CASE("The U-Net maps [N, C, H, W] to the same shape with out_channels channels", "[models][unet]") {
+    UNetConfig c = UNetConfig::small();
+    c.out_channels = 2;
+    UNet<float> unet(c, 1);
+    diffuse::Generator gen(2);
+    const auto x = gen.randn<float, 4>({3, 1, 28, 28});
+    const auto y = unet.forward(x, {0, 500, 999});
+    REQUIRE(y.dimension(0) == 3);
+    REQUIRE(y.dimension(1) == 2);
+    REQUIRE(y.dimension(2) == 28);
+    REQUIRE(y.dimension(3) == 28);
+}
+
+TEST_CASE("The whole U-Net's backward pass matches finite differences", "[models][unet][gradient]") {
+    UNet<double> unet(tiny_config(), 5);
+    diffuse::Generator gen(8);
+    auto x = gen.randn<double, 4>({2, 1, 4, 4});
+    const diffuse::Timesteps t = {3, 700};
+    const std::vector<int> labels = {1, 3};  // 3: "no class"
+    const diffuse::Generator dropout(77);
+    diffuse::Tensor4<double> dx;
+    diffuse::testing::GradientCheckOptions options;
+    options.max_coordinates = 16;  // per tensor; there are about 150 tensors
+    const auto report = diffuse::testing::check_gradients(
+        unet, {{"x", x.data(), x.size(), [&] { return static_cast<const double*>(dx.data()); }}},
+        [&] { return unet.forward(x, t, labels, dropout); }, [&](const auto& g) { dx = unet.backward(g); }, options);
+    REQUIRE_GRADIENTS_MATCH(report);
+}
+
+TEST_CASE("The U-Net gives the same bits with one thread or two", "[models][unet][threads]") {
+    const int saved = diffuse::num_threads();
+    UNet<float> unet(UNetConfig::small(), 3);
+    diffuse::Generator gen(4);
+    const auto x = gen.randn<float, 4>({3, 1, 28, 28});
+    diffuse::Tensor4<float> y[2], dx[2];
+    for (int threads = 1; threads <= 2; ++threads) {
+        diffuse::set_num_threads(threads);
+        y[threads - 1] = unet.forward(x, {1, 2, 3}, {}, diffuse::Generator(6));
+        dx[threads - 1] = unet.backward(y[threads - 1]);
+    }
+    diffuse::set_num_threads(saved);
+    REQUIRE(std::equal(y[0].data(), y[0].data() + y[0].size(), y[1].data()));
+    REQUIRE(std::equal(dx[0].data(), dx[0].data() + dx[0].size(), dx[1].data()));
+}
+
+TEST_CASE("The U-Net rejects bad configurations and inputs, naming what was wrong", "[models][unet][errors]") {
+    UNetConfig c = UNetConfig::small();
+    c.groups = 6;
+    REQUIRE_THROWS_WITH(UNet<float>(c), Catch::Contains("groups = 6"));
+    c = UNetConfig::small();
+    c.image_size = 30;
+    REQUIRE_THROWS_WITH(UNet<float>(c), Catch::Contains("image_size = 30"));
+
+    UNet<float> unet(tiny_config(), 1);
+    diffuse::Tensor4<float> x(2, 1, 4, 4);
+    x.setZero();
+    REQUIRE_THROWS_WITH(unet.forward(diffuse::Tensor4<float>(2, 3, 4, 4), {1, 2}, {0, 1}), Catch::Contains("x.shape = [2, 3, 4, 4]"));
+    REQUIRE_THROWS_WITH(unet.forward(diffuse::Tensor4<float>(2, 1, 5, 4), {1, 2}, {0, 1}), Catch::Contains("divisible by 2"));
+    REQUIRE_THROWS_WITH(unet.forward(x, {1, 2}, {0, 4}), Catch::Contains("labels[1] = 4"));
+    REQUIRE_THROWS_WITH(unet.forward(x, {1, 2}, {}), Catch::Contains("labels.size() = 0"));
+    REQUIRE_THROWS_WITH(unet.forward(x, {1}, {0, 1}), Catch::Contains("t.size() = 1"));
+    UNet<float> unconditional(UNetConfig::small(), 1);
+    REQUIRE_THROWS_WITH(unconditional.forward(diffuse::Tensor4<float>(1, 1, 28, 28), {1}, {0}),
+                        Catch::Contains("unconditional"));
+}

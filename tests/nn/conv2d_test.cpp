@@ -1,0 +1,92 @@
+// Conv2d: forward against the convolution sum evaluated naively in long double, the backward pass
+// by finite differences, thread-count independence and bad input.
+
+#include "../support/layers.hpp"
+
+#include <diffuse/core/threading.hpp>
+#include <diffuse/nn/conv2d.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+using diffuse::Generator;
+using diffuse::Index;
+using diffuse::Tensor4;
+
+namespace {
+
+// y[n, o, py, px] = b[o] + sum_{c,i,j} w[o, c, i, j] x[n, c, s py + i - k/2, s px + j - k/2]
+template <class T>
+long double naive_conv(const diffuse::nn::Conv2d<T>& conv, const Tensor4<T>& x, Index n, Index o, Index py, Index px) {
+    const Index k = conv.kernel_size(), s = conv.stride(), pad = k / 2;
+    long double sum = conv.bias.data()[o];
+    for (Index c = 0; c < x.dimension(1); ++c) {
+        for (Index i = 0; i < k; ++i) {
+            for (Index j = 0; j < k; ++j) {
+                const Index iy = s * py + i - pad, ix = s * px + j - pad;
+                if (iy < 0 || iy >= x.dimension(2) || ix < 0 || ix >= x.dimension(3)) continue;
+                sum += static_cast<long double>(conv.weight.data()[((o * x.dimension(1) + c) * k + i) * k + j]) *
+                       x(n, c, iy, ix);
+            }
+        }
+    }
+    return sum;
+}
+
+}  // namespace
+
+TEST_CASE("Conv2d computes the convolution sum with zero padding for every kernel and stride", "[nn][conv2d]") {
+    for (const auto& [k, s] : {std::pair<Index, Index>{1, 1}, {3, 1}, {3, 2}}) {
+        Generator gen(11);
+        diffuse::nn::Conv2d<double> conv(3, 5, k, s, gen);
+        const auto x = gen.randn<double, 4>({2, 3, 7, 6});
+        const Tensor4<double> y = conv.forward(x);
+        REQUIRE(y.dimension(1) == 5);
+        REQUIRE(y.dimension(2) == (7 - 1) / s + 1);
+        REQUIRE(y.dimension(3) == (6 - 1) / s + 1);
+        for (Index n = 0; n < 2; ++n)
+            for (Index o = 0; o < 5; ++o)
+                for (Index py = 0; py < y.dimension(2); ++py)
+                    for (Index px = 0; px < y.dimension(3); ++px)
+                        REQUIRE(y(n, o, py, px) == Approx(static_cast<double>(naive_conv(conv, x, n, o, py, px))).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("Conv2d's backward pass matches finite differences for input, weight and bias", "[nn][conv2d][gradient]") {
+    for (const auto& [k, s] : {std::pair<Index, Index>{1, 1}, {3, 1}, {3, 2}}) {
+        Generator gen(12);
+        diffuse::nn::Conv2d<double> conv(3, 4, k, s, gen);
+        REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(conv, gen.randn<double, 4>({3, 3, 6, 5})));
+    }
+}
+
+TEST_CASE("Conv2d gives the same bits with one thread or two", "[nn][conv2d][threads]") {
+    const int saved = diffuse::num_threads();
+    Generator gen(13);
+    diffuse::nn::Conv2d<float> conv(8, 8, 3, 1, gen);
+    const auto x = gen.randn<float, 4>({5, 8, 28, 28});
+    Tensor4<float> y[2], dx[2];
+    std::vector<float> dw[2];
+    for (int threads = 1; threads <= 2; ++threads) {
+        diffuse::set_num_threads(threads);
+        diffuse::nn::zero_grad(conv);
+        y[threads - 1] = conv.forward(x);
+        dx[threads - 1] = conv.backward(y[threads - 1]);
+        dw[threads - 1].assign(conv.weight.grad(), conv.weight.grad() + conv.weight.size());
+    }
+    diffuse::set_num_threads(saved);
+    REQUIRE(std::equal(y[0].data(), y[0].data() + y[0].size(), y[1].data()));
+    REQUIRE(std::equal(dx[0].data(), dx[0].data() + dx[0].size(), dx[1].data()));
+    REQUIRE(dw[0] == dw[1]);
+}
+
+TEST_CASE("Conv2d rejects a wrong channel count, kernel or stride, naming it", "[nn][conv2d][errors]") {
+    Generator gen(14);
+    REQUIRE_THROWS_WITH((diffuse::nn::Conv2d<float>(3, 4, 5, 1, gen)), Catch::Contains("kernel_size = 5"));
+    REQUIRE_THROWS_WITH((diffuse::nn::Conv2d<float>(3, 4, 3, 3, gen)), Catch::Contains("stride = 3"));
+    REQUIRE_THROWS_WITH((diffuse::nn::Conv2d<float>(0, 4, 3, 1, gen)), Catch::Contains("in_channels = 0"));
+    diffuse::nn::Conv2d<float> conv(3, 4, 3, 1, gen);
+    REQUIRE_THROWS_AS(conv.forward(Tensor4<float>(1, 2, 5, 5)), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(conv.forward(Tensor4<float>(1, 2, 5, 5)), Catch::Contains("3 channels"));
+}

@@ -1,0 +1,116 @@
+// Training: gradient-norm clipping, the loss of a few hundred steps on a tiny fixed batch, a
+// reproducible run, and a non-finite loss stopping with a clear error.
+
+#include <diffuse/models/unet.hpp>
+#include <diffuse/optim/trainer.hpp>
+#include <diffuse/schedule/betas.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+using diffuse::UNet;
+using diffuse::UNetConfig;
+
+namespace {
+
+UNetConfig tiny_config() {
+    UNetConfig c;
+    c.model_channels = 8;
+    c.channel_mult = {1, 2};
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {4};
+    c.groups = 4;
+    c.image_size = 8;
+    c.num_classes = 2;
+    c.dropout = 0.0;
+    return c;
+}
+
+diffuse::Tensor4<float> tiny_batch() {
+    diffuse::Generator gen(5);
+    auto x = gen.randn<float, 4>({8, 1, 8, 8});
+    for (diffuse::Index i = 0; i < x.size(); ++i) x.data()[i] = std::tanh(x.data()[i]);
+    return x;
+}
+
+}  // namespace
+
+TEST_CASE("clip_grad_norm scales the gradients to the maximum norm and returns the norm before", "[optim][clip]") {
+    diffuse::Generator gen(1);
+    diffuse::nn::Linear<double> layer(2, 2, gen);
+    for (diffuse::Index i = 0; i < 4; ++i) layer.weight.grad()[i] = 3.0;
+    for (diffuse::Index i = 0; i < 2; ++i) layer.bias.grad()[i] = 4.0;
+    const double norm = diffuse::optim::clip_grad_norm(layer, 1.0);
+    REQUIRE(norm == Approx(std::sqrt(4 * 9.0 + 2 * 16.0)));
+    REQUIRE(layer.weight.grad()[0] == Approx(3.0 / norm).epsilon(1e-5));
+    REQUIRE(diffuse::optim::clip_grad_norm(layer, 10.0) == Approx(1.0).epsilon(1e-5));  // under the limit: unchanged
+    REQUIRE(layer.bias.grad()[0] == Approx(4.0 / norm).epsilon(1e-5));
+}
+
+TEST_CASE("Adam on a fixed noisy batch drives the U-Net's loss down by a large factor", "[optim][overfit]") {
+    // The test of backward and optimizer together: x_t, t and the target are fixed, so the network
+    // can memorise them; the loss must fall far below its starting value.
+    UNet<float> unet(tiny_config(), 1);
+    diffuse::optim::AdamOptions options;
+    options.lr = 2e-3;
+    diffuse::optim::Adam<float> adam(options);
+    diffuse::Generator gen(2);
+    const auto x_t = gen.randn<float, 4>({4, 1, 8, 8});
+    const auto target = gen.randn<float, 4>({4, 1, 8, 8});
+    const diffuse::Timesteps t = {10, 200, 500, 900};
+    const std::vector<int> labels = {0, 1, 2, 0};
+    double first = 0, last = 0;
+    for (int step = 0; step < 300; ++step) {
+        diffuse::Tensor4<float> grad;
+        const double loss = diffuse::mse_loss(unet.forward(x_t, t, labels), target, {}, grad);
+        if (step == 0) first = loss;
+        last = loss;
+        diffuse::nn::zero_grad(unet);
+        unet.backward(grad);
+        adam.step(unet);
+    }
+    INFO("loss " << first << " -> " << last);
+    REQUIRE(last < first / 50);
+}
+
+TEST_CASE("The trainer's loss falls over a few hundred steps and a run repeats bit for bit", "[optim][trainer]") {
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(1000));
+    diffuse::optim::TrainerOptions options;
+    options.adam.lr = 1e-3;
+    options.seed = 3;
+    const auto x = tiny_batch();
+    const std::vector<int> labels = {0, 1, 0, 1, 0, 1, 0, 1};
+    std::vector<float> weights[2];
+    double early = 0, late = 0;
+    for (int run = 0; run < 2; ++run) {
+        UNet<float> unet(tiny_config(), 1);
+        diffuse::optim::Trainer<UNet<float>> trainer(unet, schedule, options);
+        const int steps = run == 0 ? 300 : 20;
+        for (int i = 0; i < steps; ++i) {
+            const auto stats = trainer.step(x, labels);
+            if (run == 0 && i < 20) early += stats.loss / 20;
+            if (run == 0 && i >= steps - 40) late += stats.loss / 40;
+            if (run == 0 && i == 19) weights[0].assign(unet.conv_out.weight.data(), unet.conv_out.weight.data() + unet.conv_out.weight.size());
+        }
+        if (run == 1) weights[1].assign(unet.conv_out.weight.data(), unet.conv_out.weight.data() + unet.conv_out.weight.size());
+    }
+    INFO("mean loss of the first 20 steps " << early << ", of the last 40 " << late);
+    // The loss is an average over random t and noise, so it cannot reach 0; a three-fold drop is far
+    // outside its step-to-step spread on this batch.
+    REQUIRE(late < early / 3);
+    REQUIRE(weights[0] == weights[1]);  // the same 20 steps, the same bits
+}
+
+TEST_CASE("A non-finite loss stops training with an error and leaves the weights as they were", "[optim][trainer][errors]") {
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
+    UNet<float> unet(tiny_config(), 1);
+    diffuse::optim::Trainer<UNet<float>> trainer(unet, schedule);
+    auto x = tiny_batch();
+    x(0, 0, 0, 0) = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> before(unet.conv_in.weight.data(), unet.conv_in.weight.data() + unet.conv_in.weight.size());
+    REQUIRE_THROWS_AS(trainer.step(x, {0, 1, 0, 1, 0, 1, 0, 1}), diffuse::numerical_error);
+    const std::vector<float> after(unet.conv_in.weight.data(), unet.conv_in.weight.data() + unet.conv_in.weight.size());
+    REQUIRE(before == after);
+}
