@@ -229,7 +229,7 @@ TEST_CASE("a missing file is named, with the package to install when it is a pac
     CHECK_THAT(message, !Catch::Contains("apt-get"));
 }
 
-TEST_CASE("images_to_tensor gives [count, 1, H, W] with pixel p mapped to 2p/255 - 1", "[io][idx]") {
+TEST_CASE("images_to_tensor gives count x 1 x H x W with pixel p mapped to 2p/255 - 1", "[io][idx]") {
     diffuse::IdxImages images;
     images.count = 3;
     images.rows = 16;

@@ -43,7 +43,7 @@ TEST_CASE("The reference U-Net has 1,623,169 parameters and costs 0.554 GFLOP pe
     REQUIRE(diffuse::nn::parameter_count(cond) == 1623169 + 11 * 128);
 }
 
-TEST_CASE("The U-Net maps [N, C, H, W] to the same shape with out_channels channels", "[models][unet]") {
+TEST_CASE("The U-Net maps N x C x H x W to the same shape with out_channels channels", "[models][unet]") {
     UNetConfig c = UNetConfig::small();
     c.out_channels = 2;
     UNet<float> unet(c, 1);

@@ -48,7 +48,7 @@ TEST_CASE("Dropout's backward pass matches finite differences", "[nn][dropout][g
     REQUIRE_GRADIENTS_MATCH(report);
 }
 
-TEST_CASE("Dropout rejects a probability outside [0, 1)", "[nn][dropout][errors]") {
+TEST_CASE("Dropout rejects a probability outside 0 <= p < 1", "[nn][dropout][errors]") {
     REQUIRE_THROWS_WITH(diffuse::nn::Dropout<float>(1.0), Catch::Contains("p = 1"));
     REQUIRE_THROWS_WITH(diffuse::nn::Dropout<float>(-0.1), Catch::Contains("p = -0.1"));
 }
