@@ -6,6 +6,7 @@
 #include <unsupported/Eigen/CXX11/Tensor>
 
 #include <array>
+#include <cassert>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,6 +29,13 @@ using Table = Eigen::Array<T, Eigen::Dynamic, 1>;
 
 /// One integer timestep per sample of a batch, [N].
 using Timesteps = std::vector<int>;
+
+/// a += b, elementwise, for tensors of one shape (a residual connection, a summed gradient).
+template <class T, int Rank>
+void add_inplace(Tensor<T, Rank>& a, const Tensor<T, Rank>& b) {
+    assert(a.dimensions() == b.dimensions());
+    Eigen::Map<Table<T>>(a.data(), a.size()) += Eigen::Map<const Table<T>>(b.data(), b.size());
+}
 
 /// "[2, 1, 28, 28]", for error messages.
 template <class Dims>

@@ -124,7 +124,7 @@ class UNet {
         Tensor2<T> emb = temb.forward(t);
         if (config_.num_classes > 0) {
             const Tensor2<T> e = class_embedding.forward(labels);
-            Eigen::Map<Table<T>>(emb.data(), emb.size()) += Eigen::Map<const Table<T>>(e.data(), e.size());
+            add_inplace(emb, e);
         }
         Index block_index = 0;
         const auto res = [&](nn::ResBlock<T>& block, const Tensor4<T>& in) {
@@ -165,22 +165,19 @@ class UNet {
     Tensor4<T> backward(const Tensor4<T>& dy) {
         Tensor4<T> dh = norm_out.backward(silu_out.backward(conv_out.backward(dy)));
         Tensor2<T> demb;
-        const auto add = [](Tensor4<T>& a, const Tensor4<T>& b) {
-            Eigen::Map<Table<T>>(a.data(), a.size()) += Eigen::Map<const Table<T>>(b.data(), b.size());
-        };
         const auto res_backward = [&](nn::ResBlock<T>& block, const Tensor4<T>& d) {
             auto [dx, de] = block.backward(d);
             if (demb.size() == 0) {
                 demb = std::move(de);
             } else {
-                Eigen::Map<Table<T>>(demb.data(), demb.size()) += Eigen::Map<const Table<T>>(de.data(), de.size());
+                add_inplace(demb, de);
             }
             return std::move(dx);
         };
 
         std::vector<Tensor4<T>> dskips(skips_.size());
         const auto add_skip = [&](std::size_t i, const Tensor4<T>& d) {
-            if (dskips[i].size() == 0) dskips[i] = d; else add(dskips[i], d);
+            if (dskips[i].size() == 0) dskips[i] = d; else add_inplace(dskips[i], d);
         };
         std::size_t skip = 0;  // up blocks popped skips from the end; undo in reverse order
         std::size_t used = skip_channels_used_.size();

@@ -60,7 +60,7 @@ class AttentionBlock {
             }
         });
         Tensor4<T> y = proj_out.forward(o);
-        Eigen::Map<Table<T>>(y.data(), y.size()) += Eigen::Map<const Table<T>>(x.data(), x.size());
+        add_inplace(y, x);  // the residual
         return y;
     }
 
@@ -88,10 +88,10 @@ class AttentionBlock {
             }
         });
         Tensor4<T> dh = q.backward(dq);
-        add(dh, k.backward(dk));
-        add(dh, v.backward(dv));
+        add_inplace(dh, k.backward(dk));
+        add_inplace(dh, v.backward(dv));
         Tensor4<T> dx = norm.backward(dh);
-        add(dx, dy);  // the residual
+        add_inplace(dx, dy);  // the residual
         return dx;
     }
 
@@ -111,9 +111,6 @@ class AttentionBlock {
     using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     static Eigen::Map<Matrix> map(T* p, Index rows, Index cols) { return {p, rows, cols}; }
     static Eigen::Map<const Matrix> cmap(const T* p, Index rows, Index cols) { return {p, rows, cols}; }
-    static void add(Tensor4<T>& a, const Tensor4<T>& b) {
-        Eigen::Map<Table<T>>(a.data(), a.size()) += Eigen::Map<const Table<T>>(b.data(), b.size());
-    }
 
     Index heads_ = 1;
     Tensor4<T> q_, k_, v_;     // [N, C, H, W] each

@@ -43,13 +43,7 @@ class ResBlock {
             Eigen::Map<Table<T>>(h.data() + i * hw, hw) += e.data()[i];
         }
         h = conv2.forward(dropout.forward(silu2.forward(norm2.forward(h)), stream));
-        Eigen::Map<Table<T>> out(h.data(), h.size());
-        if (has_shortcut()) {
-            const Tensor4<T> s = nin_shortcut.forward(x);
-            out += Eigen::Map<const Table<T>>(s.data(), s.size());
-        } else {
-            out += Eigen::Map<const Table<T>>(x.data(), x.size());
-        }
+        if (has_shortcut()) add_inplace(h, nin_shortcut.forward(x)); else add_inplace(h, x);  // the residual
         return h;
     }
 
@@ -61,13 +55,7 @@ class ResBlock {
         for (Index i = 0; i < n * c; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
         Tensor2<T> dtemb = silu_temb.backward(temb_proj.backward(de));
         Tensor4<T> dx = norm1.backward(silu1.backward(conv1.backward(dh)));
-        Eigen::Map<Table<T>> out(dx.data(), dx.size());
-        if (has_shortcut()) {
-            const Tensor4<T> ds = nin_shortcut.backward(dy);
-            out += Eigen::Map<const Table<T>>(ds.data(), ds.size());
-        } else {
-            out += Eigen::Map<const Table<T>>(dy.data(), dy.size());
-        }
+        if (has_shortcut()) add_inplace(dx, nin_shortcut.backward(dy)); else add_inplace(dx, dy);
         return {std::move(dx), std::move(dtemb)};
     }
 
