@@ -1,0 +1,103 @@
+#pragma once
+// The denoiser: all a sampler knows of a model. A model is a callback
+//     output [N, C', H, W] = model(x_t [N, C, H, W], t [N], labels [N] or empty)
+// that predicts eps, x0 or v (Prediction), so a sampler runs the same with the U-Net, with any model
+// a user brings, and with an analytic denoiser in the tests. The model is told the timesteps it was
+// trained on: a sampler on a respaced schedule passes timestep_map()[i], not the step index i.
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/shape.hpp"
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/process/parameterization.hpp"
+#include "diffuse/samplers/options.hpp"
+#include "diffuse/samplers/thresholding.hpp"
+#include "diffuse/schedule/noise_schedule.hpp"
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace diffuse {
+
+/// A model as a callback: x_t [N, C, H, W], the model's timesteps t [N], class labels [N] (empty for
+/// an unconditional model) -> its output, [N, C, H, W] (or [N, 2C, H, W] with a learned variance).
+template <class T>
+using ModelFn = std::function<Tensor4<T>(const Tensor4<T>& x_t, const Timesteps& t, const std::vector<int>& labels)>;
+
+namespace detail {
+template <class U>
+struct non_deduced {
+    using type = U;
+};
+}  // namespace detail
+
+/// ModelFn<T> as a parameter whose T is deduced from the other arguments, so a lambda converts to it.
+template <class T>
+using ModelArg = typename detail::non_deduced<ModelFn<T>>::type;
+
+/// Anything with forward(x, t, labels) (the U-Net, in evaluation mode) as a ModelFn. The model is
+/// held by reference and must outlive the callback.
+template <class T, class Model>
+ModelFn<T> model_fn(Model& model) {
+    return [&model](const Tensor4<T>& x_t, const Timesteps& t, const std::vector<int>& labels) {
+        return Tensor4<T>(model.forward(x_t, t, labels));
+    };
+}
+
+/// The model's prediction at one step, as both parameterisations a sampler needs.
+template <class T>
+struct Denoised {
+    Tensor4<T> x0;   // [N, C, H, W], after thresholding
+    Tensor4<T> eps;  // [N, C, H, W], the model's eps (not re-derived from a thresholded x0)
+};
+
+namespace detail {
+
+/// Throws numerical_error naming the first non-finite entry of x, if any.
+template <class T>
+void check_finite(const char* where, const std::string& what, const Tensor4<T>& x) {
+    for (Index i = 0; i < x.size(); ++i) {
+        if (!std::isfinite(x.data()[i])) {
+            throw numerical_error(std::string(where) + ": " + what + " holds a non-finite value (" +
+                                  std::to_string(x.data()[i]) + " at flat index " + std::to_string(i) + " of " +
+                                  shape_string(x.dimensions()) + ")");
+        }
+    }
+}
+
+/// Calls the model on x (every sample at step i of `schedule`), checks that it returned
+/// [N, channels, H, W] of finite values, and returns that output.
+template <class T>
+Tensor4<T> call_model(const char* where, const ModelArg<T>& model, const NoiseSchedule<T>& schedule,
+                      const Tensor4<T>& x, int i, const std::vector<int>& labels, Index channels) {
+    const Timesteps t(static_cast<std::size_t>(x.dimension(0)), schedule.timestep_map()[static_cast<std::size_t>(i)]);
+    Tensor4<T> out = model(x, t, labels);  // [N, channels, H, W]
+    const Shape4 want = {x.dimension(0), channels, x.dimension(2), x.dimension(3)};
+    const Shape4 got = {out.dimension(0), out.dimension(1), out.dimension(2), out.dimension(3)};
+    if (got != want) {
+        throw_invalid(where, "the model's output shape", shape_string(got),
+                      shape_string(want) + " for x_t of shape " + shape_string(x.dimensions()) + " at t = " +
+                          std::to_string(t.front()));
+    }
+    check_finite(where, "the model's output at t = " + std::to_string(t.front()), out);
+    return out;
+}
+
+}  // namespace detail
+
+/// Calls the model at step i of `schedule` and converts its output to (x0, eps); x0 is thresholded
+/// as the options say. x: [N, C, H, W].
+template <class T>
+Denoised<T> denoise(const char* where, const NoiseSchedule<T>& schedule, const ModelArg<T>& model,
+                    const Tensor4<T>& x, int i, const SamplerOptions<T>& options) {
+    const Tensor4<T> output = detail::call_model(where, model, schedule, x, i, options.labels, x.dimension(1));
+    const Timesteps steps(static_cast<std::size_t>(x.dimension(0)), i);
+    Denoised<T> d;
+    d.eps = predict_eps(schedule, x, steps, output, options.prediction);
+    d.x0 = threshold_x0(predict_x0(schedule, x, steps, output, options.prediction), options.thresholding,
+                        options.dynamic_percentile);
+    return d;
+}
+
+}  // namespace diffuse
