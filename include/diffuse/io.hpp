@@ -3,4 +3,5 @@
 // and nlohmann/json, so link the diffuse::io target (find_package(diffuse CONFIG REQUIRED COMPONENTS io)).
 
 #include "diffuse/io/idx.hpp"
+#include "diffuse/io/checkpoint.hpp"
 #include "diffuse/io/safetensors.hpp"

@@ -22,6 +22,7 @@ class EMA {
     }
 
     double decay() const { return decay_; }
+    bool warmup() const { return warmup_; }
     long updates() const { return updates_; }
     void set_updates(long updates) { updates_ = updates; }
     std::map<std::string, Table<T>>& shadow() { return shadow_; }

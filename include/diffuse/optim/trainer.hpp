@@ -73,8 +73,10 @@ class Trainer {
                 if (u[n] < options_.label_dropout) y[n] = static_cast<int>(classes);
             }
         }
-        // the dropout masks: a stream of their own, a new one each step
-        const Generator dropout(derive_seed(options_.seed, static_cast<std::uint64_t>(step_)));
+        // the dropout masks: a stream of their own, a new one each step. Derived from the generator's
+        // seed (equal to options.seed unless a checkpoint restored another), so that (generator, step)
+        // is the whole of a step's randomness.
+        const Generator dropout(derive_seed(generator_.seed(), static_cast<std::uint64_t>(step_)));
         model_.set_training(true);
         const Tensor4<T> output = model_.forward(x_t, t, y, dropout);              // 4, 5
         const Tensor4<T> target = training_target(schedule_, options_.prediction, x0, eps, t);
@@ -97,11 +99,19 @@ class Trainer {
         return {loss, norm, lr};
     }
 
+    /// The state a checkpoint saves and restores: with the model's weights, these make the next
+    /// step the same, bit for bit, as in a run that never stopped.
     long step_count() const { return step_; }
     void set_step_count(long step) { step_ = step; }
     Generator& generator() { return generator_; }
+    const Generator& generator() const { return generator_; }
     Adam<T>& optimizer() { return adam_; }
+    const Adam<T>& optimizer() const { return adam_; }
     EMA<T>& ema() { return ema_; }
+    const EMA<T>& ema() const { return ema_; }
+    Model& model() { return model_; }
+    const Model& model() const { return model_; }
+    const NoiseSchedule<T>& schedule() const { return schedule_; }
     const TrainerOptions& options() const { return options_; }
 
   private:

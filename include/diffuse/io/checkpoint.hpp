@@ -1,0 +1,536 @@
+#pragma once
+// Checkpoints: a model's weights, or a whole training state, as one safetensors file
+// (diffuse/io/safetensors.hpp) named the way PyTorch names things, so that
+//     model.load_state_dict(safetensors.torch.load_file(path), strict=False)
+// loads a diffuse U-Net's weights into a PyTorch port of the same network.
+//
+// A training state (save_checkpoint / load_checkpoint) holds, for every parameter <name> the model's
+// for_each_parameter yields (e.g. down.0.block.1.conv1.weight):
+//     <name>                          the weights                          F32 (F64 for a double model)
+//     ema.<name>                      the EMA's average                    once the EMA has been updated
+//     optimizer.exp_avg.<name>        Adam's first moment m                once Adam has stepped
+//     optimizer.exp_avg_sq.<name>     Adam's second moment v
+// and the counters, each an I64 scalar (shape []):
+//     trainer.step                    steps taken
+//     optimizer.step                  Adam's t
+//     ema.num_updates                 the EMA's update count (its warm-up depends on it)
+//     generator.seed, generator.offset   the trainer's Philox generator, (seed, offset); both are
+//                                     unsigned 64-bit numbers stored in I64 with the same bits
+// With the weights these are all a training step reads that changes from step to step, so a run
+// resumed from a checkpoint is bit-identical to one that never stopped (given the same data, options
+// and schedule, and diffuse's thread-count-independent arithmetic).
+//
+// A weights file (save_weights / load_weights) holds only <name> tensors: the model's weights or the
+// EMA's average in their place, which is what a sampling program wants.
+//
+// Both carry "__metadata__" strings:
+//     format                          "pt" (what Hugging Face tools expect of PyTorch weights)
+//     diffuse.checkpoint              "training_state" or "weights"
+//     diffuse.checkpoint_version      "1", this layout
+//     diffuse.version                 the diffuse that wrote it
+//     diffuse.unet_config             the UNetConfig as JSON, so config_from_checkpoint can rebuild
+//                                     the model from the file alone (U-Net models)
+//     diffuse.trainer_options         the TrainerOptions as JSON (training states)
+//     diffuse.weights                 "model" or "ema": which weights a weights file holds
+//
+// Loading checks every tensor the model (and optimizer, EMA) expects: present, the same dtype, the
+// same shape; and that the file has no tensor nobody expects. It lists what does not match, e.g.
+//     down.0.block.1.conv1.weight: shape [32, 32, 3, 3] in file, [64, 32, 3, 3] expected
+// and changes nothing unless everything matches. Writing is atomic (see save_safetensors).
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/random.hpp"
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/io/safetensors.hpp"
+#include "diffuse/models/unet.hpp"
+#include "diffuse/nn/parameter.hpp"
+#include "diffuse/optim/adam.hpp"
+#include "diffuse/optim/ema.hpp"
+#include "diffuse/optim/trainer.hpp"
+#include "diffuse/process/parameterization.hpp"
+#include "diffuse/version.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace diffuse {
+
+/// Which weights load_weights takes from a training checkpoint: the trained ones or their average.
+enum class Weights { model, ema };
+
+namespace detail {
+
+inline constexpr const char* checkpoint_version = "1";
+inline constexpr const char* training_state_kind = "training_state";
+inline constexpr const char* weights_kind = "weights";
+// The sections of a training state besides the model's own tensors.
+inline constexpr const char* state_sections[] = {"ema.", "optimizer.", "trainer.", "generator."};
+
+[[noreturn]] inline void throw_checkpoint(const char* where, const std::string& path, const std::string& what) {
+    throw invalid_argument(std::string(where) + ": \"" + path + "\": " + what);
+}
+
+inline bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+inline std::int64_t u64_as_i64(std::uint64_t v) {
+    std::int64_t out;
+    std::memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+inline std::uint64_t i64_as_u64(std::int64_t v) {
+    std::uint64_t out;
+    std::memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+// ---- JSON of the configuration -------------------------------------------------------------------
+
+/// Reads the JSON object `text` (metadata entry `key`), checking it has exactly `keys`.
+inline nlohmann::json config_object(const char* where, const std::string& path, const std::string& key,
+                                    const std::string& text, const std::vector<std::string>& keys) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        throw_checkpoint(where, path, "metadata " + key + " is not valid JSON: " + e.what());
+    }
+    if (!j.is_object()) throw_checkpoint(where, path, "metadata " + key + " is not a JSON object: " + text);
+    for (const auto& [name, value] : j.items()) {
+        (void)value;
+        if (std::find(keys.begin(), keys.end(), name) == keys.end()) {
+            throw_checkpoint(where, path, "metadata " + key + " has an unknown key \"" + name + "\"");
+        }
+    }
+    for (const std::string& name : keys) {
+        if (!j.contains(name)) throw_checkpoint(where, path, "metadata " + key + " has no \"" + name + "\"");
+    }
+    return j;
+}
+
+template <class Value>
+Value config_value(const char* where, const std::string& path, const std::string& key, const nlohmann::json& j,
+                   const char* name) {
+    const nlohmann::json& v = j.at(name);
+    bool ok;
+    if constexpr (std::is_same_v<Value, bool>) {
+        ok = v.is_boolean();
+    } else if constexpr (std::is_floating_point_v<Value>) {
+        ok = v.is_number();
+    } else if constexpr (std::is_unsigned_v<Value>) {
+        ok = v.is_number_unsigned();
+    } else {
+        ok = v.is_number_integer();
+    }
+    if (!ok) throw_checkpoint(where, path, "metadata " + key + ": \"" + name + "\" = " + v.dump() + " has the wrong type");
+    return v.get<Value>();
+}
+
+inline std::vector<Index> config_sizes(const char* where, const std::string& path, const std::string& key,
+                                       const nlohmann::json& j, const char* name) {
+    const nlohmann::json& v = j.at(name);
+    std::vector<Index> out;
+    if (v.is_array()) {
+        for (const nlohmann::json& e : v) {
+            if (!e.is_number_integer()) break;
+            out.push_back(e.get<Index>());
+        }
+    }
+    if (!v.is_array() || out.size() != v.size()) {
+        throw_checkpoint(where, path, "metadata " + key + ": \"" + name + "\" = " + v.dump() +
+                                          ", expected an array of integers");
+    }
+    return out;
+}
+
+}  // namespace detail
+
+/// The configuration as the JSON object a checkpoint stores.
+inline std::string unet_config_to_json(const UNetConfig& c) {
+    nlohmann::ordered_json j;
+    j["in_channels"] = c.in_channels;
+    j["out_channels"] = c.out_channels;
+    j["model_channels"] = c.model_channels;
+    j["channel_mult"] = c.channel_mult;
+    j["num_res_blocks"] = c.num_res_blocks;
+    j["attention_resolutions"] = c.attention_resolutions;
+    j["dropout"] = c.dropout;
+    j["groups"] = c.groups;
+    j["heads"] = c.heads;
+    j["num_classes"] = c.num_classes;
+    j["image_size"] = c.image_size;
+    return j.dump();
+}
+
+/// The configuration from unet_config_to_json's JSON; every field must be there, and nothing else.
+/// `path` names the file in error messages.
+inline UNetConfig unet_config_from_json(const std::string& text, const std::string& path = "") {
+    constexpr const char* where = "diffuse::unet_config_from_json";
+    const std::string key = "diffuse.unet_config";
+    const nlohmann::json j = detail::config_object(
+        where, path, key, text,
+        {"in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
+         "dropout", "groups", "heads", "num_classes", "image_size"});
+    UNetConfig c;
+    c.in_channels = detail::config_value<Index>(where, path, key, j, "in_channels");
+    c.out_channels = detail::config_value<Index>(where, path, key, j, "out_channels");
+    c.model_channels = detail::config_value<Index>(where, path, key, j, "model_channels");
+    c.channel_mult = detail::config_sizes(where, path, key, j, "channel_mult");
+    c.num_res_blocks = detail::config_value<Index>(where, path, key, j, "num_res_blocks");
+    c.attention_resolutions = detail::config_sizes(where, path, key, j, "attention_resolutions");
+    c.dropout = detail::config_value<double>(where, path, key, j, "dropout");
+    c.groups = detail::config_value<Index>(where, path, key, j, "groups");
+    c.heads = detail::config_value<Index>(where, path, key, j, "heads");
+    c.num_classes = detail::config_value<Index>(where, path, key, j, "num_classes");
+    c.image_size = detail::config_value<Index>(where, path, key, j, "image_size");
+    return c;
+}
+
+/// The trainer's options as the JSON object a checkpoint stores.
+inline std::string trainer_options_to_json(const optim::TrainerOptions& o) {
+    nlohmann::ordered_json adam;
+    adam["lr"] = o.adam.lr;
+    adam["beta1"] = o.adam.beta1;
+    adam["beta2"] = o.adam.beta2;
+    adam["eps"] = o.adam.eps;
+    adam["weight_decay"] = o.adam.weight_decay;
+    nlohmann::ordered_json j;
+    j["adam"] = adam;
+    j["warmup_steps"] = o.warmup_steps;
+    j["max_grad_norm"] = o.max_grad_norm;
+    j["ema_decay"] = o.ema_decay;
+    j["ema_warmup"] = o.ema_warmup;
+    j["prediction"] = to_string(o.prediction);
+    j["min_snr_gamma"] = o.min_snr_gamma;
+    j["label_dropout"] = o.label_dropout;
+    j["seed"] = o.seed;
+    return j.dump();
+}
+
+/// The options from trainer_options_to_json's JSON; every field must be there, and nothing else.
+inline optim::TrainerOptions trainer_options_from_json(const std::string& text, const std::string& path = "") {
+    constexpr const char* where = "diffuse::trainer_options_from_json";
+    const std::string key = "diffuse.trainer_options";
+    const nlohmann::json j = detail::config_object(
+        where, path, key, text,
+        {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "prediction", "min_snr_gamma",
+         "label_dropout", "seed"});
+    const nlohmann::json adam =
+        detail::config_object(where, path, key + ".adam", j.at("adam").dump(), {"lr", "beta1", "beta2", "eps", "weight_decay"});
+    optim::TrainerOptions o;
+    o.adam.lr = detail::config_value<double>(where, path, key, adam, "lr");
+    o.adam.beta1 = detail::config_value<double>(where, path, key, adam, "beta1");
+    o.adam.beta2 = detail::config_value<double>(where, path, key, adam, "beta2");
+    o.adam.eps = detail::config_value<double>(where, path, key, adam, "eps");
+    o.adam.weight_decay = detail::config_value<double>(where, path, key, adam, "weight_decay");
+    o.warmup_steps = detail::config_value<long>(where, path, key, j, "warmup_steps");
+    o.max_grad_norm = detail::config_value<double>(where, path, key, j, "max_grad_norm");
+    o.ema_decay = detail::config_value<double>(where, path, key, j, "ema_decay");
+    o.ema_warmup = detail::config_value<bool>(where, path, key, j, "ema_warmup");
+    if (!j.at("prediction").is_string()) {
+        detail::throw_checkpoint(where, path, "metadata " + key + ": \"prediction\" is not a string");
+    }
+    o.prediction = prediction_from_string(j.at("prediction").get<std::string>());
+    o.min_snr_gamma = detail::config_value<double>(where, path, key, j, "min_snr_gamma");
+    o.label_dropout = detail::config_value<double>(where, path, key, j, "label_dropout");
+    o.seed = detail::config_value<std::uint64_t>(where, path, key, j, "seed");
+    return o;
+}
+
+namespace detail {
+
+/// Metadata entry `key` of a file's header, or an error saying the file was not written by diffuse.
+inline std::string metadata_entry(const char* where, const std::string& path,
+                                  const std::map<std::string, std::string>& metadata, const std::string& key) {
+    const auto it = metadata.find(key);
+    if (it == metadata.end()) {
+        throw_checkpoint(where, path, "no \"" + key + "\" in the file's __metadata__; it was not written by "
+                                      "diffuse's save_checkpoint or save_weights");
+    }
+    return it->second;
+}
+
+/// Model-specific metadata: a U-Net's configuration; other modules have none.
+template <class Module>
+void add_model_metadata(const Module&, std::map<std::string, std::string>&) {}
+
+template <class T>
+void add_model_metadata(const UNet<T>& model, std::map<std::string, std::string>& metadata) {
+    metadata["diffuse.unet_config"] = unet_config_to_json(model.config());
+}
+
+/// A parameter as a checkpoint sees it: name, shape and where its values live.
+template <class T>
+struct ParameterSlot {
+    std::string name;
+    std::vector<Index> shape;
+    T* value;  // [size]
+    Index size;
+};
+
+template <class T, class Module>
+std::vector<ParameterSlot<T>> parameter_slots(Module& module) {
+    std::vector<ParameterSlot<T>> out;
+    module.for_each_parameter("", [&out](nn::ParameterView<T> p) { out.push_back({p.name, p.shape, p.value, p.size}); });
+    return out;
+}
+
+inline std::map<std::string, std::string> base_metadata(const char* kind) {
+    return {{"format", "pt"},
+            {"diffuse.checkpoint", kind},
+            {"diffuse.checkpoint_version", checkpoint_version},
+            {"diffuse.version", DIFFUSE_VERSION_STRING}};
+}
+
+/// A tensor a load expects in the file.
+struct Expected {
+    std::string name;
+    Dtype dtype;
+    std::vector<Index> shape;
+};
+
+/// Checks that `file` has every expected tensor with its dtype and shape, and that every tensor of
+/// the file for which `counts(name)` holds is expected; throws listing every mismatch.
+template <class Counts>
+void check_tensors(const char* where, const std::string& path, const SafeTensors& file,
+                   const std::vector<Expected>& expected, Counts&& counts, const char* what) {
+    // Wrong dtypes and shapes first, then missing tensors, then extra ones: the first lines are
+    // the most telling when a whole block is missing or extra.
+    std::vector<std::string> problems, missing;
+    std::set<std::string> names;
+    for (const Expected& e : expected) {
+        names.insert(e.name);
+        if (!file.contains(e.name)) {
+            missing.push_back(e.name + ": missing from the file");
+            continue;
+        }
+        const StoredTensor& t = file.at(e.name);
+        if (t.dtype != e.dtype) {
+            problems.push_back(e.name + ": dtype " + dtype_name(t.dtype) + " in file, " + dtype_name(e.dtype) +
+                               " expected");
+        } else if (t.shape != e.shape) {
+            problems.push_back(e.name + ": shape " + shape_string(t.shape) + " in file, " + shape_string(e.shape) +
+                               " expected");
+        }
+    }
+    problems.insert(problems.end(), missing.begin(), missing.end());
+    for (const auto& [name, tensor] : file.tensors()) {
+        (void)tensor;
+        if (counts(name) && names.count(name) == 0) problems.push_back(name + ": in the file but not in the model");
+    }
+    if (problems.empty()) return;
+    std::string message = std::to_string(problems.size()) + (problems.size() == 1 ? " tensor does" : " tensors do") +
+                          " not match the " + what + ":";
+    constexpr std::size_t shown = 12;
+    for (std::size_t i = 0; i < problems.size() && i < shown; ++i) message += "\n  " + problems[i];
+    if (problems.size() > shown) message += "\n  and " + std::to_string(problems.size() - shown) + " more";
+    throw_checkpoint(where, path, message);
+}
+
+}  // namespace detail
+
+/// The U-Net configuration a checkpoint (training state or weights) was saved with; reads only the
+/// file's header. With it a sampling program builds the model from the file alone:
+///     UNet<float> model(config_from_checkpoint(path));  load_weights(path, model);
+inline UNetConfig config_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::config_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    return unet_config_from_json(detail::metadata_entry(where, path, header.metadata, "diffuse.unet_config"), path);
+}
+
+/// The trainer options a training checkpoint was saved with (for a --resume that takes them from
+/// the file); reads only the file's header.
+inline optim::TrainerOptions trainer_options_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::trainer_options_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    return trainer_options_from_json(detail::metadata_entry(where, path, header.metadata, "diffuse.trainer_options"),
+                                     path);
+}
+
+/// Saves `model`'s weights, under their own names, with `metadata` added (atomically).
+template <template <class> class Module, class T>
+void save_weights(const std::string& path, Module<T>& model, const std::map<std::string, std::string>& metadata = {}) {
+    SafeTensors file(path);
+    for (const auto& p : detail::parameter_slots<T>(model)) file.add(p.name, p.shape, p.value);
+    file.metadata() = detail::base_metadata(detail::weights_kind);
+    file.metadata()["diffuse.weights"] = "model";
+    detail::add_model_metadata(model, file.metadata());
+    for (const auto& [key, value] : metadata) file.metadata()[key] = value;
+    save_safetensors(path, file);
+}
+
+/// Saves the EMA's average of `model`'s weights under the model's names (a file a sampling program
+/// loads with load_weights as it would the weights themselves).
+template <template <class> class Module, class T>
+void save_weights(const std::string& path, Module<T>& model, const optim::EMA<T>& ema,
+                  const std::map<std::string, std::string>& metadata = {}) {
+    constexpr const char* where = "diffuse::save_weights";
+    SafeTensors file(path);
+    for (const auto& p : detail::parameter_slots<T>(model)) {
+        const auto it = ema.shadow().find(p.name);
+        if (it == ema.shadow().end() || it->second.size() != p.size) {
+            detail::throw_checkpoint(where, path, "the EMA has no average of " + p.name + " with " +
+                                                      std::to_string(p.size) + " values (has it been updated?)");
+        }
+        file.add(p.name, p.shape, it->second.data());
+    }
+    file.metadata() = detail::base_metadata(detail::weights_kind);
+    file.metadata()["diffuse.weights"] = "ema";
+    detail::add_model_metadata(model, file.metadata());
+    for (const auto& [key, value] : metadata) file.metadata()[key] = value;
+    save_safetensors(path, file);
+}
+
+/// Loads weights into `model`: from a weights file (or any safetensors file of parameters by name,
+/// such as one PyTorch wrote), or from a training checkpoint, its trained weights or (Weights::ema)
+/// their average. Every parameter must be in the file with the model's dtype and shape, and the file
+/// must hold no other weights; if anything does not match, it throws listing what and `model` is
+/// left as it was.
+template <template <class> class Module, class T>
+void load_weights(const std::string& path, Module<T>& model, Weights which = Weights::model) {
+    constexpr const char* where = "diffuse::load_weights";
+    const SafeTensors file = load_safetensors(path);
+    const auto kind = file.metadata().find("diffuse.checkpoint");
+    const bool training_state = kind != file.metadata().end() && kind->second == detail::training_state_kind;
+    if (which == Weights::ema && !training_state) {
+        detail::throw_checkpoint(where, path, "Weights::ema asks for the EMA of a training checkpoint, but this file "
+                                              "holds a single set of weights; load it with Weights::model");
+    }
+    const std::string prefix = which == Weights::ema ? "ema." : "";
+    const auto slots = detail::parameter_slots<T>(model);
+    std::vector<detail::Expected> expected;
+    for (const auto& p : slots) expected.push_back({prefix + p.name, dtype_of<T>(), p.shape});
+    // Which of the file's tensors are weights of the kind asked for, and so must all be expected.
+    const auto counts = [&](const std::string& name) {
+        if (!training_state) return true;
+        if (which == Weights::ema) return detail::starts_with(name, "ema.") && name != "ema.num_updates";
+        for (const char* section : detail::state_sections) {
+            if (detail::starts_with(name, section)) return false;
+        }
+        return true;
+    };
+    detail::check_tensors(where, path, file, expected, counts, "model");
+    for (const auto& p : slots) file.copy_to(prefix + p.name, p.value, p.size);
+}
+
+/// Saves a whole training state (see the top of this file), atomically.
+template <class Model, class T>
+void save_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer,
+                     const std::map<std::string, std::string>& metadata = {}) {
+    constexpr const char* where = "diffuse::save_checkpoint";
+    SafeTensors file(path);
+    const auto slots = detail::parameter_slots<T>(trainer.model());
+    const optim::Adam<T>& adam = trainer.optimizer();
+    const optim::EMA<T>& ema = trainer.ema();
+    for (const auto& p : slots) {
+        file.add(p.name, p.shape, p.value);
+        if (ema.updates() > 0) {
+            const auto it = ema.shadow().find(p.name);
+            if (it == ema.shadow().end() || it->second.size() != p.size) {
+                detail::throw_checkpoint(where, path, "the EMA has no average of " + p.name);
+            }
+            file.add("ema." + p.name, p.shape, it->second.data());
+        }
+        if (adam.step_count() > 0) {
+            const auto it = adam.state().find(p.name);
+            if (it == adam.state().end() || it->second.m.size() != p.size || it->second.v.size() != p.size) {
+                detail::throw_checkpoint(where, path, "the optimizer has no moments of " + p.name);
+            }
+            file.add("optimizer.exp_avg." + p.name, p.shape, it->second.m.data());
+            file.add("optimizer.exp_avg_sq." + p.name, p.shape, it->second.v.data());
+        }
+    }
+    file.add_scalar<std::int64_t>("trainer.step", trainer.step_count());
+    file.add_scalar<std::int64_t>("optimizer.step", adam.step_count());
+    file.add_scalar<std::int64_t>("ema.num_updates", ema.updates());
+    file.add_scalar<std::int64_t>("generator.seed", detail::u64_as_i64(trainer.generator().seed()));
+    file.add_scalar<std::int64_t>("generator.offset", detail::u64_as_i64(trainer.generator().offset()));
+    file.metadata() = detail::base_metadata(detail::training_state_kind);
+    detail::add_model_metadata(trainer.model(), file.metadata());
+    file.metadata()["diffuse.trainer_options"] = trainer_options_to_json(trainer.options());
+    for (const auto& [key, value] : metadata) file.metadata()[key] = value;
+    save_safetensors(path, file);
+}
+
+/// Restores a training state saved by save_checkpoint into `trainer` and its model: weights, EMA,
+/// Adam's moments and step, the trainer's step and its generator. The next trainer.step() then does
+/// exactly what it would have done in the run that saved it. Checks every tensor first; if anything
+/// does not match, it throws listing what, and nothing is changed.
+template <class Model, class T>
+void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer) {
+    constexpr const char* where = "diffuse::load_checkpoint";
+    const SafeTensors file = load_safetensors(path);
+    const std::string kind = detail::metadata_entry(where, path, file.metadata(), "diffuse.checkpoint");
+    if (kind != detail::training_state_kind) {
+        detail::throw_checkpoint(where, path, "diffuse.checkpoint is \"" + kind + "\": the file holds weights only, "
+                                              "not a training state; load it with load_weights");
+    }
+    const std::string version = detail::metadata_entry(where, path, file.metadata(), "diffuse.checkpoint_version");
+    if (version != detail::checkpoint_version) {
+        detail::throw_checkpoint(where, path, "diffuse.checkpoint_version is \"" + version + "\", expected \"" +
+                                                  detail::checkpoint_version + "\"");
+    }
+
+    // The counters first: they say whether the EMA and the optimizer have state to restore.
+    const char* const counters[] = {"trainer.step", "optimizer.step", "ema.num_updates", "generator.seed",
+                                    "generator.offset"};
+    std::vector<detail::Expected> scalars;
+    for (const char* name : counters) scalars.push_back({name, Dtype::I64, {}});
+    detail::check_tensors(where, path, file, scalars, [](const std::string&) { return false; }, "training state");
+    const std::int64_t step = file.scalar<std::int64_t>("trainer.step");
+    const std::int64_t adam_steps = file.scalar<std::int64_t>("optimizer.step");
+    const std::int64_t ema_updates = file.scalar<std::int64_t>("ema.num_updates");
+    for (const auto& [name, value] : {std::pair<const char*, std::int64_t>{"trainer.step", step},
+                                      {"optimizer.step", adam_steps},
+                                      {"ema.num_updates", ema_updates}}) {
+        if (value < 0) detail::throw_checkpoint(where, path, std::string(name) + " = " + std::to_string(value) + ", expected >= 0");
+    }
+
+    auto slots = detail::parameter_slots<T>(trainer.model());
+    std::vector<detail::Expected> expected = scalars;
+    for (const auto& p : slots) {
+        expected.push_back({p.name, dtype_of<T>(), p.shape});
+        if (ema_updates > 0) expected.push_back({"ema." + p.name, dtype_of<T>(), p.shape});
+        if (adam_steps > 0) {
+            expected.push_back({"optimizer.exp_avg." + p.name, dtype_of<T>(), p.shape});
+            expected.push_back({"optimizer.exp_avg_sq." + p.name, dtype_of<T>(), p.shape});
+        }
+    }
+    detail::check_tensors(where, path, file, expected, [](const std::string&) { return true; }, "model, EMA and optimizer");
+
+    // Everything matches: now change things.
+    std::map<std::string, Table<T>> shadow;
+    std::map<std::string, typename optim::Adam<T>::State> moments;
+    for (const auto& p : slots) {
+        file.copy_to(p.name, p.value, p.size);
+        if (ema_updates > 0) {
+            Table<T>& average = shadow[p.name];
+            average.resize(p.size);
+            file.copy_to("ema." + p.name, average.data(), p.size);
+        }
+        if (adam_steps > 0) {
+            auto& state = moments[p.name];
+            state.m.resize(p.size);
+            state.v.resize(p.size);
+            file.copy_to("optimizer.exp_avg." + p.name, state.m.data(), p.size);
+            file.copy_to("optimizer.exp_avg_sq." + p.name, state.v.data(), p.size);
+        }
+    }
+    trainer.ema().shadow() = std::move(shadow);
+    trainer.ema().set_updates(static_cast<long>(ema_updates));
+    trainer.optimizer().state() = std::move(moments);
+    trainer.optimizer().set_step_count(static_cast<long>(adam_steps));
+    trainer.set_step_count(static_cast<long>(step));
+    trainer.generator() = Generator(detail::i64_as_u64(file.scalar<std::int64_t>("generator.seed")),
+                                    detail::i64_as_u64(file.scalar<std::int64_t>("generator.offset")));
+}
+
+}  // namespace diffuse
