@@ -18,6 +18,7 @@
 #include "diffuse/process/gaussian.hpp"
 #include "diffuse/process/parameterization.hpp"
 #include "diffuse/process/posterior.hpp"
+#include "diffuse/process/vlb.hpp"
 
 #include "diffuse/nn/timestep_embedding.hpp"
 #include "diffuse/process/losses.hpp"
@@ -41,5 +42,14 @@
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/lr_schedule.hpp"
 #include "diffuse/optim/trainer.hpp"
+
+#include "diffuse/samplers/ddim.hpp"
+#include "diffuse/samplers/ddpm.hpp"
+#include "diffuse/samplers/denoiser.hpp"
+#include "diffuse/samplers/dpm_solver.hpp"
+#include "diffuse/samplers/guidance.hpp"
+#include "diffuse/samplers/inpainting.hpp"
+#include "diffuse/samplers/options.hpp"
+#include "diffuse/samplers/thresholding.hpp"
 
 #include "diffuse/testing/gradient_check.hpp"

@@ -26,6 +26,7 @@
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
