@@ -1,0 +1,63 @@
+// The denoiser: a model's output of any kind converted to (x0, eps) at a step of a respaced schedule,
+// told the original timestep; model_fn wrapping anything with forward(x, t, labels).
+
+#include "../support/reference.hpp"
+
+#include <diffuse/core/random.hpp>
+#include <diffuse/samplers/denoiser.hpp>
+#include <diffuse/schedule/betas.hpp>
+#include <diffuse/schedule/respacing.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+
+using diffuse::Index;
+using ref::LD;
+
+struct Doubler {
+    std::vector<int> last_t, last_labels;
+    diffuse::Tensor4<double> forward(const diffuse::Tensor4<double>& x, const diffuse::Timesteps& t, const std::vector<int>& labels) {
+        last_t = t;
+        last_labels = labels;
+        return x * 2.0;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("denoise converts eps, x0 and v outputs to x0 and eps at the original timestep of a respaced step",
+          "[samplers][denoiser]") {
+    const diffuse::Betas betas = diffuse::linear_betas(1000);
+    const std::vector<LD> ab = ref::alphas_cumprod(ref::to_ld(betas));
+    const auto schedule = diffuse::respace(diffuse::NoiseSchedule<double>(betas), diffuse::space_timesteps(1000, "ddim10"));
+    Doubler doubler;
+    const auto model = diffuse::model_fn<double>(doubler);
+    const auto x = diffuse::Generator(2).randn<double, 4>({2, 1, 2, 3});
+    const auto kind = GENERATE(diffuse::Prediction::epsilon, diffuse::Prediction::x0, diffuse::Prediction::v);
+    INFO(diffuse::to_string(kind));
+    diffuse::SamplerOptions<double> options;
+    options.prediction = kind;
+    options.labels = {4, 5};
+    const auto d = diffuse::denoise("test", schedule, model, x, 3, options);
+    CHECK(doubler.last_t == std::vector<int>{300, 300});
+    CHECK(doubler.last_labels == std::vector<int>{4, 5});
+    const LD a = ab[300];
+    for (Index i = 0; i < x.size(); ++i) {
+        const LD xt = x.data()[i], o = 2 * xt;
+        LD x0 = 0, eps = 0;
+        switch (kind) {
+            case diffuse::Prediction::epsilon: eps = o, x0 = (xt - std::sqrt(1 - a) * o) / std::sqrt(a); break;
+            case diffuse::Prediction::x0: x0 = o, eps = (xt - std::sqrt(a) * o) / std::sqrt(1 - a); break;
+            case diffuse::Prediction::v:
+                x0 = std::sqrt(a) * xt - std::sqrt(1 - a) * o;
+                eps = std::sqrt(1 - a) * xt + std::sqrt(a) * o;
+                break;
+        }
+        CHECK(std::fabs(d.x0.data()[i] - x0) <= 1e-12L * (std::fabs(xt) / std::sqrt(a) + 1));
+        CHECK(std::fabs(d.eps.data()[i] - eps) <= 1e-12L * (std::fabs(xt) / std::sqrt(1 - a) + 1));
+    }
+}

@@ -1,0 +1,118 @@
+// Classifier-free guidance: eps_uncond + s (eps_cond - eps_uncond) from one call on the doubled batch,
+// guided sampling of class-conditional Gaussian data, and bad input.
+
+#include "../support/reference.hpp"
+#include "analytic.hpp"
+
+#include <diffuse/samplers/ddim.hpp>
+#include <diffuse/samplers/guidance.hpp>
+#include <diffuse/schedule/betas.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+namespace {
+
+using diffuse::Index;
+using ref::LD;
+
+}  // namespace
+
+TEST_CASE("Guidance calls the model once on the doubled batch and returns eps_uncond plus s times the difference",
+          "[samplers][guidance]") {
+    // A model whose output depends on the label: x (label + 1) + t / 1000; "no class" is index 3.
+    int calls = 0;
+    std::vector<int> seen_labels;
+    diffuse::Timesteps seen_t;
+    const diffuse::ModelFn<double> model = [&](const diffuse::Tensor4<double>& x, const diffuse::Timesteps& t,
+                                               const std::vector<int>& labels) {
+        ++calls;
+        seen_labels = labels;
+        seen_t = t;
+        diffuse::Tensor4<double> out(x.dimensions());
+        const Index per = x.size() / x.dimension(0);
+        for (Index i = 0; i < x.size(); ++i) out.data()[i] = x.data()[i] * (labels[static_cast<std::size_t>(i / per)] + 1) + t[static_cast<std::size_t>(i / per)] / 1000.0;
+        return out;
+    };
+    const double scale = GENERATE(0.0, 1.0, 3.5);
+    INFO("scale " << scale);
+    const auto guided = diffuse::classifier_free_guidance(model, 3, scale);
+    const auto x = diffuse::Generator(1).randn<double, 4>({2, 1, 3, 3});
+    const auto out = guided(x, {5, 9}, {0, 2});
+    CHECK(calls == 1);
+    CHECK(seen_labels == std::vector<int>{0, 2, 3, 3});
+    CHECK(seen_t == diffuse::Timesteps{5, 9, 5, 9});
+    for (Index i = 0; i < x.size(); ++i) {
+        const Index n = i / 9;
+        const LD t = n == 0 ? 5 : 9, label = n == 0 ? 0 : 2;
+        const LD cond = x.data()[i] * (label + 1) + t / 1000, uncond = x.data()[i] * 4 + t / 1000;
+        const LD want = uncond + scale * (cond - uncond);
+        // two roundings of values of order 10
+        CHECK(std::fabs(out.data()[i] - want) <= 1e-14L * (std::fabs(cond) + std::fabs(uncond) + 1) * (1 + scale));
+    }
+}
+
+TEST_CASE("Guided DDIM with scale 1 samples each class's Gaussian and a larger scale moves samples away from the unconditional mean",
+          "[samplers][guidance][statistical]") {
+    // Class c has data N(mu_c, 0.3^2), mu = (-0.5, 0.5); "no class" is their equal mixture. With the exact
+    // eps of each (analytic.hpp) and scale 1 the guided model is the conditional one: DDIM with 50 steps
+    // (cosine, leading) must give each class's mean within 5 standard errors plus 0.01 (2048 draws a
+    // class). With scale 3 the class means move further from 0 (guidance sharpens), by at least 0.05.
+    const diffuse::NoiseSchedule<double> schedule(diffuse::cosine_betas(1000));
+    const std::vector<double> ab = schedule.alphas_cumprod_double();
+    const std::vector<std::vector<analytic::Component>> data = {
+        {{1, -0.5L, 0.3L}}, {{1, 0.5L, 0.3L}}, {{0.5L, -0.5L, 0.3L}, {0.5L, 0.5L, 0.3L}}};
+    const std::vector<diffuse::ModelFn<double>> per_class = {analytic::eps_model<double>(ab, data[0]),
+                                                             analytic::eps_model<double>(ab, data[1]),
+                                                             analytic::eps_model<double>(ab, data[2])};
+    const diffuse::ModelFn<double> model = [&](const diffuse::Tensor4<double>& x, const diffuse::Timesteps& t,
+                                               const std::vector<int>& labels) {
+        diffuse::Tensor4<double> out(x.dimensions());
+        const Index per = x.size() / x.dimension(0);
+        for (Index n = 0; n < x.dimension(0); ++n) {
+            diffuse::Tensor4<double> one(1, x.dimension(1), x.dimension(2), x.dimension(3));
+            std::copy_n(x.data() + n * per, per, one.data());
+            const auto e = per_class[static_cast<std::size_t>(labels[static_cast<std::size_t>(n)])](one, {t[static_cast<std::size_t>(n)]}, {});
+            std::copy_n(e.data(), per, out.data() + n * per);
+        }
+        return out;
+    };
+    diffuse::DDIMOptions<double> options;
+    options.labels = {0, 1, 0, 1, 0, 1, 0, 1};
+    std::vector<LD> means_at_1;
+    for (const double scale : {1.0, 3.0}) {
+        const auto samples = diffuse::ddim_sample(schedule, diffuse::classifier_free_guidance(model, 2, scale), 50, {8, 1, 16, 32}, options);
+        for (int c = 0; c < 2; ++c) {
+            std::vector<double> draws;
+            for (Index n = c; n < 8; n += 2) draws.insert(draws.end(), samples.x.data() + n * 512, samples.x.data() + (n + 1) * 512);
+            const auto [m, v] = analytic::mean_variance(draws.data(), Index(draws.size()));
+            INFO("scale " << scale << ", class " << c << ": mean " << double(m) << ", variance " << double(v));
+            const LD mu = c == 0 ? -0.5L : 0.5L;
+            if (scale == 1.0) {
+                CHECK(std::fabs(m - mu) <= 5 * 0.3L / std::sqrt(LD(draws.size())) + 0.01L);
+                means_at_1.push_back(m);
+            } else {
+                CHECK(std::fabs(m) >= std::fabs(means_at_1[static_cast<std::size_t>(c)]) + 0.05L);
+            }
+        }
+    }
+}
+
+TEST_CASE("Guidance rejects an unconditional model, missing labels and labels out of range", "[samplers][guidance][errors]") {
+    using Catch::Contains;
+    const diffuse::ModelFn<double> model = [](const diffuse::Tensor4<double>& x, const diffuse::Timesteps&,
+                                              const std::vector<int>&) { return x; };
+    REQUIRE_THROWS_AS(diffuse::classifier_free_guidance(model, 0, 2.0), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(diffuse::classifier_free_guidance(model, 0, 2.0),
+                        Contains("num_classes = 0, expected a class-conditional model (num_classes >= 1)"));
+    const auto guided = diffuse::classifier_free_guidance(model, 10, 2.0);
+    const auto x = diffuse::Generator(1).randn<double, 4>({2, 1, 2, 2});
+    REQUIRE_THROWS_WITH(guided(x, {1, 1}, {}), Contains("labels.size() = 0, expected one class per sample, 2"));
+    REQUIRE_THROWS_WITH(guided(x, {1, 1}, {3, 10}), Contains("labels[1] = 10, expected a class in [0, 10)"));
+    // through a sampler: an unconditional run (no labels) of a guided model
+    const diffuse::NoiseSchedule<double> schedule(diffuse::cosine_betas(10));
+    REQUIRE_THROWS_WITH(diffuse::ddim_sample(schedule, guided, 5, {2, 1, 2, 2}),
+                        Contains("set the sampler's options.labels; guidance needs a class"));
+}
