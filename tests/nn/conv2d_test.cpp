@@ -53,6 +53,42 @@ TEST_CASE("Conv2d computes the convolution sum with zero padding for every kerne
     }
 }
 
+TEST_CASE("Conv2d is exact on shapes that leave partial GEMM tiles, blocks and strips", "[nn][conv2d]") {
+    // Channel counts that are not multiples of the 6 x 16 register tile, more than 384 rows of X_col
+    // (two K blocks), images wider than one strip of columns, batch 1 (split into column tiles) and 9
+    // (one task per sample). The backward pass is checked through the adjoint identities of the
+    // bilinear map (x, w) -> y - b:  <y - b, dy> = <x, dx> = <w, dw>.
+    struct Case { Index cin, cout, k, s, n, h, w; };
+    for (const Case c : {Case{13, 19, 3, 1, 1, 9, 17}, Case{50, 7, 3, 1, 9, 5, 11}, Case{7, 33, 3, 2, 2, 13, 10},
+                         Case{45, 17, 1, 1, 3, 6, 19}, Case{2, 3, 3, 1, 2, 1, 1}, Case{3, 2, 3, 1, 1, 4, 1}}) {
+        Generator gen(17);
+        diffuse::nn::Conv2d<double> conv(c.cin, c.cout, c.k, c.s, gen);
+        const auto x = gen.randn<double, 4>({c.n, c.cin, c.h, c.w});
+        const Tensor4<double> y = conv.forward(x);
+        for (Index n = 0; n < c.n; ++n)
+            for (Index o = 0; o < c.cout; ++o)
+                for (Index py = 0; py < y.dimension(2); ++py)
+                    for (Index px = 0; px < y.dimension(3); ++px)
+                        REQUIRE(y(n, o, py, px) == Approx(static_cast<double>(naive_conv(conv, x, n, o, py, px))).epsilon(1e-12));
+        const auto dy = gen.randn<double, 4>(y.dimensions());
+        diffuse::nn::zero_grad(conv);
+        const Tensor4<double> dx = conv.backward(dy);
+        long double y_dy = 0, x_dx = 0, w_dw = 0, db_sum = 0, dy_sum = 0;
+        for (Index i = 0; i < y.size(); ++i) {
+            const Index o = (i / (y.dimension(2) * y.dimension(3))) % c.cout;
+            y_dy += static_cast<long double>(y.data()[i] - conv.bias.data()[o]) * dy.data()[i];
+            dy_sum += dy.data()[i];
+        }
+        for (Index i = 0; i < x.size(); ++i) x_dx += static_cast<long double>(x.data()[i]) * dx.data()[i];
+        for (Index i = 0; i < conv.weight.size(); ++i) w_dw += static_cast<long double>(conv.weight.data()[i]) * conv.weight.grad()[i];
+        for (Index o = 0; o < c.cout; ++o) db_sum += conv.bias.grad()[o];
+        const double scale = 1e-12 * static_cast<double>(y.size() * c.cin * c.k * c.k);
+        REQUIRE(static_cast<double>(x_dx) == Approx(static_cast<double>(y_dy)).margin(scale));
+        REQUIRE(static_cast<double>(w_dw) == Approx(static_cast<double>(y_dy)).margin(scale));
+        REQUIRE(static_cast<double>(db_sum) == Approx(static_cast<double>(dy_sum)).margin(1e-12 * static_cast<double>(y.size())));
+    }
+}
+
 TEST_CASE("Conv2d's backward pass matches finite differences for input, weight and bias", "[nn][conv2d][gradient]") {
     for (const auto& [k, s] : {std::pair<Index, Index>{1, 1}, {3, 1}, {3, 2}}) {
         Generator gen(12);

@@ -2,21 +2,27 @@
 // Conv2d: a 2-D convolution with square kernel k (1 or 3 here), stride s (1 or 2), zero padding k/2,
 // and a bias, on [N, C, H, W] batches:
 //     y[n, o, p] = b[o] + sum_{c, i, j} w[o, c, i, j] x[n, c, s*py + i - k/2, s*px + j - k/2]
-// Computed per sample as a GEMM over im2col columns: Y[Cout, P] = W[Cout, Cin*k*k] . X_col[Cin*k*k, P],
-// P the output pixels, cut into tiles of whole rows that the threads share. The tiling depends on the
-// shapes only, never on the thread count, so results are the same bits with any number of threads.
+// Computed per sample as a GEMM, Y[Cout, P] = W[Cout, Cin*k*k] . X_col[Cin*k*k, P], P the output
+// pixels, with detail/gemm.hpp. X_col is never built for the common 3x3 stride-1 case: row (c, i, j)
+// of it is plane c shifted by (i - 1, j - 1), a contiguous slice of a copy of the plane with a zero
+// row above and below; where a shift by one column would read the neighbouring image row, the GEMM
+// zeroes the entry as it copies the slice (detail::Gemm::EdgeMask). A 1x1 stride-1 conv reads x
+// itself; a stride-2 conv builds X_col (im2col, 2.25x the input).
+// The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
+// flipped and its channels swapped. Work is split by samples and by output columns; sums over samples
+// (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/core/threading.hpp"
+#include "diffuse/detail/gemm.hpp"
 #include "diffuse/detail/scratch.hpp"
 #include "diffuse/nn/parameter.hpp"
-
-#include <Eigen/Core>
 
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace diffuse::nn {
 
@@ -57,23 +63,45 @@ class Conv2d {
         x_ = x;
         const Geometry g = geometry(x);
         Tensor4<T> y(g.n, out_, g.ho, g.wo);
-        // Tasks: (sample, a tile of whole output rows), so a GEMM writes straight into y.
-        const Index rows_per_tile = std::max<Index>(1, 256 / g.wo);
-        const Index tiles = (g.ho + rows_per_tile - 1) / rows_per_tile;
+        packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
+        Gemm::pack_a(weight.data(), g.k, 1, out_, g.k, packed_.data());  // W [Cout, K]
+        // Tasks: (sample, a tile of output columns), enough of them to keep every thread busy.
+        const Index strips = (g.p + Gemm::nr - 1) / Gemm::nr;
+        const Index tiles = std::clamp<Index>((4 * num_threads() + g.n - 1) / g.n, 1, (strips + 3) / 4);
+        // X_col's rows: built inside each task when a task is a whole sample (so they are still in
+        // cache when the GEMM reads them), else once for all samples up front.
+        const Index plane = plane_size(in_, g);
+        const T* planes = x.data();
+        if (!pointwise() && tiles > 1) {
+            T* built = detail::scratch<T, 3>(static_cast<std::size_t>(g.n * plane));  // [N, plane]
+            parallel_for(g.n, 1, [&](Index first, Index last) {
+                for (Index n = first; n < last; ++n) build_planes(x.data() + n * g.c * g.h * g.w, in_, g, built + n * plane);
+            });
+            planes = built;
+        }
         parallel_for(g.n * tiles, 1, [&](Index first, Index last) {
+            const T** rows = detail::scratch<const T*, 4>(static_cast<std::size_t>(g.k));  // [K]
             for (Index task = first; task < last; ++task) {
-                const Index n = task / tiles, row0 = (task % tiles) * rows_per_tile;
-                const Index p0 = row0 * g.wo, width = std::min(g.ho, row0 + rows_per_tile) * g.wo - p0;
-                StridedMap out(y.data() + n * out_ * g.p + p0, out_, width, Stride(g.p));
-                out.noalias() = weights() * columns(x.data(), g, n, p0, width);  // Y = W . X_col
-                out.colwise() += bias_vector();
+                const Index n = task / tiles, tile = task % tiles;
+                const Index q0 = strips * tile / tiles * Gemm::nr;
+                const Index q1 = std::min(g.p, strips * (tile + 1) / tiles * Gemm::nr);
+                if (pointwise() || tiles > 1) {
+                    plane_rows(planes + n * plane, in_, g, rows);
+                } else {
+                    T* own = detail::scratch<T, 5>(static_cast<std::size_t>(plane));
+                    build_planes(x.data() + n * g.c * g.h * g.w, in_, g, own);
+                    plane_rows(own, in_, g, rows);
+                }
+                T* ys = y.data() + n * out_ * g.p;  // [Cout, P]
+                for (Index o = 0; o < out_; ++o) std::fill(ys + o * g.p + q0, ys + o * g.p + q1, bias.data()[o]);
+                Gemm::rows_product(out_, g.k, packed_.data(), rows, mask(g), q0, q1, ys, g.p, true);  // Y = b + W . X_col
             }
         });
         return y;
     }
 
     /// dy: [N, Cout, Ho, Wo] -> dx: [N, Cin, H, W];  dW += dY . X_col^T,  db += sum dY,
-    /// dX = col2im(W^T . dY).
+    /// dX = col2im(W^T . dY), which for a 3x3 stride-1 conv is the conv of dY with W flipped.
     Tensor4<T> backward(const Tensor4<T>& dy) {
         const Geometry g = geometry(x_);
         if (dy.dimension(0) != g.n || dy.dimension(1) != out_ || dy.dimension(2) != g.ho ||
@@ -84,36 +112,28 @@ class Conv2d {
                                       std::to_string(g.wo) + "]");
         }
         Tensor4<T> dx(x_.dimensions());
-        if (!direct()) dx.setZero();  // col2im accumulates
-        // Tasks: groups of whole samples, each with its own partial dW and db, reduced in task order
+        pack_input_gradient_weights(g);
+        // Tasks: groups of whole samples, each with its own partial dW^T and db, reduced in task order
         // afterwards. The grouping depends on N only, so the bits do not depend on the thread count.
         const Index per_task = std::max<Index>(1, g.n / 16);
         const Index tasks = (g.n + per_task - 1) / per_task;
-        const Index wsize = out_ * g.k;
-        std::vector<T> partial(static_cast<std::size_t>(tasks * (wsize + out_)), T(0));  // [tasks, dW|db]
+        const Index wsize = g.k * out_;
+        std::vector<T> partial(static_cast<std::size_t>(tasks * (wsize + out_)), T(0));  // [tasks, dW^T|db]
         parallel_for(tasks, 1, [&](Index first, Index last) {
             for (Index task = first; task < last; ++task) {
-                Eigen::Map<RowMatrix> dw(partial.data() + task * (wsize + out_), out_, g.k);
-                Eigen::Map<Vector> db(partial.data() + task * (wsize + out_) + wsize, out_);
+                T* dwt = partial.data() + task * (wsize + out_);  // [K, Cout]
+                T* db = dwt + wsize;                              // [Cout]
                 for (Index n = task * per_task; n < std::min(g.n, (task + 1) * per_task); ++n) {
-                    const Eigen::Map<const RowMatrix> d(dy.data() + n * out_ * g.p, out_, g.p);
-                    dw.noalias() += d * columns(x_.data(), g, n, 0, g.p).transpose();  // dW += dY . X_col^T
-                    db += d.rowwise().sum();                                            // db += sum dY
-                    if (direct()) {  // a 1x1 stride-1 conv: X_col is x itself
-                        Eigen::Map<RowMatrix>(dx.data() + n * g.c * g.p, g.k, g.p).noalias() =
-                            weights().transpose() * d;
-                    } else {
-                        T* dcols = detail::scratch<T, 1>(static_cast<std::size_t>(g.k * g.p));  // [K, P]
-                        Eigen::Map<RowMatrix>(dcols, g.k, g.p).noalias() = weights().transpose() * d;
-                        col2im(dcols, g, n, dx.data());  // dX = col2im(W^T . dY)
-                    }
+                    backward_sample(dy.data() + n * out_ * g.p, g, n, dwt, db, dx.data() + n * g.c * g.h * g.w);
                 }
             }
         });
         for (Index task = 0; task < tasks; ++task) {
             const T* p = partial.data() + task * (wsize + out_);
-            for (Index i = 0; i < wsize; ++i) weight.grad()[i] += p[i];
-            for (Index i = 0; i < out_; ++i) bias.grad()[i] += p[wsize + i];
+            for (Index o = 0; o < out_; ++o) {
+                for (Index r = 0; r < g.k; ++r) weight.grad()[o * g.k + r] += p[r * out_ + o];
+                bias.grad()[o] += p[wsize + o];
+            }
         }
         return dx;
     }
@@ -128,11 +148,7 @@ class Conv2d {
     Parameter<T> bias;    // [Cout]
 
   private:
-    using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-    using Stride = Eigen::OuterStride<>;
-    using StridedMap = Eigen::Map<RowMatrix, 0, Stride>;
-    using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Stride>;
+    using Gemm = detail::Gemm<T>;
 
     struct Geometry {
         Index n, c, h, w;  // input [N, Cin, H, W]
@@ -146,9 +162,8 @@ class Conv2d {
                 in_ * k_ * k_};
     }
 
-    Eigen::Map<const RowMatrix> weights() const { return {weight.data(), out_, in_ * k_ * k_}; }
-    Eigen::Map<const Vector> bias_vector() const { return {bias.data(), out_}; }
-    bool direct() const { return k_ == 1 && stride_ == 1; }
+    bool pointwise() const { return k_ == 1 && stride_ == 1; }  // X_col is x itself
+    bool shifted() const { return k_ == 3 && stride_ == 1; }    // X_col's rows are shifted planes
 
     void check_input(const Tensor4<T>& x) const {
         constexpr const char* where = "diffuse::nn::Conv2d::forward";
@@ -161,13 +176,101 @@ class Conv2d {
         }
     }
 
-    // X_col[:, p0 : p0 + width] of sample n, [K, width]: a view of x itself for a 1x1 stride-1 conv,
-    // else built in this thread's scratch buffer by im2col.
-    ConstStridedMap columns(const T* x, const Geometry& g, Index n, Index p0, Index width) const {
-        if (direct()) return ConstStridedMap(x + n * g.c * g.p + p0, g.k, width, Stride(g.p));
-        T* cols = detail::scratch<T, 0>(static_cast<std::size_t>(g.k * width));
-        im2col(x + n * g.c * g.h * g.w, g, p0, width, cols);
-        return ConstStridedMap(cols, g.k, width, Stride(width));
+    // A shifted plane: a zero row above and below the H x W plane, and one more zero at each end.
+    static Index shifted_length(const Geometry& g) { return (g.h + 2) * g.w + 2; }
+    typename Gemm::EdgeMask mask(const Geometry& g) const { return {shifted() ? g.w : 0}; }
+
+    // Elements of the buffer that holds X_col's rows for one sample of `channels` channels.
+    Index plane_size(Index channels, const Geometry& g) const {
+        if (pointwise()) return channels * g.p;
+        if (shifted()) return channels * shifted_length(g);  // [C, L]
+        return channels * k_ * k_ * g.p;                     // X_col [K, P]
+    }
+
+    // xs [C, H, W] -> the rows of X_col in `planes`: a padded copy of every channel for a shifted
+    // conv, else im2col.
+    void build_planes(const T* xs, Index channels, const Geometry& g, T* planes) const {
+        if (!shifted()) {
+            im2col(xs, g, planes);
+            return;
+        }
+        const Index len = shifted_length(g), top = 1 + g.w;
+        for (Index c = 0; c < channels; ++c) {
+            T* b = planes + c * len;  // [L]
+            std::fill_n(b, top, T(0));
+            std::copy_n(xs + c * g.h * g.w, g.h * g.w, b + top);
+            std::fill(b + top + g.h * g.w, b + len, T(0));
+        }
+    }
+
+    // Row r = (c, i, j) of X_col: output column q reads rows[r][q] (masked by mask(g)).
+    void plane_rows(const T* planes, Index channels, const Geometry& g, const T** rows) const {
+        if (shifted()) {
+            const Index len = shifted_length(g);
+            for (Index c = 0; c < channels; ++c) {
+                for (Index i = 0; i < 3; ++i) {
+                    for (Index j = 0; j < 3; ++j) rows[(c * 3 + i) * 3 + j] = planes + c * len + i * g.w + j;
+                }
+            }
+        } else {
+            for (Index r = 0; r < channels * k_ * k_; ++r) rows[r] = planes + r * g.p;
+        }
+    }
+
+    // The A operand of the input gradient, packed: W^T [K, Cout] in general; for a shifted conv the
+    // flipped kernel with its channels swapped, W'[c, (o, i, j)] = w[o, c, 2 - i, 2 - j].
+    void pack_input_gradient_weights(const Geometry& g) {
+        if (shifted()) {
+            std::vector<T> flipped(static_cast<std::size_t>(in_ * out_ * 9));  // [Cin, Cout * 9]
+            for (Index c = 0; c < in_; ++c) {
+                for (Index o = 0; o < out_; ++o) {
+                    for (Index t = 0; t < 9; ++t) flipped[(c * out_ + o) * 9 + t] = weight.data()[(o * in_ + c) * 9 + 8 - t];
+                }
+            }
+            packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(in_, out_ * 9)));
+            Gemm::pack_a(flipped.data(), out_ * 9, 1, in_, out_ * 9, packed_.data());
+        } else {
+            const Index m = pointwise() ? in_ : g.k;  // W^T [K, Cout]
+            packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(m, out_)));
+            Gemm::pack_a(weight.data(), 1, g.k, m, out_, packed_.data());
+        }
+    }
+
+    // One sample: dW^T += X_col . dY^T, db += row sums of dY, dx = the input gradient.
+    void backward_sample(const T* dys, const Geometry& g, Index n, T* dwt, T* db, T* dxs) const {
+        for (Index o = 0; o < out_; ++o) {  // db += sum dY
+            T sum = T(0);
+            for (Index q = 0; q < g.p; ++q) sum += dys[o * g.p + q];
+            db[o] += sum;
+        }
+        const T** rows = detail::scratch<const T*, 4>(static_cast<std::size_t>(g.k));  // [K]
+        const T* xs = x_.data() + n * g.c * g.h * g.w;
+        if (pointwise()) {
+            plane_rows(xs, in_, g, rows);
+        } else {
+            T* planes = detail::scratch<T, 5>(static_cast<std::size_t>(plane_size(in_, g)));
+            build_planes(xs, in_, g, planes);
+            plane_rows(planes, in_, g, rows);
+        }
+        Gemm::rows_times_transposed(g.k, out_, g.p, rows, mask(g), dys, dwt, out_);  // dW^T += X_col . dY^T
+
+        const T** dy_rows = detail::scratch<const T*, 6>(static_cast<std::size_t>(out_ * 9));
+        if (shifted()) {  // dx = conv(dy, W'), the same shifted-plane GEMM as the forward pass
+            T* planes = detail::scratch<T, 5>(static_cast<std::size_t>(plane_size(out_, g)));
+            build_planes(dys, out_, g, planes);
+            plane_rows(planes, out_, g, dy_rows);
+            Gemm::rows_product(in_, out_ * 9, packed_.data(), dy_rows, mask(g), 0, g.p, dxs, g.p, false);
+            return;
+        }
+        for (Index o = 0; o < out_; ++o) dy_rows[o] = dys + o * g.p;
+        if (pointwise()) {  // dx = W^T . dY
+            Gemm::rows_product(in_, out_, packed_.data(), dy_rows, {}, 0, g.p, dxs, g.p, false);
+            return;
+        }
+        T* dcols = detail::scratch<T, 6>(static_cast<std::size_t>(g.k * g.p));  // [K, P]
+        Gemm::rows_product(g.k, out_, packed_.data(), dy_rows, {}, 0, g.p, dcols, g.p, false);
+        std::fill_n(dxs, g.c * g.h * g.w, T(0));
+        col2im(dcols, g, dxs);  // dX = col2im(W^T . dY)
     }
 
     // For kernel column j and output columns ox .. ox + run - 1 (stride 1), the q in [lo, hi) whose
@@ -177,14 +280,14 @@ class Conv2d {
         hi = std::clamp<Index>(w - ox - j + pad, lo, run);
     }
 
-    // X_col[r, q] for r = (ci, i, j) and output pixels p0 .. p0 + width - 1 (whole rows) of one sample
-    // xs [Cin, H, W]: the input pixel that kernel tap (i, j) of channel ci sees, or 0 in the padding.
-    void im2col(const T* xs, const Geometry& g, Index p0, Index width, T* cols) const {
-        const Index pad = k_ / 2, oy0 = p0 / g.wo, rows = width / g.wo;
+    // X_col[r, q] for r = (ci, i, j) and every output pixel q of one sample xs [Cin, H, W]: the input
+    // pixel that kernel tap (i, j) of channel ci sees, or 0 in the padding.
+    void im2col(const T* xs, const Geometry& g, T* cols) const {
+        const Index pad = k_ / 2;
         for (Index r = 0; r < g.k; ++r) {
             const Index ci = r / (k_ * k_), i = (r / k_) % k_, j = r % k_;
-            for (Index oy = oy0; oy < oy0 + rows; ++oy) {
-                T* d = cols + r * width + (oy - oy0) * g.wo;
+            for (Index oy = 0; oy < g.ho; ++oy) {
+                T* d = cols + r * g.p + oy * g.wo;
                 const Index iy = oy * stride_ + i - pad;
                 if (iy < 0 || iy >= g.h) {
                     std::fill_n(d, g.wo, T(0));
@@ -207,10 +310,9 @@ class Conv2d {
         }
     }
 
-    // The adjoint of im2col over a whole sample n: dx[pixel] += dX_col[r, p] for every (r, p) that read it.
-    void col2im(const T* cols, const Geometry& g, Index n, T* dx) const {
+    // The adjoint of im2col over one sample: dxs[pixel] += dX_col[r, q] for every (r, q) that read it.
+    void col2im(const T* cols, const Geometry& g, T* dxs) const {
         const Index pad = k_ / 2;
-        T* dxs = dx + n * g.c * g.h * g.w;
         for (Index r = 0; r < g.k; ++r) {
             const Index ci = r / (k_ * k_), i = (r / k_) % k_, j = r % k_;
             for (Index oy = 0; oy < g.ho; ++oy) {
@@ -233,7 +335,8 @@ class Conv2d {
     }
 
     Index in_ = 0, out_ = 0, k_ = 1, stride_ = 1;
-    Tensor4<T> x_;  // the forward input, [N, Cin, H, W]
+    Tensor4<T> x_;          // the forward input, [N, Cin, H, W]
+    std::vector<T> packed_;  // the GEMM's A operand, packed (detail::Gemm::pack_a)
 };
 
 }  // namespace diffuse::nn

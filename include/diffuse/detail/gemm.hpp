@@ -1,0 +1,268 @@
+#pragma once
+// The matrix products under the convolutions: C[M, N] (+)= A[M, K] . B[K, N], register-blocked.
+// Not for direct use.
+//
+// A is packed into panels of MR rows, k-major ([K][MR] per panel), so the micro-kernel reads it
+// sequentially. B is read in strips of NR columns either straight from K row pointers (row k of B
+// is rows[k][0 .. N)) or from a packed strip ([K][NR]). A convolution's im2col matrix is such a set
+// of rows: each row is a shifted view of the (padded) input, so B is never copied (conv2d.hpp).
+// The micro-kernel keeps an MR x NR tile of C in registers (6 x 16 floats with AVX2: 12 of the 16
+// vector registers) and does MR * NR / lanes fused multiply-adds per k.
+//
+// The order of every sum depends only on the shapes (K is cut into fixed blocks), never on the
+// thread count, so results are the same bits however the work is split.
+
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/detail/scratch.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace diffuse::detail {
+
+// The vector type and width of the micro-kernel, per scalar type and instruction set.
+template <class T>
+struct GemmVector;
+
+#if defined(__AVX512F__)
+template <> struct GemmVector<float> { using type = __m512; };
+template <> struct GemmVector<double> { using type = __m512d; };
+#elif defined(__AVX__)
+template <> struct GemmVector<float> { using type = __m256; };
+template <> struct GemmVector<double> { using type = __m256d; };
+#elif defined(__SSE2__)
+template <> struct GemmVector<float> { using type = __m128; };
+template <> struct GemmVector<double> { using type = __m128d; };
+#else
+template <> struct GemmVector<float> { typedef float type __attribute__((vector_size(16))); };
+template <> struct GemmVector<double> { typedef double type __attribute__((vector_size(16))); };
+#endif
+
+template <class T>
+struct Gemm {
+    using Vec = typename GemmVector<T>::type;
+    static constexpr Index lanes = static_cast<Index>(sizeof(Vec) / sizeof(T));
+    static constexpr Index mr = 6;           // rows of the C tile
+    static constexpr Index nr = 2 * lanes;   // columns of the C tile
+    static constexpr Index kc_max = 384;     // a B strip of kc rows stays in L1
+
+    static Vec load(const T* p) {
+        Vec v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    }
+    static void store(T* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+    static Vec broadcast(const T* p) {
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) return _mm512_set1_ps(*p);
+        else return _mm512_set1_pd(*p);
+#elif defined(__AVX__)
+        if constexpr (std::is_same_v<T, float>) return _mm256_broadcast_ss(p);
+        else return _mm256_broadcast_sd(p);
+#elif defined(__SSE2__)
+        if constexpr (std::is_same_v<T, float>) return _mm_set1_ps(*p);
+        else return _mm_set1_pd(*p);
+#else
+        Vec v;
+        for (Index i = 0; i < lanes; ++i) v[i] = *p;
+        return v;
+#endif
+    }
+    // c + a * b, fused where the machine has FMA.
+    static Vec fmadd(Vec a, Vec b, Vec c) {
+#if defined(__FMA__) || defined(__AVX512F__)
+        constexpr bool is_float = std::is_same_v<T, float>;
+        if constexpr (sizeof(Vec) == 32 && is_float) return _mm256_fmadd_ps(a, b, c);
+        if constexpr (sizeof(Vec) == 32 && !is_float) return _mm256_fmadd_pd(a, b, c);
+#endif
+#if defined(__AVX512F__)
+        if constexpr (sizeof(Vec) == 64 && is_float) return _mm512_fmadd_ps(a, b, c);
+        if constexpr (sizeof(Vec) == 64 && !is_float) return _mm512_fmadd_pd(a, b, c);
+#endif
+        return c + a * b;
+    }
+
+    /// K blocks: all of K up to kc_max, else equal blocks no longer than kc_max.
+    static Index kc_block(Index k) {
+        const Index blocks = (k + kc_max - 1) / kc_max;
+        return (k + blocks - 1) / blocks;
+    }
+    static Index panels(Index m) { return (m + mr - 1) / mr; }
+    static Index packed_a_size(Index m, Index k) { return panels(m) * mr * k; }
+
+    /// Packs A(i, k) = a[i * row_stride + k * col_stride], [M, K], into panels [ceil(M/MR)][K][MR],
+    /// rows past M zero.
+    static void pack_a(const T* a, Index row_stride, Index col_stride, Index m, Index k, T* out) {
+        for (Index p = 0; p < panels(m); ++p) {
+            const Index rows = std::min(mr, m - p * mr);
+            T* dst = out + p * k * mr;
+            for (Index kk = 0; kk < k; ++kk) {
+                const T* src = a + p * mr * row_stride + kk * col_stride;
+                Index i = 0;
+                for (; i < rows; ++i) dst[kk * mr + i] = src[i * row_stride];
+                for (; i < mr; ++i) dst[kk * mr + i] = T(0);
+            }
+        }
+    }
+
+    /// Rows that are a plane shifted by one column (conv2d.hpp's 3x3 stride-1 rows, k = (c, i, j),
+    /// j = k % 3) read the neighbouring image row at the image's left or right edge; those entries
+    /// are zero in X_col. With width W > 0: row k with j = 0 is zero where q % W == 0 (no left
+    /// neighbour), with j = 2 where q % W == W - 1 (no right neighbour). W = 0: rows as they are.
+    struct EdgeMask {
+        Index width = 0;
+        // Calls zero(k, q) for every masked entry of rows [k0, k0 + kn) x columns [q0, q1).
+        template <class Fn>
+        void each(Index k0, Index kn, Index q0, Index q1, Fn&& zero) const {
+            if (width == 0) return;
+            const Index left = q0 + (width - q0 % width) % width;              // first q with q % W == 0
+            const Index right = q0 + (2 * width - 1 - q0 % width) % width;     // first q with q % W == W-1
+            for (Index k = k0; k < k0 + kn; ++k) {
+                const Index j = k % 3;
+                if (j == 1) continue;
+                for (Index q = j == 0 ? left : right; q < q1; q += width) zero(k, q);
+            }
+        }
+    };
+
+    /// C[0:rows, 0:cols] (+)= A_panel[kc][MR] . B[kc][NR], for rows <= MR, cols <= NR. With
+    /// accumulate the tile starts from C, else from zero.
+    static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate) {
+        const bool full = rows == mr && cols == nr;
+        T edge[mr * nr];  // a partial tile goes through here
+        T* out = c;
+        Index ld = ldc;
+        if (!full) {
+            out = edge;
+            ld = nr;
+            std::fill_n(edge, mr * nr, T(0));
+            if (accumulate) {
+                for (Index i = 0; i < rows; ++i) std::copy_n(c + i * ldc, cols, edge + i * nr);
+            }
+        }
+        Vec c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        if (accumulate || !full) {
+            c00 = load(out + 0 * ld), c01 = load(out + 0 * ld + lanes);
+            c10 = load(out + 1 * ld), c11 = load(out + 1 * ld + lanes);
+            c20 = load(out + 2 * ld), c21 = load(out + 2 * ld + lanes);
+            c30 = load(out + 3 * ld), c31 = load(out + 3 * ld + lanes);
+            c40 = load(out + 4 * ld), c41 = load(out + 4 * ld + lanes);
+            c50 = load(out + 5 * ld), c51 = load(out + 5 * ld + lanes);
+        } else {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vec{};
+        }
+        for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
+            const Vec b0 = load(b), b1 = load(b + lanes);
+            Vec ai = broadcast(a + 0);
+            c00 = fmadd(ai, b0, c00), c01 = fmadd(ai, b1, c01);
+            ai = broadcast(a + 1);
+            c10 = fmadd(ai, b0, c10), c11 = fmadd(ai, b1, c11);
+            ai = broadcast(a + 2);
+            c20 = fmadd(ai, b0, c20), c21 = fmadd(ai, b1, c21);
+            ai = broadcast(a + 3);
+            c30 = fmadd(ai, b0, c30), c31 = fmadd(ai, b1, c31);
+            ai = broadcast(a + 4);
+            c40 = fmadd(ai, b0, c40), c41 = fmadd(ai, b1, c41);
+            ai = broadcast(a + 5);
+            c50 = fmadd(ai, b0, c50), c51 = fmadd(ai, b1, c51);
+        }
+        store(out + 0 * ld, c00), store(out + 0 * ld + lanes, c01);
+        store(out + 1 * ld, c10), store(out + 1 * ld + lanes, c11);
+        store(out + 2 * ld, c20), store(out + 2 * ld + lanes, c21);
+        store(out + 3 * ld, c30), store(out + 3 * ld + lanes, c31);
+        store(out + 4 * ld, c40), store(out + 4 * ld + lanes, c41);
+        store(out + 5 * ld, c50), store(out + 5 * ld + lanes, c51);
+        if (!full) {
+            for (Index i = 0; i < rows; ++i) std::copy_n(edge + i * nr, cols, c + i * ldc);
+        }
+    }
+
+    /// C[M, q0 : q1) (+)= A . B[:, q0 : q1), A packed by pack_a ([M, K]), row k of B at rows[k].
+    /// Reads B only inside [q0, q1).
+    static void rows_product(Index m, Index k, const T* a_packed, const T* const* rows, EdgeMask mask, Index q0,
+                             Index q1, T* c, Index ldc, bool accumulate) {
+        const Index kc = kc_block(k);
+        T* strip = scratch<T, 7>(static_cast<std::size_t>(kc * nr));  // [kc][NR]
+        for (Index k0 = 0; k0 < k; k0 += kc) {
+            const Index kb = std::min(kc, k - k0);
+            const bool acc = accumulate || k0 > 0;
+            for (Index q = q0; q < q1; q += nr) {
+                // The strip is copied first: the copy's loads are independent, so they overlap, and
+                // the micro-kernel then reads B sequentially from L1 for every panel of A. The rows
+                // are too many streams for the hardware prefetcher, so the next strip is prefetched.
+                const Index cols = std::min(nr, q1 - q);
+                if (cols == nr) {
+                    for (Index kk = 0; kk < kb; ++kk) {
+                        const T* src = rows[k0 + kk] + q;
+                        __builtin_prefetch(src + nr);  // the next strip, while this one is multiplied
+                        __builtin_prefetch(src + nr + lanes);
+                        store(strip + kk * nr, load(src));
+                        store(strip + kk * nr + lanes, load(src + lanes));
+                    }
+                } else {
+                    for (Index kk = 0; kk < kb; ++kk) {
+                        std::copy_n(rows[k0 + kk] + q, cols, strip + kk * nr);
+                        std::fill(strip + kk * nr + cols, strip + (kk + 1) * nr, T(0));
+                    }
+                }
+                mask.each(k0, kb, q, q + cols, [&](Index kk, Index qq) { strip[(kk - k0) * nr + qq - q] = T(0); });
+                panels_times(m, k, kb, a_packed + k0 * mr, strip, c + q, ldc, cols, acc);
+            }
+        }
+    }
+
+    /// C[M, N] += A . B^T with A given by M row pointers (A(i, p) = a_rows[i][p], p < P) and
+    /// B [N, P] row-major: the weight gradient dW^T = X_col . dY^T of a convolution.
+    static void rows_times_transposed(Index m, Index n, Index p, const T* const* a_rows, EdgeMask mask, const T* b,
+                                      T* c, Index ldc) {
+        const Index strips = (n + nr - 1) / nr;
+        T* bt = scratch<T, 8>(static_cast<std::size_t>(strips * p * nr));  // [strips][P][NR]: B^T packed
+        for (Index s = 0; s < strips; ++s) {
+            const Index cols = std::min(nr, n - s * nr);
+            T* dst = bt + s * p * nr;
+            for (Index j = 0; j < cols; ++j) {
+                const T* src = b + (s * nr + j) * p;
+                for (Index q = 0; q < p; ++q) dst[q * nr + j] = src[q];
+            }
+            for (Index j = cols; j < nr; ++j) {
+                for (Index q = 0; q < p; ++q) dst[q * nr + j] = T(0);
+            }
+        }
+        const Index kc = kc_block(p);
+        T* panel = scratch<T, 9>(static_cast<std::size_t>(kc * mr));  // [kc][MR]
+        for (Index q0 = 0; q0 < p; q0 += kc) {
+            const Index kb = std::min(kc, p - q0);
+            for (Index i0 = 0; i0 < m; i0 += mr) {
+                const Index rows = std::min(mr, m - i0);
+                for (Index i = 0; i < mr; ++i) {
+                    if (i < rows) {
+                        const T* src = a_rows[i0 + i] + q0;
+                        for (Index q = 0; q < kb; ++q) panel[q * mr + i] = src[q];
+                    } else {
+                        for (Index q = 0; q < kb; ++q) panel[q * mr + i] = T(0);
+                    }
+                }
+                mask.each(i0, rows, q0, q0 + kb, [&](Index i, Index q) { panel[(q - q0) * mr + i - i0] = T(0); });
+                for (Index s = 0; s < strips; ++s) {
+                    kernel(kb, panel, bt + s * p * nr + q0 * nr, c + i0 * ldc + s * nr, ldc, rows,
+                           std::min(nr, n - s * nr), true);
+                }
+            }
+        }
+    }
+
+  private:
+    // Every MR-row panel of A times one B strip (rows k0 .. k0 + kb of A's packed panels).
+    static void panels_times(Index m, Index k, Index kb, const T* a, const T* b, T* c, Index ldc, Index cols, bool acc) {
+        for (Index p = 0; p < panels(m); ++p) {
+            kernel(kb, a + p * k * mr, b, c + p * mr * ldc, ldc, std::min(mr, m - p * mr), cols, acc);
+        }
+    }
+};
+
+}  // namespace diffuse::detail
