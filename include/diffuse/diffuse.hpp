@@ -4,6 +4,7 @@
 #include "diffuse/version.hpp"
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/memory.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/shape.hpp"
 #include "diffuse/core/tensor.hpp"

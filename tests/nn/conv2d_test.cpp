@@ -60,7 +60,8 @@ TEST_CASE("Conv2d is exact on shapes that leave partial GEMM tiles, blocks and s
     // bilinear map (x, w) -> y - b:  <y - b, dy> = <x, dx> = <w, dw>.
     struct Case { Index cin, cout, k, s, n, h, w; };
     for (const Case c : {Case{13, 19, 3, 1, 1, 9, 17}, Case{50, 7, 3, 1, 9, 5, 11}, Case{7, 33, 3, 2, 2, 13, 10},
-                         Case{45, 17, 1, 1, 3, 6, 19}, Case{2, 3, 3, 1, 2, 1, 1}, Case{3, 2, 3, 1, 1, 4, 1}}) {
+                         Case{45, 17, 1, 1, 3, 6, 19}, Case{2, 3, 3, 1, 2, 1, 1}, Case{3, 2, 3, 1, 1, 4, 1},
+                         Case{4, 6, 3, 2, 1, 3, 1}, Case{5, 3, 1, 2, 2, 5, 4}}) {
         Generator gen(17);
         diffuse::nn::Conv2d<double> conv(c.cin, c.cout, c.k, c.s, gen);
         const auto x = gen.randn<double, 4>({c.n, c.cin, c.h, c.w});

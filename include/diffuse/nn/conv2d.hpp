@@ -300,11 +300,13 @@ class Conv2d {
                     std::fill_n(d, lo, T(0));
                     std::copy(src + lo + j - pad, src + hi + j - pad, d + lo);
                     std::fill(d + hi, d + g.wo, T(0));
-                } else {
-                    for (Index ox = 0; ox < g.wo; ++ox) {
-                        const Index ix = ox * stride_ + j - pad;
-                        d[ox] = (ix >= 0 && ix < g.w) ? src[ix] : T(0);
-                    }
+                } else {  // ox in [lo, hi) reads ix = s * ox + j - pad inside [0, W)
+                    const Index first = pad - j, last = g.w - 1 - j + pad;
+                    const Index lo = first <= 0 ? 0 : std::min(g.wo, (first + stride_ - 1) / stride_);
+                    const Index hi = last < 0 ? lo : std::clamp<Index>(last / stride_ + 1, lo, g.wo);
+                    std::fill_n(d, lo, T(0));
+                    for (Index ox = lo; ox < hi; ++ox) d[ox] = src[ox * stride_ + j - pad];
+                    std::fill(d + hi, d + g.wo, T(0));
                 }
             }
         }
