@@ -1,0 +1,59 @@
+#pragma once
+// Fashion-MNIST (or any IDX pair of images and labels) for the example programs: where Debian's
+// dataset-fashion-mnist package puts it, the class names, and a clear message when it is missing.
+// Not part of the library; needs diffuse::io (zlib).
+
+#include <diffuse/io/idx.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace examples {
+
+inline constexpr const char* default_data_dir = "/usr/share/datasets/fashion-mnist";
+
+inline const char* const fashion_mnist_classes[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+/// Thrown when a data file is not there, so a program can tell "install the data" from other errors.
+class missing_dataset : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct LabelledImages {
+    diffuse::IdxImages images;     // [N, H, W] bytes
+    std::vector<int> labels;       // [N]
+};
+
+/// The path of <split>-images-idx3-ubyte.gz or <split>-labels-idx1-ubyte.gz under `data_dir`,
+/// accepting the uncompressed name too.
+inline std::string idx_path(const std::string& data_dir, const std::string& split, const std::string& kind) {
+    const std::string base = data_dir + "/" + split + "-" + kind;
+    if (std::filesystem::exists(base + ".gz")) return base + ".gz";
+    if (std::filesystem::exists(base)) return base;
+    throw missing_dataset(
+        "no " + base + ".gz (nor " + base + "). Fashion-MNIST comes with Debian's package dataset-fashion-mnist "
+        "(sudo apt-get install dataset-fashion-mnist, or bash scripts/install-deps.sh); for MNIST or your own "
+        "IDX files, pass --data-dir");
+}
+
+/// Reads split "train" or "t10k" of the data set in `data_dir`; labels and images must be as many.
+inline LabelledImages read_labelled(const std::string& data_dir, const std::string& split) {
+    LabelledImages out;
+    const std::string images_path = idx_path(data_dir, split, "images-idx3-ubyte");
+    const std::string labels_path = idx_path(data_dir, split, "labels-idx1-ubyte");
+    out.images = diffuse::read_idx_images(images_path);
+    const std::vector<std::uint8_t> labels = diffuse::read_idx_labels(labels_path);
+    if (static_cast<diffuse::Index>(labels.size()) != out.images.count) {
+        throw std::runtime_error(labels_path + " has " + std::to_string(labels.size()) + " labels for the " +
+                                 std::to_string(out.images.count) + " images of " + images_path);
+    }
+    out.labels.assign(labels.begin(), labels.end());
+    return out;
+}
+
+}  // namespace examples

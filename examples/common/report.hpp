@@ -1,0 +1,429 @@
+#pragma once
+// What the example trainer shows at its end and diffuse_evaluate shows for any checkpoint: the
+// pictures (samples by class, unconditional samples, the denoising process, inpainting) and the
+// figures that say whether the model learned (metrics.json). Not part of the library; needs stb
+// (png_grid.hpp), zlib (the IDX reader) and nlohmann-json.
+//
+// Sampling:
+//   - class-conditional samples use classifier-free guidance, eps = eps_u + s (eps_c - eps_u): s = 1 is
+//     the conditional model alone, s = 0 the unconditional one, s > 1 sharper classes, less variety;
+//   - "unconditional" samples give the model the "no class" label (index num_classes), which it
+//     learned from the 10% of training batches whose labels were dropped.
+// Samplers: "ddpm" (ancestral, on the schedule respaced to `steps` timesteps), "ddim" (eta = 0) and
+// "dpm++2m" (DPM-Solver++(2M)), the last two over `steps` timesteps of trailing spacing (which starts
+// at t = T - 1).
+
+#include "common/dataset.hpp"
+#include "common/png_grid.hpp"
+
+#include <diffuse/core/random.hpp>
+#include <diffuse/core/tensor.hpp>
+#include <diffuse/eval/classifier_metrics.hpp>
+#include <diffuse/eval/frechet.hpp>
+#include <diffuse/eval/train_classifier.hpp>
+#include <diffuse/io/checkpoint.hpp>
+#include <diffuse/io/safetensors.hpp>
+#include <diffuse/models/classifier.hpp>
+#include <diffuse/models/unet.hpp>
+#include <diffuse/process/vlb.hpp>
+#include <diffuse/samplers/ddim.hpp>
+#include <diffuse/samplers/ddpm.hpp>
+#include <diffuse/samplers/dpm_solver.hpp>
+#include <diffuse/samplers/guidance.hpp>
+#include <diffuse/samplers/inpainting.hpp>
+#include <diffuse/schedule/named.hpp>
+#include <diffuse/schedule/noise_schedule.hpp>
+#include <diffuse/schedule/respacing.hpp>
+#include <diffuse/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace examples {
+
+using diffuse::Index;
+
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// ---- the diffusion process a checkpoint was trained with -------------------------------------------
+
+/// The noise schedule of a run; the trainer stores it in the checkpoint's metadata, so that sampling
+/// and evaluation rebuild the same tables from the file alone.
+struct DiffusionSetup {
+    std::string schedule = "cosine";
+    int timesteps = 1000;
+
+    diffuse::NoiseSchedule<float> make() const { return diffuse::NoiseSchedule<float>(diffuse::make_betas(schedule, timesteps)); }
+
+    void add_to(std::map<std::string, std::string>& metadata) const {
+        metadata["diffuse_train.schedule"] = schedule;
+        metadata["diffuse_train.timesteps"] = std::to_string(timesteps);
+    }
+
+    static DiffusionSetup from_metadata(const std::map<std::string, std::string>& metadata, const std::string& path) {
+        DiffusionSetup s;
+        const auto schedule = metadata.find("diffuse_train.schedule");
+        const auto timesteps = metadata.find("diffuse_train.timesteps");
+        if (schedule == metadata.end() || timesteps == metadata.end()) {
+            throw std::runtime_error("\"" + path + "\" has no diffuse_train.schedule / diffuse_train.timesteps in its "
+                                     "metadata (it was not written by diffuse_train); pass --schedule and --timesteps");
+        }
+        s.schedule = schedule->second;
+        s.timesteps = std::stoi(timesteps->second);
+        return s;
+    }
+};
+
+/// The metadata strings of a safetensors file (its header only is read).
+inline std::map<std::string, std::string> file_metadata(const std::string& path) {
+    return diffuse::read_safetensors_header(path).metadata;
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------
+
+inline const std::vector<std::string>& sampler_names() {
+    static const std::vector<std::string> names = {"ddpm", "ddim", "dpm++2m"};
+    return names;
+}
+
+/// The model as the samplers call it, in evaluation mode (no dropout). For a class-conditional model
+/// and labels in [0, K): guidance scale 1 calls it as it is, 0 replaces every label by "no class",
+/// anything else wraps it in classifier-free guidance (one call on the doubled batch).
+inline diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
+    model.set_training(false);
+    diffuse::ModelFn<float> plain = diffuse::model_fn<float>(model);
+    const int classes = static_cast<int>(model.config().num_classes);
+    if (classes == 0 || guidance_scale == 1.0) return plain;
+    if (guidance_scale == 0.0) {
+        return [plain, classes](const diffuse::Tensor4<float>& x, const diffuse::Timesteps& t, const std::vector<int>&) {
+            return plain(x, t, std::vector<int>(static_cast<std::size_t>(x.dimension(0)), classes));
+        };
+    }
+    return diffuse::classifier_free_guidance<float>(plain, classes, guidance_scale);
+}
+
+struct SamplerChoice {
+    std::string name = "dpm++2m";
+    int steps = 20;
+};
+
+/// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none).
+inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
+                                           const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
+                                           const diffuse::Shape4& shape, std::uint64_t seed,
+                                           const std::vector<int>& labels, bool keep_intermediates = false) {
+    const int t_max = schedule.num_timesteps();
+    if (sampler.name == "ddpm") {
+        diffuse::DDPMOptions<float> options;
+        options.seed = seed;
+        options.labels = labels;
+        options.keep_intermediates = keep_intermediates;
+        const diffuse::NoiseSchedule<float> respaced =
+            sampler.steps == t_max ? schedule
+                                   : diffuse::respace(schedule, diffuse::spaced_timesteps(t_max, sampler.steps,
+                                                                                          diffuse::Spacing::trailing));
+        return diffuse::ddpm_sample(respaced, model, shape, options);
+    }
+    if (sampler.name == "ddim") {
+        diffuse::DDIMOptions<float> options;
+        options.seed = seed;
+        options.labels = labels;
+        options.keep_intermediates = keep_intermediates;
+        options.steps.spacing = diffuse::Spacing::trailing;
+        return diffuse::ddim_sample(schedule, model, sampler.steps, shape, options);
+    }
+    if (sampler.name == "dpm++2m") {
+        diffuse::DPMSolverOptions<float> options;
+        options.seed = seed;
+        options.labels = labels;
+        options.keep_intermediates = keep_intermediates;
+        options.steps.spacing = diffuse::Spacing::trailing;
+        return diffuse::dpm_solver_sample(schedule, model, sampler.steps, shape, options);
+    }
+    diffuse::detail::throw_invalid("examples::run_sampler", "sampler", sampler.name, "ddpm, ddim or dpm++2m");
+}
+
+/// Copies images [first, first + count) of `from` into `to` at `at` (both [N, C, H, W]).
+inline void copy_images(const diffuse::Tensor4<float>& from, Index first, Index count, diffuse::Tensor4<float>& to,
+                        Index at) {
+    const Index per = from.dimension(1) * from.dimension(2) * from.dimension(3);
+    std::copy_n(from.data() + first * per, count * per, to.data() + at * per);
+}
+
+// ---- the classifier that scores samples -------------------------------------------------------------
+
+/// Loads the evaluation classifier's weights from `path`; if there is no such file, trains one on the
+/// training images (as diffuse_train_classifier would, with `epochs` passes) and saves it there.
+inline void load_or_train_classifier(const std::string& path, diffuse::Classifier<float>& classifier,
+                                     const diffuse::Tensor4<float>& train_x, const std::vector<int>& train_y,
+                                     const diffuse::Tensor4<float>& test_x, const std::vector<int>& test_y,
+                                     int epochs) {
+    if (std::filesystem::exists(path)) {
+        diffuse::load_weights(path, classifier);
+        return;
+    }
+    std::fprintf(stderr,
+                 "no classifier at %s: training one (%d epoch(s) over %lld images; diffuse_train_classifier does "
+                 "the same once and for all)\n",
+                 path.c_str(), epochs, static_cast<long long>(train_x.dimension(0)));
+    diffuse::eval::ClassifierTrainingOptions options;
+    options.epochs = epochs;
+    options.warmup_steps = std::min<long>(100, std::max<long>(1, train_x.dimension(0) / options.batch_size));
+    const auto start = std::chrono::steady_clock::now();
+    diffuse::eval::train_classifier(classifier, train_x, train_y, options,
+                                    [](const diffuse::eval::ClassifierTrainingProgress& p) {
+                                        std::fprintf(stderr, "  classifier step %ld/%ld  loss %.4f  accuracy %.4f\n",
+                                                     p.step, p.total_steps, p.loss, p.accuracy);
+                                    });
+    const double accuracy = diffuse::eval::accuracy(classifier.predict(test_x), test_y);
+    std::fprintf(stderr, "classifier trained in %.0f s: test accuracy %.4f on %lld images\n", seconds_since(start),
+                 accuracy, static_cast<long long>(test_x.dimension(0)));
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    std::map<std::string, std::string> metadata = {{"diffuse.model", "classifier"},
+                                                   {"diffuse.classifier.test_accuracy", std::to_string(accuracy)}};
+    diffuse::save_weights(path, classifier, metadata);
+}
+
+// ---- pictures and figures ------------------------------------------------------------------------------
+
+struct ReportOptions {
+    SamplerChoice sampler = {"dpm++2m", 20};
+    double guidance_scale = 3.0;
+    std::uint64_t seed = 0;
+    Index per_class = 10;         // class-conditional samples per class: the grid and the scores
+    Index unconditional = 40;     // unconditional samples (the second grid)
+    Index denoising_rows = 5;     // images shown from x_T to x_0
+    Index denoising_columns = 11;
+    Index inpaint_count = 6;      // test images completed
+    int inpaint_steps = 25;       // RePaint over this many respaced steps
+    int inpaint_jump = 5;
+    int inpaint_resample = 3;
+    Index bpd_images = 50;        // test images in the bits/dim estimate
+    int bpd_stride = 50;          // every stride-th KL term, each counted stride times
+    Index chunk = 50;             // images per sampling batch (CFG doubles it)
+    bool evaluate = true;         // the figures of metrics.json (needs the classifier)
+};
+
+/// Forward passes of one image through the U-Net that write_report will make: what the trainer
+/// multiplies by its measured time per image-forward to know when to stop training.
+inline double report_forward_count(const ReportOptions& o, int timesteps, bool conditional) {
+    const double cfg = conditional && o.guidance_scale != 1.0 && o.guidance_scale != 0.0 ? 2.0 : 1.0;
+    const double sampling_steps = o.sampler.steps;
+    const double inpaint_levels = static_cast<double>(diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump,
+                                                                              o.inpaint_resample).size());
+    double count = static_cast<double>(o.per_class) * 10.0 * cfg * sampling_steps;          // class grid
+    count += static_cast<double>(o.unconditional) * sampling_steps;                          // unconditional
+    count += static_cast<double>(o.inpaint_count) * cfg * inpaint_levels * 0.5;              // about half denoise
+    if (o.evaluate) count += static_cast<double>(o.bpd_images) * (std::ceil((timesteps - 1.0) / o.bpd_stride) + 1.0);
+    return count;
+}
+
+/// The test images the report uses: images [N, 1, H, W] in [-1, 1] and labels [N].
+struct TestSet {
+    diffuse::Tensor4<float> x;
+    std::vector<int> y;
+};
+
+/// Writes samples_by_class.png, samples_unconditional.png, denoising.png and inpainting.png into
+/// out_dir and, when options.evaluate, returns the figures for metrics.json (class agreement, the
+/// Frechet distance of classifier features, bits/dim on the test subset). `model` holds the weights
+/// to sample with (the EMA's, typically); `classifier` may be null when !options.evaluate.
+/// `real_x` are training images for the real-vs-real Frechet floor.
+inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
+                                           const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                                           diffuse::Classifier<float>* classifier, const std::string& out_dir,
+                                           const ReportOptions& o) {
+    namespace fs = std::filesystem;
+    const auto start = std::chrono::steady_clock::now();
+    const Index classes = model.config().num_classes;
+    const Index side = model.config().image_size, channels = model.config().in_channels;
+    nlohmann::ordered_json metrics;
+    metrics["sampler"] = {{"name", o.sampler.name},
+                          {"steps", o.sampler.steps},
+                          {"spacing", "trailing"},
+                          {"guidance_scale", o.guidance_scale},
+                          {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
+                          {"seed", o.seed}};
+    const diffuse::ModelFn<float> guided = guided_model(model, o.guidance_scale);
+    const diffuse::ModelFn<float> plain = guided_model(model, 1.0);
+
+    // 1. Class-conditional samples, class-major: per_class of class 0, then of class 1, ...
+    diffuse::Tensor4<float> by_class;
+    std::vector<int> requested;
+    diffuse::Tensor4<float> denoising;
+    std::vector<int> denoising_t;
+    if (classes > 0) {
+        const Index n = classes * o.per_class;
+        by_class = diffuse::Tensor4<float>(n, channels, side, side);  // [K per_class, C, H, W]
+        for (Index k = 0; k < classes; ++k) requested.insert(requested.end(), static_cast<std::size_t>(o.per_class), static_cast<int>(k));
+        for (Index first = 0, chunk_index = 0; first < n; first += o.chunk, ++chunk_index) {
+            const Index count = std::min(o.chunk, n - first);
+            const std::vector<int> labels(requested.begin() + first, requested.begin() + first + count);
+            const bool keep = chunk_index == 0;  // the denoising figure comes from the first chunk
+            const diffuse::Samples<float> s =
+                run_sampler(schedule, guided, o.sampler, {count, channels, side, side},
+                            diffuse::derive_seed(o.seed, static_cast<std::uint64_t>(chunk_index)), labels, keep);
+            copy_images(s.x, 0, count, by_class, first);
+            if (keep) {
+                // rows: the first sample of each class in the chunk, up to denoising_rows of them;
+                // columns: evenly spaced states from x_T (state 0) to x_0 (the last state)
+                std::vector<Index> rows;
+                for (Index i = 0; i < count && static_cast<Index>(rows.size()) < o.denoising_rows; i += o.per_class) rows.push_back(i);
+                const Index states = static_cast<Index>(s.intermediates.size());
+                const Index columns = std::min(o.denoising_columns, states);
+                denoising = diffuse::Tensor4<float>(static_cast<Index>(rows.size()) * columns, channels, side, side);
+                const std::vector<int> visited =
+                    diffuse::spaced_timesteps(schedule.num_timesteps(), o.sampler.steps, diffuse::Spacing::trailing);
+                for (Index c = 0; c < columns; ++c) {
+                    const Index state = columns == 1 ? states - 1 : static_cast<Index>(std::lround(static_cast<double>(c) * (states - 1) / (columns - 1)));
+                    // state k holds x at the (k+1)-th noisiest visited timestep; the last state is x_0
+                    denoising_t.push_back(state + 1 < states ? visited[visited.size() - 1 - static_cast<std::size_t>(state)] : -1);
+                    for (std::size_t r = 0; r < rows.size(); ++r) {
+                        copy_images(s.intermediates[static_cast<std::size_t>(state)], rows[r], 1, denoising,
+                                    static_cast<Index>(r) * columns + c);
+                    }
+                }
+            }
+        }
+        write_png_grid(out_dir + "/samples_by_class.png", by_class, o.per_class, 3, 2);
+        write_png_grid(out_dir + "/denoising.png", denoising, static_cast<Index>(denoising_t.size()), 3, 2);
+        metrics["samples_by_class"] = {{"file", "samples_by_class.png"},
+                                       {"rows", "one per class, 0 (T-shirt/top) to 9 (Ankle boot)"},
+                                       {"per_class", o.per_class}};
+        nlohmann::ordered_json columns = nlohmann::ordered_json::array();
+        for (const int t : denoising_t) {
+            if (t < 0) columns.push_back("x0"); else columns.push_back("x_t at t = " + std::to_string(t));
+        }
+        metrics["denoising"] = {{"file", "denoising.png"}, {"columns", columns}};
+    }
+
+    // 2. Unconditional samples: the "no class" label (or an unconditional model).
+    {
+        const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(o.unconditional), static_cast<int>(classes))
+                                                    : std::vector<int>();
+        const diffuse::Samples<float> s = run_sampler(schedule, plain, o.sampler, {o.unconditional, channels, side, side},
+                                                      diffuse::derive_seed(o.seed, 1000), labels);
+        write_png_grid(out_dir + "/samples_unconditional.png", s.x, 10, 3, 2);
+        metrics["samples_unconditional"] = {{"file", "samples_unconditional.png"}, {"count", o.unconditional}};
+    }
+
+    // 3. Inpainting: the top half of test images kept, the bottom half generated (RePaint), each for
+    //    its true class with the same guidance. Rows: original, masked, completed.
+    {
+        const Index n = std::min(o.inpaint_count, test.x.dimension(0));
+        diffuse::Tensor4<float> known(n, channels, side, side);
+        copy_images(test.x, 0, n, known, 0);
+        diffuse::Tensor4<float> mask(n, 1, side, side);  // [N, 1, H, W], 1 = known
+        for (Index i = 0; i < n; ++i)
+            for (Index y = 0; y < side; ++y)
+                for (Index x = 0; x < side; ++x) mask(i, 0, y, x) = y < side / 2 ? 1.0f : 0.0f;
+        diffuse::InpaintOptions<float> options;
+        options.seed = diffuse::derive_seed(o.seed, 2000);
+        options.jump_length = o.inpaint_jump;
+        options.resample_count = o.inpaint_resample;
+        if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
+        const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
+            schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
+        const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? guided : plain, known, mask, options);
+        diffuse::Tensor4<float> figure(3 * n, channels, side, side);
+        copy_images(known, 0, n, figure, 0);
+        diffuse::Tensor4<float> masked = known;
+        for (Index i = 0; i < n; ++i)
+            for (Index c = 0; c < channels; ++c)
+                for (Index y = side / 2; y < side; ++y)
+                    for (Index x = 0; x < side; ++x) masked(i, c, y, x) = 0.0f;  // mid-gray: unknown
+        copy_images(masked, 0, n, figure, n);
+        copy_images(s.x, 0, n, figure, 2 * n);
+        write_png_grid(out_dir + "/inpainting.png", figure, n, 3, 2);
+        metrics["inpainting"] = {{"file", "inpainting.png"},
+                                 {"rows", "original | top half kept, bottom half masked | completed"},
+                                 {"images", "the first " + std::to_string(n) + " test images, each with its class"},
+                                 {"repaint", {{"steps", o.inpaint_steps}, {"jump_length", o.inpaint_jump}, {"resample_count", o.inpaint_resample}}}};
+    }
+    metrics["pictures_seconds"] = seconds_since(start);
+    if (!o.evaluate || classes == 0 || classifier == nullptr) return metrics;
+
+    // 4. The figures. Class agreement: the classifier's class of each class-conditional sample.
+    const auto eval_start = std::chrono::steady_clock::now();
+    const std::vector<int> predicted = classifier->predict(by_class);
+    const std::vector<double> per_class = diffuse::eval::per_class_accuracy(predicted, requested, static_cast<int>(classes));
+    metrics["class_agreement"] = {{"value", diffuse::eval::sample_class_agreement(predicted, requested)},
+                                  {"samples", by_class.dimension(0)},
+                                  {"per_class", per_class},
+                                  {"what", "share of the class-conditional samples the classifier assigns to the class they were generated for"}};
+
+    // Frechet distance between classifier features (its penultimate layer) of the generated samples
+    // and of the test images; the same for as many real training images, the floor at this sample size.
+    const auto test_stats = diffuse::eval::feature_statistics(classifier->features(test.x));
+    const auto generated_stats = diffuse::eval::feature_statistics(classifier->features(by_class));
+    const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
+    diffuse::Tensor4<float> real(real_n, channels, side, side);
+    copy_images(real_x, 0, real_n, real, 0);
+    const auto real_stats = diffuse::eval::feature_statistics(classifier->features(real));
+    metrics["frechet_distance"] = {
+        {"generated_vs_test", diffuse::eval::frechet_distance(generated_stats, test_stats)},
+        {"real_vs_test", diffuse::eval::frechet_distance(real_stats, test_stats)},
+        {"generated_samples", by_class.dimension(0)},
+        {"real_samples", real_n},
+        {"test_images", test.x.dimension(0)},
+        {"features", "the evaluation classifier's penultimate activations, " +
+                         std::to_string(classifier->config().feature_dim) + " dimensions"},
+        {"what", "real_vs_test is the distance of as many real training images: the floor at this sample size"}};
+
+    // Bits per dimension of the variational bound on the first bpd_images test images, with the "no
+    // class" label (the unconditional model), every bpd_stride-th KL term counted bpd_stride times.
+    {
+        const Index n = std::min(o.bpd_images, test.x.dimension(0));
+        diffuse::VlbOptions vlb;
+        vlb.stride = o.bpd_stride;
+        vlb.seed = diffuse::derive_seed(o.seed, 3000);
+        double sum = 0.0;
+        std::size_t terms = 0;
+        for (Index first = 0; first < n; first += o.chunk) {
+            const Index count = std::min(o.chunk, n - first);
+            diffuse::Tensor4<float> x0(count, channels, side, side);
+            copy_images(test.x, first, count, x0, 0);
+            const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(count), static_cast<int>(classes))
+                                                        : std::vector<int>();
+            const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, plain, x0, labels, vlb);
+            for (const double v : vb.total_bpd) sum += v;
+            terms = vb.timesteps.size();
+        }
+        metrics["bits_per_dim"] = {{"value", sum / static_cast<double>(n)},
+                                   {"test_images", n},
+                                   {"stride", o.bpd_stride},
+                                   {"timesteps_evaluated", terms},
+                                   {"labels", "none (the no-class label): the unconditional model"},
+                                   {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
+    }
+    metrics["evaluation_seconds"] = seconds_since(eval_start);
+    return metrics;
+}
+
+/// Writes `j` to `path` atomically (a temporary, then a rename).
+inline void write_json(const std::string& path, const nlohmann::ordered_json& j) {
+    const std::string temporary = path + ".tmp";
+    {
+        std::ofstream out(temporary, std::ios::trunc);
+        if (!out) throw std::runtime_error("cannot create \"" + temporary + "\"");
+        out << j.dump(2) << '\n';
+        if (!out.flush()) throw std::runtime_error("cannot write \"" + temporary + "\"");
+    }
+    std::filesystem::rename(temporary, path);
+}
+
+}  // namespace examples
