@@ -1,11 +1,13 @@
 // The U-Net and its layers at the reference configuration's shapes (28x28x1, base 32 channels,
 // batch 64 for training): each layer's forward and backward, the whole network's forward at batch
-// 1 and 16, and a full training step at batch 64. GFLOPS counts 2 flops per multiply-add of the
-// convolutions, linear layers and attention products (the same count as forward_flops_per_image);
+// 1 and 16, a DDPM sampling step at batch 16, and a full training step at batch 64. GFLOPS counts
+// 2 flops per multiply-add of the convolutions, linear layers and attention products (the same
+// count as forward_flops_per_image);
 // a backward pass costs twice its forward. Threads: diffuse's default (DIFFUSE_NUM_THREADS or all).
 #include <diffuse/core/memory.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
+#include <diffuse/samplers/ddpm.hpp>
 #include <diffuse/schedule/betas.hpp>
 
 #include <benchmark/benchmark.h>
@@ -108,6 +110,7 @@ void BM_unet_forward(benchmark::State& state) {
     const auto x = gen.randn<float, 4>({batch, 1, 28, 28});
     const diffuse::Timesteps t = gen.randint(batch, 1000);
     const std::vector<int> labels(static_cast<std::size_t>(batch), 3);
+    unet.forward(x, t, labels);  // warm-up: the first pass touches fresh memory, later ones reuse it
     for (auto _ : state) {
         Tensor4<float> eps = unet.forward(x, t, labels);
         benchmark::DoNotOptimize(eps.data());
@@ -117,6 +120,30 @@ void BM_unet_forward(benchmark::State& state) {
 BENCHMARK(BM_unet_forward)->ArgName("batch")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // One whole training step: noise, forward, loss, backward, clipping, Adam, EMA.
+// One step of DDPM ancestral sampling at batch 16 (the U-Net's forward, the posterior mean and the
+// noise), class-conditional; a 1000-step sample of 16 images costs 1000 of these.
+void BM_ddpm_step(benchmark::State& state) {
+    const Index batch = state.range(0);
+    diffuse::UNetConfig config = diffuse::UNetConfig::reference();
+    config.num_classes = 10;
+    diffuse::UNet<float> unet(config, 1);
+    unet.set_training(false);
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(1000));
+    diffuse::Generator gen(7);
+    const auto x = gen.randn<float, 4>({batch, 1, 28, 28});
+    const auto noise = gen.randn<float, 4>({batch, 1, 28, 28});
+    diffuse::DDPMOptions<float> options;
+    options.labels.assign(static_cast<std::size_t>(batch), 3);
+    const auto model = diffuse::model_fn<float>(unet);
+    diffuse::ddpm_step(schedule, model, x, 500, noise, options);  // warm-up
+    for (auto _ : state) {
+        const auto step = diffuse::ddpm_step(schedule, model, x, 500, noise, options);
+        benchmark::DoNotOptimize(step.x.data());
+    }
+    set_gflops(state, unet.forward_flops_per_image() * batch);
+}
+BENCHMARK(BM_ddpm_step)->ArgName("batch")->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 void BM_train_step(benchmark::State& state) {
     const Index batch = state.range(0);
     diffuse::UNetConfig config = diffuse::UNetConfig::reference();
@@ -128,6 +155,7 @@ void BM_train_step(benchmark::State& state) {
     auto x0 = gen.randn<float, 4>({batch, 1, 28, 28});
     std::vector<int> labels(static_cast<std::size_t>(batch));
     for (Index n = 0; n < batch; ++n) labels[n] = static_cast<int>(n % 10);
+    trainer.step(x0, labels);  // warm-up, as above; a training run is all steady-state steps
     for (auto _ : state) {
         const auto stats = trainer.step(x0, labels);
         benchmark::DoNotOptimize(stats.loss);

@@ -56,6 +56,22 @@ TEST_CASE("The U-Net maps N x C x H x W to the same shape with out_channels chan
     REQUIRE(y.dimension(3) == 28);
 }
 
+TEST_CASE("A U-Net in evaluation mode gives the training output without dropout and refuses backward", "[models][unet]") {
+    UNetConfig c = tiny_config();
+    c.dropout = 0.0;  // then training and evaluation compute the same function
+    UNet<float> unet(c, 1);
+    diffuse::Generator gen(3);
+    const auto x = gen.randn<float, 4>({2, 1, 4, 4});
+    const diffuse::Tensor4<float> trained = unet.forward(x, {3, 700}, {0, 3});
+    unet.set_training(false);
+    const diffuse::Tensor4<float> evaluated = unet.forward(x, {3, 700}, {0, 3});
+    REQUIRE(std::equal(trained.data(), trained.data() + trained.size(), evaluated.data()));
+    REQUIRE_THROWS_WITH(unet.backward(evaluated), Catch::Contains("training mode"));
+    unet.set_training(true);
+    unet.forward(x, {3, 700}, {0, 3});
+    REQUIRE_NOTHROW(unet.backward(evaluated));
+}
+
 TEST_CASE("The whole U-Net's backward pass matches finite differences", "[models][unet][gradient]") {
     UNet<double> unet(tiny_config(), 5);
     diffuse::Generator gen(8);

@@ -33,5 +33,12 @@ template <class Value>
     throw invalid_argument(message.str());
 }
 
+/// A backward pass after a forward pass in evaluation mode, which cached nothing to go back through.
+[[noreturn]] inline void throw_no_forward_cache(std::string_view where) {
+    throw invalid_argument(std::string(where) +
+                           ": no cached forward pass: backward needs a forward pass in training mode "
+                           "(set_training(true)); evaluation mode caches nothing");
+}
+
 }  // namespace detail
 }  // namespace diffuse

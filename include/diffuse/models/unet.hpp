@@ -110,9 +110,19 @@ class UNet {
 
     const UNetConfig& config() const { return config_; }
 
-    /// Dropout on (training) or off (evaluation, sampling).
+    /// Training: dropout on, activations cached for backward. Evaluation (sampling): dropout off and
+    /// nothing cached, so a forward pass copies less; backward then throws.
     void set_training(bool training) {
         for_each_res_block([training](nn::ResBlock<T>& b) { b.set_training(training); });
+        conv_in.set_training(training);
+        for (auto* levels : {&down, &up}) {
+            for (Level& level : *levels) {
+                for (auto& a : level.attentions) a.set_training(training);
+                level.resample.set_training(training);
+            }
+        }
+        mid_attn_1.set_training(training);
+        norm_out.set_training(training), silu_out.set_training(training), conv_out.set_training(training);
     }
 
     /// x: [N, Cin, H, W]; t: [N] timesteps; labels: [N] class indices in [0, num_classes] (num_classes

@@ -32,6 +32,11 @@ class AttentionBlock {
     }
 
     Index heads() const { return heads_; }
+    /// Training caches the activations for backward; evaluation caches only what the forward needs.
+    void set_training(bool training) {
+        norm.set_training(training), q.set_training(training), k.set_training(training);
+        v.set_training(training), proj_out.set_training(training);
+    }
 
     /// x: [N, C, H, W] -> y: same shape.
     Tensor4<T> forward(const Tensor4<T>& x) {

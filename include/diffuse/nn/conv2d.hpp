@@ -57,10 +57,13 @@ class Conv2d {
                output_size(x.dimension(3));
     }
 
+    /// Training mode (the default) caches the input for backward; evaluation mode caches nothing.
+    void set_training(bool training) { training_ = training; }
+
     /// x: [N, Cin, H, W] -> y: [N, Cout, Ho, Wo], Ho = (H - 1) / stride + 1.
     Tensor4<T> forward(const Tensor4<T>& x) {
         check_input(x);
-        x_ = x;
+        x_ = training_ ? x : Tensor4<T>();
         const Geometry g = geometry(x);
         Tensor4<T> y(g.n, out_, g.ho, g.wo);
         packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
@@ -103,6 +106,7 @@ class Conv2d {
     /// dy: [N, Cout, Ho, Wo] -> dx: [N, Cin, H, W];  dW += dY . X_col^T,  db += sum dY,
     /// dX = col2im(W^T . dY), which for a 3x3 stride-1 conv is the conv of dY with W flipped.
     Tensor4<T> backward(const Tensor4<T>& dy) {
+        if (x_.size() == 0) detail::throw_no_forward_cache("diffuse::nn::Conv2d::backward");
         const Geometry g = geometry(x_);
         if (dy.dimension(0) != g.n || dy.dimension(1) != out_ || dy.dimension(2) != g.ho ||
             dy.dimension(3) != g.wo) {
@@ -337,6 +341,7 @@ class Conv2d {
     }
 
     Index in_ = 0, out_ = 0, k_ = 1, stride_ = 1;
+    bool training_ = true;
     Tensor4<T> x_;          // the forward input, [N, Cin, H, W]
     std::vector<T> packed_;  // the GEMM's A operand, packed (detail::Gemm::pack_a)
 };

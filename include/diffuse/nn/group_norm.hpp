@@ -34,6 +34,9 @@ class GroupNorm {
     Index groups() const { return groups_; }
     Index channels() const { return channels_; }
 
+    /// Training mode (the default) caches xhat for backward; evaluation mode caches nothing.
+    void set_training(bool training) { training_ = training; }
+
     /// x: [N, C, H, W] -> y: same shape.
     Tensor4<T> forward(const Tensor4<T>& x) {
         if (x.dimension(1) != channels_ || x.dimension(0) < 1) {
@@ -41,7 +44,7 @@ class GroupNorm {
                                   std::to_string(channels_) + " channels in dimension 1");
         }
         const Index n = x.dimension(0), hw = x.dimension(2) * x.dimension(3), cg = channels_ / groups_;
-        xhat_ = Tensor4<T>(x.dimensions());
+        xhat_ = training_ ? Tensor4<T>(x.dimensions()) : Tensor4<T>();
         rstd_.assign(static_cast<std::size_t>(n * groups_), T(0));
         Tensor4<T> y(x.dimensions());
         parallel_for(n * groups_, 1, [&](Index begin, Index end) {
@@ -50,14 +53,17 @@ class GroupNorm {
                 const auto v = Eigen::Map<const Array>(x.data() + at, count);
                 const double mean = v.template cast<double>().mean();
                 const double var = (v.template cast<double>() - mean).square().mean();
-                const T rstd = static_cast<T>(1.0 / std::sqrt(var + eps_));
-                rstd_[ng] = rstd;
-                Eigen::Map<Array> xh(xhat_.data() + at, count);
-                xh = (v - static_cast<T>(mean)) * rstd;
+                const double rstd = 1.0 / std::sqrt(var + eps_);
+                rstd_[ng] = static_cast<T>(rstd);
+                if (training_) {
+                    Eigen::Map<Array>(xhat_.data() + at, count) = (v - static_cast<T>(mean)) * static_cast<T>(rstd);
+                }
+                // y = gamma (x - mu) rstd + beta = a x + b per channel, one multiply-add per value
                 const Index c0 = (ng % groups_) * cg;
                 for (Index c = 0; c < cg; ++c) {
-                    Eigen::Map<Array>(y.data() + at + c * hw, hw) =
-                        xh.segment(c * hw, hw) * weight.data()[c0 + c] + bias.data()[c0 + c];
+                    const double a = weight.data()[c0 + c] * rstd;
+                    const T b = static_cast<T>(bias.data()[c0 + c] - a * mean);
+                    Eigen::Map<Array>(y.data() + at + c * hw, hw) = v.segment(c * hw, hw) * static_cast<T>(a) + b;
                 }
             }
         });
@@ -67,6 +73,7 @@ class GroupNorm {
     /// dy -> dx;  with g = gamma dy over one group of m values:
     ///   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma_c += sum dy xhat,  dbeta_c += sum dy.
     Tensor4<T> backward(const Tensor4<T>& dy) {
+        if (xhat_.size() == 0) detail::throw_no_forward_cache("diffuse::nn::GroupNorm::backward");
         if (dy.dimensions() != xhat_.dimensions()) {
             detail::throw_invalid("diffuse::nn::GroupNorm::backward", "dy.shape", shape_string(dy.dimensions()),
                                   "the forward input's shape " + shape_string(xhat_.dimensions()));
@@ -114,6 +121,7 @@ class GroupNorm {
     using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
     Index groups_ = 1, channels_ = 1;
     double eps_ = 1e-5;
+    bool training_ = true;
     Tensor4<T> xhat_;       // [N, C, H, W]
     std::vector<T> rstd_;   // 1 / sqrt(var + eps), [N, G]
 };

@@ -32,7 +32,12 @@ class ResBlock {
     }
 
     bool has_shortcut() const { return nin_shortcut.out_channels() > 0; }
-    void set_training(bool training) { dropout.set_training(training); }
+    /// Training: dropout on, activations cached for backward. Evaluation: dropout off, nothing cached.
+    void set_training(bool training) {
+        norm1.set_training(training), silu1.set_training(training), conv1.set_training(training);
+        norm2.set_training(training), silu2.set_training(training), dropout.set_training(training);
+        conv2.set_training(training), nin_shortcut.set_training(training);
+    }
 
     /// x: [N, Cin, H, W], temb: [N, E] -> [N, Cout, H, W]; `stream` draws the dropout mask.
     Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {

@@ -2,7 +2,9 @@
 // SiLU (swish): y = x sigmoid(x);  dy/dx = sigmoid(x) (1 + x (1 - sigmoid(x))).
 
 #include "diffuse/core/tensor.hpp"
+#include "diffuse/core/error.hpp"
 #include "diffuse/core/threading.hpp"
+#include "diffuse/detail/scratch.hpp"
 
 #include <Eigen/Core>
 
@@ -14,14 +16,17 @@ namespace diffuse::nn {
 template <class T = float>
 class SiLU {
   public:
+    /// Training mode (the default) caches the input for backward; evaluation mode caches nothing.
+    void set_training(bool training) { training_ = training; }
+
     /// x: [N, ...] -> y: same shape.
     template <int Rank>
     Tensor<T, Rank> forward(const Tensor<T, Rank>& x) {
-        x_.resize(x.size());
+        x_.resize(training_ ? x.size() : 0);
         Tensor<T, Rank> y(x.dimensions());
         chunks(x.size(), [&](Index at, Index n) {
             const auto v = in(x.data() + at, n);
-            out(x_.data() + at, n) = v;
+            if (training_) out(x_.data() + at, n) = v;
             out(y.data() + at, n) = v / (T(1) + (-v).exp());  // Eigen's vectorised exp
         });
         return y;
@@ -30,12 +35,14 @@ class SiLU {
     /// dy -> dx, same shape.
     template <int Rank>
     Tensor<T, Rank> backward(const Tensor<T, Rank>& dy) {
+        if (x_.size() == 0 && dy.size() > 0) detail::throw_no_forward_cache("diffuse::nn::SiLU::backward");
         assert(dy.size() == x_.size());
         Tensor<T, Rank> dx(dy.dimensions());
         chunks(dy.size(), [&](Index at, Index n) {
             const auto v = in(x_.data() + at, n);
-            const Eigen::Array<T, Eigen::Dynamic, 1> s = T(1) / (T(1) + (-v).exp());  // sigmoid(x)
-            out(dx.data() + at, n) = in(dy.data() + at, n) * s * (T(1) + v * (T(1) - s));
+            T* s = detail::scratch<T, 10>(static_cast<std::size_t>(n));  // sigmoid(x), [n]
+            out(s, n) = T(1) / (T(1) + (-v).exp());
+            out(dx.data() + at, n) = in(dy.data() + at, n) * in(s, n) * (T(1) + v * (T(1) - in(s, n)));
         });
         return dx;
     }
@@ -58,6 +65,7 @@ class SiLU {
     }
 
     Table<T> x_;  // the forward input, flat
+    bool training_ = true;
 };
 
 }  // namespace diffuse::nn
