@@ -26,16 +26,19 @@
 
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/conv2d.hpp"
+#include "diffuse/nn/cross_entropy.hpp"
 #include "diffuse/nn/dropout.hpp"
 #include "diffuse/nn/embedding.hpp"
 #include "diffuse/nn/group_norm.hpp"
 #include "diffuse/nn/linear.hpp"
 #include "diffuse/nn/parameter.hpp"
+#include "diffuse/nn/pooling.hpp"
 #include "diffuse/nn/res_block.hpp"
 #include "diffuse/nn/resample.hpp"
 #include "diffuse/nn/silu.hpp"
 #include "diffuse/nn/time_embedding.hpp"
 
+#include "diffuse/models/classifier.hpp"
 #include "diffuse/models/unet.hpp"
 
 #include "diffuse/optim/adam.hpp"
@@ -52,5 +55,9 @@
 #include "diffuse/samplers/inpainting.hpp"
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/samplers/thresholding.hpp"
+
+#include "diffuse/eval/classifier_metrics.hpp"
+#include "diffuse/eval/frechet.hpp"
+#include "diffuse/eval/train_classifier.hpp"
 
 #include "diffuse/testing/gradient_check.hpp"

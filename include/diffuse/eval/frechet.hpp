@@ -41,13 +41,13 @@ inline FeatureStatistics feature_statistics(const Eigen::Ref<const Eigen::Matrix
     constexpr const char* where = "diffuse::eval::feature_statistics";
     const Index n = features.rows(), d = features.cols();
     if (n < 2 || d < 1) {
-        detail::throw_invalid(where, "features.shape", "[" + std::to_string(n) + ", " + std::to_string(d) + "]",
+        diffuse::detail::throw_invalid(where, "features.shape", "[" + std::to_string(n) + ", " + std::to_string(d) + "]",
                               "[N, D] with N >= 2 samples (the unbiased covariance divides by N - 1) and D >= 1");
     }
     if (!features.allFinite()) {
         Index row = 0, col = 0;
         (!features.array().isFinite()).cast<int>().maxCoeff(&row, &col);
-        detail::throw_invalid(where, "features(" + std::to_string(row) + ", " + std::to_string(col) + ")",
+        diffuse::detail::throw_invalid(where, "features(" + std::to_string(row) + ", " + std::to_string(col) + ")",
                               features(row, col), "a finite value");
     }
     FeatureStatistics s;
