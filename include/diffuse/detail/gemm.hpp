@@ -156,6 +156,7 @@ struct Gemm {
         } else {
             c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vec{};
         }
+#pragma GCC unroll 4
         for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
             const Vec b0 = load(b), b1 = load(b + lanes);
             Vec ai = broadcast(a + 0);
