@@ -38,11 +38,13 @@ TEST_CASE("The Fashion-MNIST classifier maps N x 1 x 28 x 28 images to N x 10 lo
     const auto logits = model.forward(x);
     REQUIRE(logits.dimension(0) == 3);
     REQUIRE(logits.dimension(1) == 10);
+    const auto dx = model.backward(logits);
+    REQUIRE(dx.dimensions() == x.dimensions());
     const auto f = model.features(x);
     REQUIRE(f.dimension(0) == 3);
     REQUIRE(f.dimension(1) == 128);
-    const auto dx = model.backward(logits);
-    REQUIRE(dx.dimensions() == x.dimensions());
+    // Batched inference runs in evaluation mode and keeps nothing: no backward after it.
+    REQUIRE_THROWS_WITH(model.backward(logits), Catch::Contains("training mode"));
 }
 
 TEST_CASE("The whole classifier's backward pass matches finite differences", "[models][classifier][gradient]") {
@@ -118,4 +120,16 @@ TEST_CASE("The classifier rejects images with the wrong channel count and an imp
     bad = tiny_config();
     bad.channels.clear();
     REQUIRE_THROWS_WITH(Classifier<float>(bad), Catch::Contains("channels.size() = 0"));
+}
+
+TEST_CASE("Batched inference runs in evaluation mode and gives the caller's mode back", "[models][classifier]") {
+    Classifier<float> model(tiny_config(), 5);
+    diffuse::Tensor4<float> x(3, 1, 8, 8);
+    x.setConstant(0.5f);
+    REQUIRE(model.training());
+    model.predict(x);
+    REQUIRE(model.training());
+    model.set_training(false);
+    model.features(x, 2);
+    REQUIRE_FALSE(model.training());
 }

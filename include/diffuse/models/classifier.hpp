@@ -80,8 +80,13 @@ class Classifier {
     const ClassifierConfig& config() const { return config_; }
 
     /// The classifier has no dropout or batch statistics: training and evaluation compute the same
-    /// function. Kept so that training loops treat every model alike.
-    void set_training(bool training) { training_ = training; }
+    /// function. Evaluation mode (false) keeps nothing for backward, so inference is lighter and
+    /// backward cannot follow it.
+    void set_training(bool training) {
+        training_ = training;
+        for (Block& b : blocks) b.conv.set_training(training), b.norm.set_training(training), b.act.set_training(training);
+        fc_act.set_training(training);
+    }
     bool training() const { return training_; }
 
     /// x: [N, Cin, H, W], images scaled to [-1, 1] -> logits [N, K]. Caches what backward needs.
@@ -104,14 +109,15 @@ class Classifier {
     }
 
     /// The penultimate activations SiLU(fc(pool(h))) of any number of images x [N, Cin, H, W], run in
-    /// batches of `batch_size` -> [N, F]. Overwrites what forward cached.
+    /// batches of `batch_size` in evaluation mode -> [N, F]. What forward cached is gone afterwards.
     Tensor2<T> features(const Tensor4<T>& x, Index batch_size = 256) {
         return in_batches(x, batch_size, config_.feature_dim, "features", [this](const Tensor4<T>& b) {
             return embed(b);
         });
     }
 
-    /// Logits of any number of images, run in batches -> [N, K]. Overwrites what forward cached.
+    /// Logits of any number of images, run in batches in evaluation mode -> [N, K]. What forward
+    /// cached is gone afterwards.
     Tensor2<T> logits(const Tensor4<T>& x, Index batch_size = 256) {
         return in_batches(x, batch_size, config_.num_classes, "logits", [this](const Tensor4<T>& b) {
             return forward(b);
@@ -168,6 +174,12 @@ class Classifier {
         if (batch_size < 1) detail::throw_invalid(where, "batch_size", batch_size, "at least 1");
         const Index n = x.dimension(0), per_image = x.size() / n;
         Tensor2<T> out(n, width);  // [N, width]
+        struct Restore {  // the caller's mode back, even if a batch throws
+            Classifier* model;
+            bool training;
+            ~Restore() { model->set_training(training); }
+        } restore{this, training_};
+        set_training(false);
         for (Index first = 0; first < n; first += batch_size) {
             const Index count = std::min(batch_size, n - first);
             Tensor4<T> batch(count, x.dimension(1), x.dimension(2), x.dimension(3));
