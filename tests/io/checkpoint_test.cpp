@@ -376,3 +376,32 @@ TEST_CASE("the trainer options survive the checkpoint's JSON exactly", "[io][che
     REQUIRE_THROWS_WITH(diffuse::unet_config_from_json(R"({"in_channels": 1})", "f.safetensors"),
                         Contains("f.safetensors") && Contains("diffuse.unet_config has no \"out_channels\""));
 }
+
+TEST_CASE("a checkpoint saved before the first step has no EMA or optimizer tensors and resumes too", "[io][checkpoint][resume]") {
+    TempDir dir("step0");
+    const std::string path = dir.file("checkpoint.safetensors");
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
+    UNet<float> straight(tiny_config(), 1);
+    diffuse::optim::Trainer<UNet<float>> a(straight, schedule, tiny_options());
+    diffuse::save_checkpoint(path, a);
+    const diffuse::SafeTensors file = diffuse::load_safetensors(path);
+    for (const auto& [name, tensor] : file.tensors()) {
+        (void)tensor;
+        INFO(name);
+        REQUIRE((name == "ema.num_updates" || name == "optimizer.step" || name.rfind("ema.", 0) != 0));
+        REQUIRE((name == "optimizer.step" || name.rfind("optimizer.", 0) != 0));
+    }
+
+    UNet<float> resumed(tiny_config(), 2);
+    diffuse::optim::Trainer<UNet<float>> b(resumed, schedule, tiny_options());
+    b.step(batch(0), labels(0));  // state that the load must replace
+    diffuse::load_checkpoint(path, b);
+    REQUIRE(b.step_count() == 0);
+    REQUIRE(b.ema().shadow().empty());
+    REQUIRE(b.optimizer().state().empty());
+    for (long k = 0; k < 2; ++k) {
+        a.step(batch(k), labels(k));
+        b.step(batch(k), labels(k));
+    }
+    REQUIRE(weights_of(resumed) == weights_of(straight));
+}

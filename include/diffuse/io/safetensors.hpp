@@ -665,6 +665,12 @@ inline unsigned long current_process_id() {
 #endif
 }
 
+/// A number no other temporary file of this process has had.
+inline unsigned long next_temporary_number() {
+    static std::atomic<unsigned long> counter{0};
+    return counter.fetch_add(1);
+}
+
 [[noreturn]] inline void throw_system(int error, const char* where, const std::string& path, const std::string& what) {
     throw std::system_error(error, std::generic_category(), std::string(where) + ": \"" + path + "\": " + what);
 }
@@ -675,9 +681,8 @@ inline unsigned long current_process_id() {
 /// mid-write leaves its temporary behind (and `path` as it was).
 template <class Fill>
 void write_file_atomically(const char* where, const std::string& path, Fill&& fill) {
-    static std::atomic<unsigned long> counter{0};
     const std::string temp =
-        path + ".tmp." + std::to_string(current_process_id()) + "." + std::to_string(counter.fetch_add(1));
+        path + ".tmp." + std::to_string(current_process_id()) + "." + std::to_string(next_temporary_number());
     errno = 0;
     std::FILE* file = std::fopen(temp.c_str(), "wbx");  // x: never reuse a file someone else made
     if (file == nullptr) throw_system(errno, where, path, "cannot create the temporary file \"" + temp + "\"");
