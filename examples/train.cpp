@@ -163,12 +163,12 @@ int main(int argc, char** argv) {
     std::string classifier_path;
     double minutes = 10.0;
     long steps = 0;
-    Index batch_size = 32;
+    Index batch_size = 16;
     Index max_images = 0;
     Index test_images = 10000;
     int threads = 0;
     long checkpoint_every = 100;
-    long warmup = 100;
+    long warmup = 50;
     double lr = 1e-3;
     double ema_decay = 0.999;
     std::uint64_t seed = 0;

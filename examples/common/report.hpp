@@ -204,16 +204,16 @@ struct ReportOptions {
     SamplerChoice sampler = {"dpm++2m", 20};
     double guidance_scale = 3.0;
     std::uint64_t seed = 0;
-    Index per_class = 10;         // class-conditional samples per class: the grid and the scores
-    Index unconditional = 40;     // unconditional samples (the second grid)
+    Index per_class = 8;          // class-conditional samples per class: the grid and the scores
+    Index unconditional = 20;     // unconditional samples (the second grid)
     Index denoising_rows = 5;     // images shown from x_T to x_0
     Index denoising_columns = 11;
     Index inpaint_count = 6;      // test images completed
     int inpaint_steps = 25;       // RePaint over this many respaced steps
     int inpaint_jump = 5;
     int inpaint_resample = 3;
-    Index bpd_images = 50;        // test images in the bits/dim estimate
-    int bpd_stride = 50;          // every stride-th KL term, each counted stride times
+    Index bpd_images = 32;        // test images in the bits/dim estimate
+    int bpd_stride = 100;         // every stride-th KL term, each counted stride times
     Index chunk = 50;             // images per sampling batch (CFG doubles it)
     bool evaluate = true;         // the figures of metrics.json (needs the classifier)
 };

@@ -1,0 +1,121 @@
+// Evaluates any diffuse_train checkpoint as the trainer does at its end: the pictures
+// (samples_by_class.png, samples_unconditional.png, denoising.png, inpainting.png) and metrics.json
+// with the share of class-conditional samples classified as their class, the Frechet distance of the
+// evaluation classifier's features of generated and test images, and test-set bits/dim.
+//
+//   diffuse_evaluate --checkpoint out/train/checkpoint.safetensors --out out/eval
+
+#include "common/cli.hpp"
+#include "common/dataset.hpp"
+#include "common/report.hpp"
+
+#include <diffuse/core/memory.hpp>
+#include <diffuse/core/threading.hpp>
+#include <diffuse/io/checkpoint.hpp>
+#include <diffuse/models/classifier.hpp>
+#include <diffuse/models/unet.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+int main(int argc, char** argv) {
+    diffuse::keep_freed_memory();
+    CLI::App app{"Scores a diffuse_train checkpoint: samples and their pictures, class agreement, the Frechet distance "
+                 "of classifier features and test bits/dim, written as metrics.json into --out.",
+                 "diffuse_evaluate"};
+    std::string checkpoint, out_dir, classifier_path;
+    std::string data_dir = examples::default_data_dir;
+    bool ema = true;
+    diffuse::Index test_images = 10000;
+    int classifier_epochs = 2;
+    int threads = 0;
+    examples::ReportOptions report;
+    app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train")->required();
+    app.add_option("--out", out_dir, "Output folder [default: the checkpoint's folder]");
+    app.add_option("--data-dir", data_dir, "Directory of the IDX files")->capture_default_str();
+    app.add_option("--classifier", classifier_path, "Evaluation classifier weights; trained and saved here if "
+                                                    "missing [default: <checkpoint folder>/../classifier.safetensors]");
+    app.add_option("--classifier-epochs", classifier_epochs, "Epochs when the classifier must be trained")->capture_default_str();
+    app.add_flag("--ema,!--no-ema", ema, "Use the EMA's weights")->capture_default_str();
+    app.add_option("--test-images", test_images, "Test images for the scores (at most 10000)")->capture_default_str();
+    app.add_option("--sampler", report.sampler.name, "Sampler")->check(CLI::IsMember(examples::sampler_names()))
+        ->capture_default_str();
+    app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
+    app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u)")->capture_default_str();
+    app.add_option("--seed", report.seed, "Seed of the samples")->capture_default_str();
+    app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
+    app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
+    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
+    app.add_option("--bpd-stride", report.bpd_stride, "Every stride-th KL term of the bound, counted stride times")
+        ->capture_default_str();
+    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
+    app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
+
+    return examples::run(app, argc, argv, [&] {
+        const auto start = std::chrono::steady_clock::now();
+        if (threads > 0) diffuse::set_num_threads(threads);
+        const std::filesystem::path folder = std::filesystem::path(checkpoint).parent_path();
+        if (out_dir.empty()) out_dir = folder.empty() ? "." : folder.string();
+        if (classifier_path.empty()) {
+            const std::filesystem::path parent = folder.parent_path();
+            classifier_path = (parent.empty() ? std::filesystem::path(".") : parent).string() + "/classifier.safetensors";
+        }
+        std::filesystem::create_directories(out_dir);
+
+        const auto metadata = examples::file_metadata(checkpoint);
+        const examples::DiffusionSetup setup = examples::DiffusionSetup::from_metadata(metadata, checkpoint);
+        const auto kind = metadata.find("diffuse.checkpoint");
+        const bool training_state = kind != metadata.end() && kind->second == "training_state";
+        diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
+        diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
+        const diffuse::NoiseSchedule<float> schedule = setup.make();
+
+        examples::LabelledImages train, test;
+        try {
+            train = examples::read_labelled(data_dir, "train");
+            test = examples::read_labelled(data_dir, "t10k");
+        } catch (const examples::missing_dataset& e) {
+            std::cerr << "diffuse_evaluate: " << e.what() << '\n';
+            std::exit(77);
+        }
+        const diffuse::Index n_test = std::min(test_images, test.images.count);
+        const examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
+                                         std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
+        diffuse::Classifier<float> classifier(diffuse::ClassifierConfig::fashion_mnist());
+        examples::load_or_train_classifier(classifier_path, classifier,
+                                           diffuse::images_to_tensor<float>(train.images, 0, train.images.count),
+                                           train.labels, test_set.x, test_set.y, classifier_epochs);
+        const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
+            train.images, 0, std::min<diffuse::Index>(report.per_class * 10, train.images.count));
+
+        nlohmann::ordered_json metrics;
+        metrics["checkpoint"] = checkpoint;
+        metrics["weights"] = ema && training_state ? "ema" : "model";
+        const auto step = diffuse::load_safetensors(checkpoint);
+        if (step.contains("trainer.step")) metrics["step"] = step.scalar<std::int64_t>("trainer.step");
+        const auto header = examples::file_metadata(classifier_path);
+        const auto accuracy = header.find("diffuse.classifier.test_accuracy");
+        metrics["classifier"] = {{"path", classifier_path},
+                                 {"test_accuracy", accuracy == header.end() ? nlohmann::ordered_json()
+                                                                            : nlohmann::ordered_json(std::stod(accuracy->second))}};
+        const auto figures = examples::write_report(model, schedule, test_set, real_x, &classifier, out_dir, report);
+        for (const auto& [key, value] : figures.items()) metrics[key] = value;
+        metrics["total_seconds"] = examples::seconds_since(start);
+        examples::write_json(out_dir + "/metrics.json", metrics);
+        std::printf("class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f), %.3f bits/dim "
+                    "(%lld test images, stride %d); %.0f s\nwrote %s/metrics.json and the pictures\n",
+                    metrics["class_agreement"]["value"].get<double>(),
+                    static_cast<long long>(metrics["class_agreement"]["samples"].get<diffuse::Index>()),
+                    metrics["frechet_distance"]["generated_vs_test"].get<double>(),
+                    metrics["frechet_distance"]["real_vs_test"].get<double>(), metrics["bits_per_dim"]["value"].get<double>(),
+                    static_cast<long long>(metrics["bits_per_dim"]["test_images"].get<diffuse::Index>()), report.bpd_stride,
+                    examples::seconds_since(start), out_dir.c_str());
+    });
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# CTest: a short end-to-end run of diffuse_train on a few hundred Fashion-MNIST images with the tiny
+# U-Net, which must produce every file it promises; then diffuse_sample and diffuse_evaluate on its
+# checkpoint. Exit 77 (CTest's SKIP_RETURN_CODE) when the data set is not installed.
+#
+#   train_end_to_end.sh <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
+set -euo pipefail
+train=$1 sample=$2 evaluate=$3 work=$4
+data=/usr/share/datasets/fashion-mnist
+if [[ ! -e $data/train-images-idx3-ubyte.gz ]]; then
+    echo "skipped: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
+    exit 77
+fi
+rm -rf "$work" && mkdir -p "$work"
+small=(--max-images 256 --test-images 100 --per-class 2 --unconditional 10 --sample-steps 5 --inpaint-steps 5
+       --bpd-images 4 --bpd-stride 250)
+"$train" --config tiny --steps 8 --batch-size 16 --checkpoint-every 4 --classifier-epochs 1 --log-seconds 0 \
+    --out "$work/train" "${small[@]}"
+for f in checkpoint.safetensors loss.csv samples_by_class.png samples_unconditional.png denoising.png \
+         inpainting.png metrics.json; do
+    [[ -s $work/train/$f ]] || { echo "missing or empty: $work/train/$f"; exit 1; }
+done
+[[ -s $work/classifier.safetensors ]] || { echo "missing: $work/classifier.safetensors"; exit 1; }
+# 8 steps: a header line and one line per step
+[[ $(wc -l < "$work/train/loss.csv") -eq 9 ]] || { echo "loss.csv should have 9 lines"; exit 1; }
+for key in class_agreement frechet_distance bits_per_dim; do
+    grep -q "\"$key\"" "$work/train/metrics.json" || { echo "metrics.json has no $key"; exit 1; }
+done
+
+"$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 1,7 --count 3 --steps 4 \
+    --out "$work/samples.png" --npy "$work/samples.npy"
+[[ -s $work/samples.png ]] || { echo "diffuse_sample wrote no PNG"; exit 1; }
+# 6 samples of 28x28 bytes after a 128-byte header; 6 int64 labels after theirs
+[[ $(stat -c %s "$work/samples.npy") -eq $((128 + 6 * 28 * 28)) ]] || { echo "samples.npy has the wrong size"; exit 1; }
+[[ $(stat -c %s "$work/samples_labels.npy") -eq $((128 + 6 * 8)) ]] || { echo "samples_labels.npy has the wrong size"; exit 1; }
+
+"$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/eval" "${small[@]:2}"
+[[ -s $work/eval/metrics.json ]] || { echo "diffuse_evaluate wrote no metrics.json"; exit 1; }
+echo "ok"
