@@ -339,7 +339,9 @@ int main(int argc, char** argv) {
         }
         std::ofstream loss_csv(loss_path, std::ios::app);
         // Seconds the pictures and evaluation will take: their forward passes at the training's
-        // measured cost per image-forward (a step is a forward and a backward, about 3 forwards).
+        // measured cost per image-forward. A training step is a forward and a backward (about 3
+        // forwards), but a sampling forward keeps no caches and has no dropout: measured, a step costs
+        // about 4 sampling forwards per image.
         const double report_forwards =
             examples::report_forward_count(report, timesteps, model.config().num_classes > 0) +
             (evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
@@ -354,7 +356,7 @@ int main(int argc, char** argv) {
         for (;;) {
             const long step = trainer.step_count();
             const double elapsed = std::chrono::duration<double>(Clock::now() - budget_start).count();
-            const double per_forward = taken > 0 ? step_seconds / static_cast<double>(taken) / (3.0 * batch_size) : 0.0;
+            const double per_forward = taken > 0 ? step_seconds / static_cast<double>(taken) / (4.0 * static_cast<double>(batch_size)) : 0.0;
             const double reserve = 1.15 * report_forwards * per_forward + 5.0;
             if (steps > 0) {
                 if (step >= steps) break;
@@ -471,7 +473,7 @@ int main(int argc, char** argv) {
         const double report_seconds = examples::seconds_since(report_start);
         metrics["report_seconds"] = report_seconds;
         metrics["report_seconds_predicted"] =
-            report_forwards * (taken > 0 ? step_seconds / static_cast<double>(taken) / (3.0 * batch_size) : 0.0);
+            report_forwards * (taken > 0 ? step_seconds / static_cast<double>(taken) / (4.0 * static_cast<double>(batch_size)) : 0.0);
         metrics["total_seconds"] = examples::seconds_since(run_start);
         examples::write_json(out_dir + "/metrics.json", metrics);
 

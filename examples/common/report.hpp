@@ -204,7 +204,7 @@ struct ReportOptions {
     SamplerChoice sampler = {"dpm++2m", 20};
     double guidance_scale = 3.0;
     std::uint64_t seed = 0;
-    Index per_class = 8;          // class-conditional samples per class: the grid and the scores
+    Index per_class = 6;          // class-conditional samples per class: the grid and the scores
     Index unconditional = 20;     // unconditional samples (the second grid)
     Index denoising_rows = 5;     // images shown from x_T to x_0
     Index denoising_columns = 11;
