@@ -140,6 +140,9 @@ int main(int argc, char** argv) {
             file.metadata()["format"] = "pt";
             file.metadata()["diffuse.version"] = DIFFUSE_VERSION_STRING;
             file.metadata()["diffuse.model"] = "classifier";
+            file.metadata()["diffuse.classifier.image_size"] = std::to_string(config.image_size);
+            file.metadata()["diffuse.classifier.pooling"] =
+                config.pooling == diffuse::ClassifierPooling::flatten ? "flatten" : "global_average";
             file.metadata()["diffuse.classifier.channels"] = join(config.channels);
             file.metadata()["diffuse.classifier.groups"] = std::to_string(config.groups);
             file.metadata()["diffuse.classifier.feature_dim"] = std::to_string(config.feature_dim);
