@@ -95,7 +95,7 @@ TEST_CASE("Outpainting grows the canvas, keeps the image in its place and genera
     CHECK(image_kept);
 }
 
-TEST_CASE("Inpainting rejects a mask of the wrong shape or with values outside [0, 1]", "[samplers][inpainting][errors]") {
+TEST_CASE("Inpainting rejects a mask of the wrong shape or with values outside 0 to 1", "[samplers][inpainting][errors]") {
     using Catch::Contains;
     const diffuse::NoiseSchedule<double> schedule(diffuse::cosine_betas(10));
     const auto model = analytic::gaussian_eps_model<double>(schedule.alphas_cumprod_double(), 0.0L, 0.5L);

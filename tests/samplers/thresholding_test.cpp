@@ -44,7 +44,7 @@ TEST_CASE("Dynamic thresholding divides each sample by max(its 99.5th percentile
     }
 }
 
-TEST_CASE("Clipping clamps x0 to [-1, 1] and threshold_x0 dispatches on the kind", "[samplers][thresholding]") {
+TEST_CASE("Clipping clamps x0 to the range from -1 to 1 and threshold_x0 dispatches on the kind", "[samplers][thresholding]") {
     diffuse::Tensor4<float> x0(1, 1, 1, 4);
     x0.setValues({{{{-3.0f, -0.5f, 0.25f, 7.0f}}}});
     const auto clipped = diffuse::clip_x0(x0);
