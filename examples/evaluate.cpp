@@ -45,17 +45,8 @@ int main(int argc, char** argv) {
     app.add_option("--classifier-epochs", classifier_epochs, "Epochs when the classifier must be trained")->capture_default_str();
     app.add_flag("--ema,!--no-ema", ema, "Use the EMA's weights")->capture_default_str();
     app.add_option("--test-images", test_images, "Test images for the scores (at most 10000)")->capture_default_str();
-    app.add_option("--sampler", report.sampler.name, "Sampler")->check(CLI::IsMember(examples::sampler_names()))
-        ->capture_default_str();
-    app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
-    app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u)")->capture_default_str();
+    examples::add_report_options(app, report);
     app.add_option("--seed", report.seed, "Seed of the samples")->capture_default_str();
-    app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
-    app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
-    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
-    app.add_option("--bpd-stride", report.bpd_stride, "Every stride-th KL term of the bound, counted stride times")
-        ->capture_default_str();
-    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
 
     return examples::run(app, argc, argv, [&] {

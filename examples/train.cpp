@@ -208,17 +208,7 @@ int main(int argc, char** argv) {
                                                     "[default: <out>/../classifier.safetensors]");
     app.add_option("--classifier-epochs", classifier_epochs, "Epochs when the classifier must be trained")->capture_default_str();
     app.add_flag("!--no-eval", evaluate, "Pictures only: no classifier, no metrics.json figures");
-    app.add_option("--sampler", report.sampler.name, "Sampler of the pictures")
-        ->check(CLI::IsMember(examples::sampler_names()))->capture_default_str();
-    app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
-    app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
-                                                        "only, 0 unconditional")->capture_default_str();
-    app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
-    app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
-    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
-    app.add_option("--bpd-stride", report.bpd_stride, "Every stride-th KL term of the bound, counted stride times")
-        ->capture_default_str();
-    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
+    examples::add_report_options(app, report);
     app.add_option("--plots-dir", plots_dir, "Where loss.gp is")->capture_default_str();
     app.add_option("--log-seconds", log_seconds, "Seconds between progress lines when stderr is not a terminal")
         ->capture_default_str();

@@ -16,6 +16,8 @@
 #include "common/dataset.hpp"
 #include "common/png_grid.hpp"
 
+#include <CLI/CLI.hpp>
+
 #include <diffuse/core/random.hpp>
 #include <diffuse/core/tensor.hpp>
 #include <diffuse/eval/classifier_metrics.hpp>
@@ -220,6 +222,21 @@ struct ReportOptions {
 
 /// Forward passes of one image through the U-Net that write_report will make: what the trainer
 /// multiplies by its measured time per image-forward to know when to stop training.
+/// The command-line options of the pictures and scores, shared by diffuse_train and diffuse_evaluate.
+inline void add_report_options(CLI::App& app, ReportOptions& report) {
+    app.add_option("--sampler", report.sampler.name, "Sampler of the pictures and scores")
+        ->check(CLI::IsMember(sampler_names()))->capture_default_str();
+    app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
+    app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
+                                                        "only, 0 unconditional")->capture_default_str();
+    app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
+    app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
+    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
+    app.add_option("--bpd-stride", report.bpd_stride, "Every stride-th KL term of the bound, counted stride times")
+        ->capture_default_str();
+    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
+}
+
 inline double report_forward_count(const ReportOptions& o, int timesteps, bool conditional) {
     const double cfg = conditional && o.guidance_scale != 1.0 && o.guidance_scale != 0.0 ? 2.0 : 1.0;
     const double sampling_steps = o.sampler.steps;

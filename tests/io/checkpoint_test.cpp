@@ -6,6 +6,8 @@
 #include <diffuse/optim/trainer.hpp>
 #include <diffuse/schedule/betas.hpp>
 
+#include "../support/temp_dir.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -27,29 +29,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
-  public:
-    explicit TempDir(const std::string& name) {
-#if defined(_WIN32)
-        const std::string pid = "0";
-#else
-        const std::string pid = std::to_string(getpid());
-#endif
-        path_ = fs::temp_directory_path() / ("diffuse_checkpoint_test_" + pid + "_" + name);
-        fs::remove_all(path_);
-        fs::create_directories(path_);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-  private:
-    fs::path path_;
-};
+using diffuse::testing_support::TempDir;
 
 // One level, 8x8 images: a U-Net small enough that a training step takes milliseconds, with
 // attention, dropout and classes so that every random draw of a step is exercised.

@@ -3,6 +3,8 @@
 #include <diffuse/core/random.hpp>
 #include <diffuse/io/safetensors.hpp>
 
+#include "../support/temp_dir.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -33,36 +35,7 @@ namespace {
 using Bytes = std::vector<std::uint8_t>;
 namespace fs = std::filesystem;
 
-// A directory of its own under the temporary directory, removed with everything in it at the end.
-class TempDir {
-  public:
-    explicit TempDir(const std::string& name) {
-#if defined(_WIN32)
-        const std::string pid = "0";
-#else
-        const std::string pid = std::to_string(getpid());
-#endif
-        path_ = fs::temp_directory_path() / ("diffuse_safetensors_test_" + pid + "_" + name);
-        fs::remove_all(path_);
-        fs::create_directories(path_);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-    // Names of everything in the directory.
-    std::vector<std::string> entries() const {
-        std::vector<std::string> out;
-        for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename().string());
-        return out;
-    }
-
-  private:
-    fs::path path_;
-};
+using diffuse::testing_support::TempDir;
 
 void write_bytes(const std::string& path, const Bytes& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
