@@ -22,22 +22,12 @@ namespace {
 
 using diffuse::Index;
 using ref::LD;
+using ref::mean_variance;
 
 // Unit roundoff of T.
 template <class T>
 LD unit_roundoff() {
     return LD(std::numeric_limits<T>::epsilon()) / 2;
-}
-
-// Mean and unbiased variance of n values, accumulated in long double.
-template <class T>
-std::pair<LD, LD> mean_variance(const T* x, Index n) {
-    LD sum = 0;
-    for (Index i = 0; i < n; ++i) sum += x[i];
-    const LD mean = sum / n;
-    LD ss = 0;
-    for (Index i = 0; i < n; ++i) ss += (x[i] - mean) * (x[i] - mean);
-    return {mean, ss / (n - 1)};
 }
 
 // Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b|.

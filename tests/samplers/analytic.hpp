@@ -19,6 +19,8 @@
 
 namespace analytic {
 
+using ref::mean_variance;
+
 using diffuse::Index;
 using ref::LD;
 
@@ -94,17 +96,6 @@ struct Affine {
 inline Affine gaussian_x0_affine(LD ab, LD mu, LD s) {
     const LD k = std::sqrt(1 - ab) / (ab * s * s + 1 - ab);
     return {(1 - std::sqrt(1 - ab) * k) / std::sqrt(ab), std::sqrt(1 - ab) * k * mu};
-}
-
-/// Mean and unbiased variance of n values, in long double.
-template <class T>
-std::pair<LD, LD> mean_variance(const T* x, Index n) {
-    LD sum = 0;
-    for (Index i = 0; i < n; ++i) sum += x[i];
-    const LD mean = sum / n;
-    LD ss = 0;
-    for (Index i = 0; i < n; ++i) ss += (x[i] - mean) * (x[i] - mean);
-    return {mean, ss / (n - 1)};
 }
 
 /// Checks that n i.i.d. draws with sample mean and variance (m, v) come from a distribution whose

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ref {
@@ -19,6 +20,17 @@ namespace ref {
 using LD = long double;
 
 inline LD pi() { return std::acos(LD(-1)); }
+
+/// Mean and unbiased variance of n values, accumulated in long double.
+template <class T, class Index>
+std::pair<LD, LD> mean_variance(const T* x, Index n) {
+    LD sum = 0;
+    for (Index i = 0; i < n; ++i) sum += x[i];
+    const LD mean = sum / n;
+    LD ss = 0;
+    for (Index i = 0; i < n; ++i) ss += (x[i] - mean) * (x[i] - mean);
+    return {mean, ss / (n - 1)};
+}
 
 /// np.linspace(start, end, n): start + i (end - start) / (n - 1); [start] when n is 1.
 inline std::vector<LD> linspace(LD start, LD end, int n) {
