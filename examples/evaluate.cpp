@@ -100,13 +100,7 @@ int main(int argc, char** argv) {
         for (const auto& [key, value] : figures.items()) metrics[key] = value;
         metrics["total_seconds"] = examples::seconds_since(start);
         examples::write_json(out_dir + "/metrics.json", metrics);
-        std::printf("class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f), %.3f bits/dim "
-                    "(%lld test images, stride %d); %.0f s\nwrote %s/metrics.json and the pictures\n",
-                    metrics["class_agreement"]["value"].get<double>(),
-                    static_cast<long long>(metrics["class_agreement"]["samples"].get<diffuse::Index>()),
-                    metrics["frechet_distance"]["generated_vs_test"].get<double>(),
-                    metrics["frechet_distance"]["real_vs_test"].get<double>(), metrics["bits_per_dim"]["value"].get<double>(),
-                    static_cast<long long>(metrics["bits_per_dim"]["test_images"].get<diffuse::Index>()), report.bpd_stride,
+        std::printf("%s; %.0f s\nwrote %s/metrics.json and the pictures\n", examples::scores_line(metrics).c_str(),
                     examples::seconds_since(start), out_dir.c_str());
     });
 }

@@ -469,12 +469,7 @@ int main(int argc, char** argv) {
 
         std::printf("pictures and evaluation took %.0f s (%.0f s in all)\n", report_seconds, examples::seconds_since(run_start));
         if (evaluate) {
-            std::printf("class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f), %.3f bits/dim\n",
-                        metrics["class_agreement"]["value"].get<double>(),
-                        static_cast<long long>(metrics["class_agreement"]["samples"].get<Index>()),
-                        metrics["frechet_distance"]["generated_vs_test"].get<double>(),
-                        metrics["frechet_distance"]["real_vs_test"].get<double>(),
-                        metrics["bits_per_dim"]["value"].get<double>());
+            std::printf("%s\n", examples::scores_line(metrics).c_str());
         }
         std::printf("wrote into %s: checkpoint.safetensors, loss.csv, loss.png, samples_by_class.png, "
                     "samples_unconditional.png, denoising.png, inpainting.png, metrics.json\n",

@@ -120,7 +120,23 @@ inline diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double 
 struct SamplerChoice {
     std::string name = "dpm++2m";
     int steps = 20;
+    // x0 predictions clipped to the data's [-1, 1], as DDPM's code samples (clip_denoised). Without it a
+    // few-step sampler that starts at t = T - 1 of the cosine schedule, where sqrt(alphabar) ~ 5e-5, turns
+    // the model's small eps error there into an x0 of +-1000 that it never recovers from.
+    diffuse::Thresholding thresholding = diffuse::Thresholding::clip;
 };
+
+/// --thresholding {none, clip, dynamic}: what the samplers do to each x0 prediction.
+inline void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
+    const std::map<std::string, diffuse::Thresholding> kinds = {
+        {"none", diffuse::Thresholding::none}, {"clip", diffuse::Thresholding::clip},
+        {"dynamic", diffuse::Thresholding::dynamic}};
+    app.add_option("--thresholding", sampler.thresholding,
+                   "x0 predictions: clip to [-1, 1], dynamic (Imagen's, p = 0.995) or none")
+        ->transform(CLI::CheckedTransformer(kinds, CLI::ignore_case))
+        ->type_name("TEXT:{none,clip,dynamic}")
+        ->default_str(diffuse::to_string(sampler.thresholding));
+}
 
 /// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none).
 inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
@@ -132,6 +148,7 @@ inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& 
         diffuse::DDPMOptions<float> options;
         options.seed = seed;
         options.labels = labels;
+        options.thresholding = sampler.thresholding;
         options.keep_intermediates = keep_intermediates;
         const diffuse::NoiseSchedule<float> respaced =
             sampler.steps == t_max ? schedule
@@ -143,6 +160,7 @@ inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& 
         diffuse::DDIMOptions<float> options;
         options.seed = seed;
         options.labels = labels;
+        options.thresholding = sampler.thresholding;
         options.keep_intermediates = keep_intermediates;
         options.steps.spacing = diffuse::Spacing::trailing;
         return diffuse::ddim_sample(schedule, model, sampler.steps, shape, options);
@@ -151,6 +169,7 @@ inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& 
         diffuse::DPMSolverOptions<float> options;
         options.seed = seed;
         options.labels = labels;
+        options.thresholding = sampler.thresholding;
         options.keep_intermediates = keep_intermediates;
         options.steps.spacing = diffuse::Spacing::trailing;
         return diffuse::dpm_solver_sample(schedule, model, sampler.steps, shape, options);
@@ -214,11 +233,27 @@ struct ReportOptions {
     int inpaint_steps = 25;       // RePaint over this many respaced steps
     int inpaint_jump = 5;
     int inpaint_resample = 3;
-    Index bpd_images = 32;        // test images in the bits/dim estimate
-    int bpd_stride = 100;         // every stride-th KL term, each counted stride times
+    Index bpd_images = 64;        // test images in the bits/dim estimate
+    int bpd_stride = 50;          // KL terms in blocks of this many steps, one drawn per block and image
     Index chunk = 50;             // images per sampling batch (CFG doubles it)
     bool evaluate = true;         // the figures of metrics.json (needs the classifier)
 };
+
+/// The scores of metrics.json in one line, as diffuse_train and diffuse_evaluate print them.
+inline std::string scores_line(const nlohmann::ordered_json& metrics) {
+    const auto& bpd = metrics["bits_per_dim"];
+    char line[400];
+    std::snprintf(line, sizeof line,
+                  "class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f), "
+                  "%.3f +- %.3f bits/dim (%lld test images, blocks of %d steps)",
+                  metrics["class_agreement"]["value"].get<double>(),
+                  static_cast<long long>(metrics["class_agreement"]["samples"].get<Index>()),
+                  metrics["frechet_distance"]["generated_vs_test"].get<double>(),
+                  metrics["frechet_distance"]["real_vs_test"].get<double>(), bpd["value"].get<double>(),
+                  bpd["standard_error"].get<double>(), static_cast<long long>(bpd["test_images"].get<Index>()),
+                  bpd["stride"].get<int>());
+    return line;
+}
 
 /// Forward passes of one image through the U-Net that write_report will make: what the trainer
 /// multiplies by its measured time per image-forward to know when to stop training.
@@ -227,12 +262,14 @@ inline void add_report_options(CLI::App& app, ReportOptions& report) {
     app.add_option("--sampler", report.sampler.name, "Sampler of the pictures and scores")
         ->check(CLI::IsMember(sampler_names()))->capture_default_str();
     app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
+    add_thresholding_option(app, report.sampler);
     app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
                                                         "only, 0 unconditional")->capture_default_str();
     app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
     app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
     app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
-    app.add_option("--bpd-stride", report.bpd_stride, "Every stride-th KL term of the bound, counted stride times")
+    app.add_option("--bpd-stride", report.bpd_stride, "KL terms of the bound in blocks of this many steps, each image "
+                                                      "evaluating one step drawn in each block (1: every term)")
         ->capture_default_str();
     app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
 }
@@ -271,6 +308,7 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
     nlohmann::ordered_json metrics;
     metrics["sampler"] = {{"name", o.sampler.name},
                           {"steps", o.sampler.steps},
+                          {"thresholding", diffuse::to_string(o.sampler.thresholding)},
                           {"spacing", "trailing"},
                           {"guidance_scale", o.guidance_scale},
                           {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
@@ -352,6 +390,7 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
         options.seed = diffuse::derive_seed(o.seed, 2000);
         options.jump_length = o.inpaint_jump;
         options.resample_count = o.inpaint_resample;
+        options.thresholding = o.sampler.thresholding;
         if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
         const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
             schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
@@ -402,28 +441,38 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
         {"what", "real_vs_test is the distance of as many real training images: the floor at this sample size"}};
 
     // Bits per dimension of the variational bound on the first bpd_images test images, with the "no
-    // class" label (the unconditional model), every bpd_stride-th KL term counted bpd_stride times.
+    // class" label (the unconditional model): the T - 1 KL terms in blocks of bpd_stride steps, each
+    // image evaluating one step drawn in each block (an unbiased stratified estimate of their sum).
     {
         const Index n = std::min(o.bpd_images, test.x.dimension(0));
         diffuse::VlbOptions vlb;
+        vlb.reverse.clip_x0 = o.sampler.thresholding == diffuse::Thresholding::clip;  // as the samplers
         vlb.stride = o.bpd_stride;
-        vlb.seed = diffuse::derive_seed(o.seed, 3000);
-        double sum = 0.0;
+        vlb.stratified = true;
+        std::vector<double> totals;  // [n] bits/dim of each image
         std::size_t terms = 0;
         for (Index first = 0; first < n; first += o.chunk) {
+            vlb.seed = diffuse::derive_seed(o.seed, 3000 + static_cast<std::uint64_t>(first));
             const Index count = std::min(o.chunk, n - first);
             diffuse::Tensor4<float> x0(count, channels, side, side);
             copy_images(test.x, first, count, x0, 0);
             const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(count), static_cast<int>(classes))
                                                         : std::vector<int>();
             const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, plain, x0, labels, vlb);
-            for (const double v : vb.total_bpd) sum += v;
+            totals.insert(totals.end(), vb.total_bpd.begin(), vb.total_bpd.end());
             terms = vb.timesteps.size();
         }
-        metrics["bits_per_dim"] = {{"value", sum / static_cast<double>(n)},
+        double mean = 0.0, squares = 0.0;
+        for (const double v : totals) mean += v / static_cast<double>(n);
+        for (const double v : totals) squares += (v - mean) * (v - mean);
+        const double standard_error = n > 1 ? std::sqrt(squares / static_cast<double>(n - 1) / static_cast<double>(n)) : 0.0;
+        metrics["bits_per_dim"] = {{"value", mean},
+                                   {"standard_error", standard_error},
                                    {"test_images", n},
                                    {"stride", o.bpd_stride},
                                    {"timesteps_evaluated", terms},
+                                   {"estimate", "each image: the prior, the decoder term, and per block of stride KL terms "
+                                                "the term at one step drawn uniformly in the block, times the block's size"},
                                    {"labels", "none (the no-class label): the unconditional model"},
                                    {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
     }

@@ -187,6 +187,45 @@ TEST_CASE("A VLB stride evaluates every stride-th step and counts each KL term f
                         Catch::Contains("the model's output shape = [2, 1, 4, 4], expected 2 channels for variance learned_range"));
 }
 
+TEST_CASE("A stratified VLB stride draws each sample's step inside the block it stands for and estimates the full bound without bias",
+          "[process][vlb][statistical]") {
+    // One 4x4 image repeated 2000 times, each copy with its own noise: every copy's total is an
+    // unbiased estimate of the image's expected bound, stratified or not, so the two means must agree
+    // within 5 standard errors of their difference; the systematic stride (each block's noisiest
+    // step, counted for the whole block) must not.
+    const diffuse::NoiseSchedule<double> schedule(diffuse::cosine_betas(100));
+    const auto model = analytic::gaussian_eps_model<double>(schedule.alphas_cumprod_double(), 0.0L, 0.4L);
+    const auto image = discretised_gaussian_data(5, {1, 1, 4, 4}, 0.0, 0.5);
+    const Index copies = 2000;
+    diffuse::Tensor4<double> x0(copies, 1, 4, 4);
+    for (Index i = 0; i < x0.size(); ++i) x0.data()[i] = image.data()[i % 16];
+    diffuse::VlbOptions options;
+    options.seed = 7;
+    const auto full = diffuse::variational_bound(schedule, model, x0, {}, options).total_bpd;
+    options.stride = 10;
+    const double systematic = diffuse::variational_bound(schedule, model, x0, {}, options).mean_total_bpd();
+    options.stratified = true;
+    const auto vb = diffuse::variational_bound(schedule, model, x0, {}, options);
+    REQUIRE(vb.timesteps == std::vector<int>{99, 89, 79, 69, 59, 49, 39, 29, 19, 9, 0});
+    for (std::size_t k = 0; k < vb.timesteps.size(); ++k) {
+        const int top = vb.timesteps[k], width = static_cast<int>(vb.weights[k]);
+        std::vector<int> seen(static_cast<std::size_t>(width), 0);
+        for (const int t : vb.sample_timesteps[k]) {
+            REQUIRE(t <= top);
+            REQUIRE(t > top - width);
+            ++seen[static_cast<std::size_t>(top - t)];
+        }
+        for (const int count : seen) CHECK(count > 0);  // every step of the block is drawn
+    }
+    const auto [full_mean, full_variance] = ref::mean_variance(full.data(), full.size());
+    const auto [mean, variance] = ref::mean_variance(vb.total_bpd.data(), vb.total_bpd.size());
+    const double standard_error = std::sqrt(static_cast<double>(variance + full_variance) / static_cast<double>(copies));
+    INFO("full " << double(full_mean) << ", stratified " << double(mean) << " (standard error of the difference "
+                 << standard_error << "), systematic " << systematic);
+    CHECK(std::fabs(static_cast<double>(mean - full_mean)) < 5 * standard_error);
+    CHECK(std::fabs(systematic - static_cast<double>(full_mean)) > 5 * standard_error);
+}
+
 TEST_CASE("The hybrid loss is MSE plus lambda T times the VLB term, with the VLB gradient reaching only the variance channels",
           "[process][vlb]") {
     // Gradient against central differences in double (step 1e-6, error relative to the gradient's norm

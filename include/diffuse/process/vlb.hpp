@@ -200,6 +200,11 @@ std::vector<double> prior_bpd(const NoiseSchedule<T>& schedule, const Tensor4<T>
 struct VlbOptions {
     ReverseOptions reverse = {};  // the model's prediction kind and variance; clip_x0 as calc_bpd_loop's clip_denoised
     int stride = 1;               // 1: every t. s > 1: t = T-1, T-1-s, ... and t = 0, each KL term counted min(s, t) times
+    // With a stride: each sample evaluates, in place of the KL term at t_k, the one at a step drawn
+    // uniformly from the block t_k - w_k + 1 .. t_k that term stands for. The sum over t is then
+    // estimated without bias (a stratified sample), where the fixed t_k would favour the block's
+    // noisiest step; the KL terms change by orders of magnitude inside the blocks near t = 0.
+    bool stratified = false;
     std::uint64_t seed = 0;       // the noise that makes x_t at step t is stream t of this seed
 };
 
@@ -207,6 +212,8 @@ struct VlbOptions {
 struct VariationalBound {
     std::vector<int> timesteps;                  // [K] the steps evaluated, descending, ending with 0
     std::vector<double> weights;                 // [K] how many terms each stands for (all 1 with stride 1)
+    std::vector<std::vector<int>> sample_timesteps;  // [K][N] the step each sample evaluated for timesteps[k]
+                                                     // (timesteps[k] itself unless stratified)
     std::vector<std::vector<double>> terms_bpd;  // [K][N]: KL terms for t > 0, the decoder NLL for t = 0
     std::vector<double> prior_bpd;               // [N]
     std::vector<double> total_bpd;               // [N] prior + sum_k weights[k] terms_bpd[k]
@@ -248,11 +255,17 @@ VariationalBound variational_bound(const NoiseSchedule<T>& schedule, Model&& mod
     const Index out_channels = model_output_channels(x0.dimension(1), options.reverse.variance);
     for (std::size_t k = 0; k < vb.timesteps.size(); ++k) {
         const int t = vb.timesteps[k];
-        const Timesteps steps(static_cast<std::size_t>(batch), t);
+        Timesteps steps(static_cast<std::size_t>(batch), t);
         Generator generator(derive_seed(options.seed, static_cast<std::uint64_t>(t)));
+        if (options.stratified && vb.weights[k] > 1.0) {  // t - u, u uniform in [0, w_k)
+            const std::vector<int> u = generator.randint(batch, static_cast<int>(vb.weights[k]));
+            for (Index n = 0; n < batch; ++n) steps[static_cast<std::size_t>(n)] -= u[static_cast<std::size_t>(n)];
+        }
+        vb.sample_timesteps.push_back(steps);
         Tensor4<T> noise;  // [N, C, H, W]
         const Tensor4<T> x_t = q_sample(schedule, x0, steps, generator, noise);
-        const Timesteps model_t(static_cast<std::size_t>(batch), schedule.timestep_map()[static_cast<std::size_t>(t)]);
+        Timesteps model_t(steps.size());
+        for (std::size_t n = 0; n < steps.size(); ++n) model_t[n] = schedule.timestep_map()[static_cast<std::size_t>(steps[n])];
         const Tensor4<T> output = model(x_t, model_t, labels);  // [N, C or 2C, H, W]
         if (output.dimension(1) != out_channels) {
             detail::throw_invalid(where, "the model's output shape", shape_string(output.dimensions()),
