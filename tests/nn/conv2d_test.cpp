@@ -53,6 +53,26 @@ TEST_CASE("Conv2d computes the convolution sum with zero padding for every kerne
     }
 }
 
+TEST_CASE("Conv2d adds a per-channel shift and a residual as it writes the output, and a moved input gives the same", "[nn][conv2d]") {
+    for (const auto& [k, s] : {std::pair<Index, Index>{1, 1}, {3, 1}, {3, 2}}) {
+        Generator gen(12);
+        diffuse::nn::Conv2d<double> conv(3, 5, k, s, gen);
+        const auto x = gen.randn<double, 4>({2, 3, 7, 6});
+        const Tensor4<double> y = conv.forward(x);
+        const auto shift = gen.randn<double, 2>({2, 5});
+        const auto residual = gen.randn<double, 4>({2, 5, y.dimension(2), y.dimension(3)});
+        Tensor4<double> moved = x;
+        const Tensor4<double> z = conv.forward(std::move(moved), &shift, &residual);
+        for (Index n = 0; n < 2; ++n)
+            for (Index o = 0; o < 5; ++o)
+                for (Index py = 0; py < y.dimension(2); ++py)
+                    for (Index px = 0; px < y.dimension(3); ++px)
+                        REQUIRE(z(n, o, py, px) == Approx(y(n, o, py, px) + shift(n, o) + residual(n, o, py, px)).epsilon(1e-12));
+        const Tensor4<double> dx = conv.backward(residual);  // the moved input was kept for backward
+        REQUIRE(dx.dimensions() == x.dimensions());
+    }
+}
+
 TEST_CASE("Conv2d is exact on shapes that leave partial GEMM tiles, blocks and strips", "[nn][conv2d]") {
     // Channel counts that are not multiples of the 6 x 16 register tile, more than 384 rows of X_col
     // (two K blocks), images wider than one strip of columns, batch 1 (split into column tiles) and 9
@@ -126,4 +146,10 @@ TEST_CASE("Conv2d rejects a wrong channel count, kernel or stride, naming it", "
     diffuse::nn::Conv2d<float> conv(3, 4, 3, 1, gen);
     REQUIRE_THROWS_AS(conv.forward(Tensor4<float>(1, 2, 5, 5)), diffuse::invalid_argument);
     REQUIRE_THROWS_WITH(conv.forward(Tensor4<float>(1, 2, 5, 5)), Catch::Contains("3 channels"));
+    const Tensor4<float> x(2, 3, 5, 5);
+    const diffuse::Tensor2<float> shift(2, 3);
+    REQUIRE_THROWS_WITH(conv.forward(x, &shift), Catch::Contains("shift.shape = [2, 3]") && Catch::Contains("[2, 4]"));
+    const Tensor4<float> residual(2, 4, 5, 4);
+    REQUIRE_THROWS_WITH(conv.forward(x, nullptr, &residual),
+                        Catch::Contains("residual.shape = [2, 4, 5, 4]") && Catch::Contains("[2, 4, 5, 5]"));
 }

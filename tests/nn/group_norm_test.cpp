@@ -7,7 +7,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+
+using diffuse::Index;
 
 TEST_CASE("GroupNorm normalises each group by its mean and biased variance, then scales and shifts", "[nn][group_norm]") {
     diffuse::Generator gen(41);
@@ -43,6 +46,29 @@ TEST_CASE("GroupNorm's backward pass matches finite differences", "[nn][group_no
     norm.weight.init_uniform(gen, 2.0);
     norm.bias.init_uniform(gen, 2.0);
     REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(norm, gen.randn<double, 4>({2, 6, 3, 4})));
+}
+
+TEST_CASE("GroupNorm with a fused SiLU is SiLU of GroupNorm, evaluated in place or not, and its backward matches finite differences", "[nn][group_norm][gradient]") {
+    diffuse::Generator gen(43);
+    diffuse::nn::GroupNorm<double> plain(2, 4);
+    diffuse::nn::GroupNorm<double> fused(2, 4, 1e-5, diffuse::nn::Activation::silu);
+    plain.weight.init_uniform(gen, 2.0);
+    plain.bias.init_uniform(gen, 2.0);
+    fused.weight.value() = plain.weight.value();
+    fused.bias.value() = plain.bias.value();
+    const auto x = gen.randn<double, 4>({2, 4, 3, 5});
+    const auto u = plain.forward(x);
+    const auto y = fused.forward(x);
+    for (Index i = 0; i < x.size(); ++i) {
+        const long double v = u.data()[i];
+        REQUIRE(y.data()[i] == Approx(static_cast<double>(v / (1 + std::exp(-v)))).epsilon(1e-14).margin(1e-15));
+    }
+    fused.set_training(false);
+    diffuse::Tensor4<double> moved = x;
+    const auto in_place = fused.forward(std::move(moved));
+    REQUIRE(std::equal(y.data(), y.data() + y.size(), in_place.data()));
+    fused.set_training(true);
+    REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(fused, gen.randn<double, 4>({2, 4, 3, 4})));
 }
 
 TEST_CASE("GroupNorm rejects groups that do not divide the channels", "[nn][group_norm][errors]") {

@@ -55,8 +55,7 @@ class Classifier {
   public:
     struct Block {
         nn::Conv2d<T> conv;
-        nn::GroupNorm<T> norm;
-        nn::SiLU<T> act;
+        nn::GroupNorm<T> norm;  // followed by SiLU, fused
     };
 
     explicit Classifier(ClassifierConfig config = ClassifierConfig::fashion_mnist(), std::uint64_t seed = 0)
@@ -66,8 +65,7 @@ class Classifier {
         Index c = config_.in_channels;
         for (std::size_t i = 0; i < config_.channels.size(); ++i) {
             const Index out = config_.channels[i];
-            blocks.push_back({nn::Conv2d<T>(c, out, 3, i == 0 ? 1 : 2, init), nn::GroupNorm<T>(config_.groups, out),
-                              nn::SiLU<T>()});
+            blocks.push_back({nn::Conv2d<T>(c, out, 3, i == 0 ? 1 : 2, init), nn::GroupNorm<T>(config_.groups, out, 1e-5, nn::Activation::silu)});
             c = out;
         }
         Index side = config_.image_size;
@@ -84,7 +82,7 @@ class Classifier {
     /// backward cannot follow it.
     void set_training(bool training) {
         training_ = training;
-        for (Block& b : blocks) b.conv.set_training(training), b.norm.set_training(training), b.act.set_training(training);
+        for (Block& b : blocks) b.conv.set_training(training), b.norm.set_training(training);
         fc_act.set_training(training);
     }
     bool training() const { return training_; }
@@ -103,7 +101,7 @@ class Classifier {
             dh = pool.backward(dpooled);
         }
         for (std::size_t i = blocks.size(); i-- > 0;) {
-            dh = blocks[i].conv.backward(blocks[i].norm.backward(blocks[i].act.backward(dh)));
+            dh = blocks[i].conv.backward(blocks[i].norm.backward(dh));
         }
         return dh;
     }
@@ -156,9 +154,9 @@ class Classifier {
     // x [N, Cin, H, W] -> the features [N, F].
     Tensor2<T> embed(const Tensor4<T>& x) {
         check_input(x, "diffuse::Classifier::forward");
-        Tensor4<T> h = blocks[0].act.forward(blocks[0].norm.forward(blocks[0].conv.forward(x)));
+        Tensor4<T> h = blocks[0].norm.forward(blocks[0].conv.forward(x));
         for (std::size_t i = 1; i < blocks.size(); ++i) {
-            h = blocks[i].act.forward(blocks[i].norm.forward(blocks[i].conv.forward(h)));
+            h = blocks[i].norm.forward(blocks[i].conv.forward(h));
         }
         last_dims_ = h.dimensions();
         const std::array<Index, 2> flat = {h.dimension(0), h.size() / h.dimension(0)};

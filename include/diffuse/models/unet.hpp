@@ -104,7 +104,7 @@ class UNet {
                 resolution *= 2;
             }
         }
-        norm_out = nn::GroupNorm<T>(config_.groups, c);
+        norm_out = nn::GroupNorm<T>(config_.groups, c, 1e-5, nn::Activation::silu);
         conv_out = nn::Conv2d<T>(c, config_.out_channels, 3, 1, init);
     }
 
@@ -122,7 +122,7 @@ class UNet {
             }
         }
         mid_attn_1.set_training(training);
-        norm_out.set_training(training), silu_out.set_training(training), conv_out.set_training(training);
+        norm_out.set_training(training), conv_out.set_training(training);
     }
 
     /// x: [N, Cin, H, W]; t: [N] timesteps; labels: [N] class indices in [0, num_classes] (num_classes
@@ -168,12 +168,12 @@ class UNet {
             }
             if (level.resample.out_channels() > 0) h = level.resample.forward(nn::upsample_nearest2x(h));
         }
-        return conv_out.forward(silu_out.forward(norm_out.forward(h)));
+        return conv_out.forward(norm_out.forward(std::move(h)));
     }
 
     /// dy: [N, Cout, H, W] -> dx: [N, Cin, H, W]; accumulates every parameter gradient.
     Tensor4<T> backward(const Tensor4<T>& dy) {
-        Tensor4<T> dh = norm_out.backward(silu_out.backward(conv_out.backward(dy)));
+        Tensor4<T> dh = norm_out.backward(conv_out.backward(dy));
         Tensor2<T> demb;
         const auto res_backward = [&](nn::ResBlock<T>& block, const Tensor4<T>& d) {
             auto [dx, de] = block.backward(d);
@@ -328,8 +328,7 @@ class UNet {
     nn::AttentionBlock<T> mid_attn_1;
     nn::ResBlock<T> mid_block_2;
     std::vector<Level> up;  // indexed by level, run from the last to the first
-    nn::GroupNorm<T> norm_out;
-    nn::SiLU<T> silu_out;
+    nn::GroupNorm<T> norm_out;  // followed by SiLU, fused
     nn::Conv2d<T> conv_out;
 
   private:

@@ -64,9 +64,7 @@ class AttentionBlock {
                 map(o.data() + at, d, p).noalias() = vh * a.transpose();  // O = V A^T
             }
         });
-        Tensor4<T> y = proj_out.forward(o);
-        add_inplace(y, x);  // the residual
-        return y;
+        return proj_out.forward(std::move(o), nullptr, &x);  // + the residual
     }
 
     /// dy -> dx. With dO from proj_out:  dA = dO^T V,  dV = dO A,  dS = A * (dA - rowsum(dA * A)),

@@ -57,50 +57,23 @@ class Conv2d {
                output_size(x.dimension(3));
     }
 
-    /// Training mode (the default) caches the input for backward; evaluation mode caches nothing.
+    /// Training mode (the default) keeps the input for backward (a temporary input is moved there, not
+    /// copied); evaluation mode keeps nothing.
     void set_training(bool training) { training_ = training; }
 
-    /// x: [N, Cin, H, W] -> y: [N, Cout, Ho, Wo], Ho = (H - 1) / stride + 1.
-    Tensor4<T> forward(const Tensor4<T>& x) {
-        check_input(x);
+    /// x: [N, Cin, H, W] -> y: [N, Cout, Ho, Wo], Ho = (H - 1) / stride + 1. Terms that would otherwise
+    /// take a pass of their own are added as y is first written: `shift` [N, Cout], one value per sample
+    /// and channel (a ResBlock's time embedding), and `residual`, shaped like y.
+    Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>* shift = nullptr, const Tensor4<T>* residual = nullptr) {
+        check_input(x, shift, residual);
         x_ = training_ ? x : Tensor4<T>();
-        const Geometry g = geometry(x);
-        Tensor4<T> y(g.n, out_, g.ho, g.wo);
-        packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
-        Gemm::pack_a(weight.data(), g.k, 1, out_, g.k, packed_.data());  // W [Cout, K]
-        // Tasks: (sample, a tile of output columns), enough of them to keep every thread busy.
-        const Index strips = (g.p + Gemm::nr - 1) / Gemm::nr;
-        const Index tiles = std::clamp<Index>((4 * num_threads() + g.n - 1) / g.n, 1, (strips + 3) / 4);
-        // X_col's rows: built inside each task when a task is a whole sample (so they are still in
-        // cache when the GEMM reads them), else once for all samples up front.
-        const Index plane = plane_size(in_, g);
-        const T* planes = x.data();
-        if (!pointwise() && tiles > 1) {
-            T* built = detail::scratch<T, 3>(static_cast<std::size_t>(g.n * plane));  // [N, plane]
-            parallel_for(g.n, 1, [&](Index first, Index last) {
-                for (Index n = first; n < last; ++n) build_planes(x.data() + n * g.c * g.h * g.w, in_, g, built + n * plane);
-            });
-            planes = built;
-        }
-        parallel_for(g.n * tiles, 1, [&](Index first, Index last) {
-            const T** rows = detail::scratch<const T*, 4>(static_cast<std::size_t>(g.k));  // [K]
-            for (Index task = first; task < last; ++task) {
-                const Index n = task / tiles, tile = task % tiles;
-                const Index q0 = strips * tile / tiles * Gemm::nr;
-                const Index q1 = std::min(g.p, strips * (tile + 1) / tiles * Gemm::nr);
-                if (pointwise() || tiles > 1) {
-                    plane_rows(planes + n * plane, in_, g, rows);
-                } else {
-                    T* own = detail::scratch<T, 5>(static_cast<std::size_t>(plane));
-                    build_planes(x.data() + n * g.c * g.h * g.w, in_, g, own);
-                    plane_rows(own, in_, g, rows);
-                }
-                T* ys = y.data() + n * out_ * g.p;  // [Cout, P]
-                for (Index o = 0; o < out_; ++o) std::fill(ys + o * g.p + q0, ys + o * g.p + q1, bias.data()[o]);
-                Gemm::rows_product(out_, g.k, packed_.data(), rows, mask(g), q0, q1, ys, g.p, true);  // Y = b + W . X_col
-            }
-        });
-        return y;
+        return convolve(x, shift, residual);
+    }
+    Tensor4<T> forward(Tensor4<T>&& x, const Tensor2<T>* shift = nullptr, const Tensor4<T>* residual = nullptr) {
+        check_input(x, shift, residual);
+        if (!training_) return forward(static_cast<const Tensor4<T>&>(x), shift, residual);
+        x_ = std::move(x);
+        return convolve(x_, shift, residual);
     }
 
     /// dy: [N, Cout, Ho, Wo] -> dx: [N, Cin, H, W];  dW += dY . X_col^T,  db += sum dY,
@@ -166,10 +139,59 @@ class Conv2d {
                 in_ * k_ * k_};
     }
 
+    Tensor4<T> convolve(const Tensor4<T>& x, const Tensor2<T>* shift, const Tensor4<T>* residual) {
+        const Geometry g = geometry(x);
+        Tensor4<T> y(g.n, out_, g.ho, g.wo);
+        packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
+        Gemm::pack_a(weight.data(), g.k, 1, out_, g.k, packed_.data());  // W [Cout, K]
+        // Tasks: (sample, a tile of output columns), enough of them to keep every thread busy.
+        const Index strips = (g.p + Gemm::nr - 1) / Gemm::nr;
+        const Index tiles = std::clamp<Index>((4 * num_threads() + g.n - 1) / g.n, 1, (strips + 3) / 4);
+        // X_col's rows: built inside each task when a task is a whole sample (so they are still in
+        // cache when the GEMM reads them), else once for all samples up front.
+        const Index plane = plane_size(in_, g);
+        const T* planes = x.data();
+        if (!pointwise() && tiles > 1) {
+            T* built = detail::scratch<T, 3>(static_cast<std::size_t>(g.n * plane));  // [N, plane]
+            parallel_for(g.n, 1, [&](Index first, Index last) {
+                for (Index n = first; n < last; ++n) build_planes(x.data() + n * g.c * g.h * g.w, in_, g, built + n * plane);
+            });
+            planes = built;
+        }
+        parallel_for(g.n * tiles, 1, [&](Index first, Index last) {
+            const T** rows = detail::scratch<const T*, 4>(static_cast<std::size_t>(g.k));  // [K]
+            for (Index task = first; task < last; ++task) {
+                const Index n = task / tiles, tile = task % tiles;
+                const Index q0 = strips * tile / tiles * Gemm::nr;
+                const Index q1 = std::min(g.p, strips * (tile + 1) / tiles * Gemm::nr);
+                if (pointwise() || tiles > 1) {
+                    plane_rows(planes + n * plane, in_, g, rows);
+                } else {
+                    T* own = detail::scratch<T, 5>(static_cast<std::size_t>(plane));
+                    build_planes(x.data() + n * g.c * g.h * g.w, in_, g, own);
+                    plane_rows(own, in_, g, rows);
+                }
+                T* ys = y.data() + n * out_ * g.p;  // [Cout, P]
+                for (Index o = 0; o < out_; ++o) {  // Y = b (+ shift) (+ residual)
+                    const T b = bias.data()[o] + (shift ? shift->data()[n * out_ + o] : T(0));
+                    T* yo = ys + o * g.p;
+                    if (residual) {
+                        const T* r = residual->data() + (n * out_ + o) * g.p;
+                        for (Index q = q0; q < q1; ++q) yo[q] = r[q] + b;
+                    } else {
+                        std::fill(yo + q0, yo + q1, b);
+                    }
+                }
+                Gemm::rows_product(out_, g.k, packed_.data(), rows, mask(g), q0, q1, ys, g.p, true);  // Y += W . X_col
+            }
+        });
+        return y;
+    }
+
     bool pointwise() const { return k_ == 1 && stride_ == 1; }  // X_col is x itself
     bool shifted() const { return k_ == 3 && stride_ == 1; }    // X_col's rows are shifted planes
 
-    void check_input(const Tensor4<T>& x) const {
+    void check_input(const Tensor4<T>& x, const Tensor2<T>* shift, const Tensor4<T>* residual) const {
         constexpr const char* where = "diffuse::nn::Conv2d::forward";
         if (x.dimension(1) != in_) {
             detail::throw_invalid(where, "x.shape", shape_string(x.dimensions()),
@@ -177,6 +199,16 @@ class Conv2d {
         }
         if (x.dimension(0) < 1 || x.dimension(2) < 1 || x.dimension(3) < 1) {
             detail::throw_invalid(where, "x.shape", shape_string(x.dimensions()), "a non-empty [N, C, H, W]");
+        }
+        const Index n = x.dimension(0);
+        if (shift && (shift->dimension(0) != n || shift->dimension(1) != out_)) {
+            detail::throw_invalid(where, "shift.shape", shape_string(shift->dimensions()),
+                                  "[" + std::to_string(n) + ", " + std::to_string(out_) + "]");
+        }
+        const typename Tensor4<T>::Dimensions y_shape(n, out_, output_size(x.dimension(2)), output_size(x.dimension(3)));
+        if (residual && residual->dimensions() != y_shape) {
+            detail::throw_invalid(where, "residual.shape", shape_string(residual->dimensions()),
+                                  "the output's shape " + shape_string(y_shape));
         }
     }
 

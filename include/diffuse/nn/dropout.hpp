@@ -23,27 +23,26 @@ class Dropout {
     bool training() const { return training_; }
     void set_training(bool training) { training_ = training; }
 
-    /// x: [N, ...] -> same shape. Draws from a copy of `stream` (the caller's generator is not advanced).
+    /// x: [N, ...] -> same shape, in place (a temporary is not copied). Draws from a copy of `stream`
+    /// (the caller's generator is not advanced).
     template <int Rank>
-    Tensor<T, Rank> forward(const Tensor<T, Rank>& x, Generator stream) {
+    Tensor<T, Rank> forward(Tensor<T, Rank> x, Generator stream) {
         active_ = training_ && p_ > 0.0;
         if (!active_) return x;
         mask_.resize(x.size());
         stream.uniform(mask_.data(), mask_.size());
         const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
         mask_ = (mask_ < static_cast<T>(p_)).select(T(0), Table<T>::Constant(mask_.size(), keep_scale));
-        Tensor<T, Rank> y(x.dimensions());
-        Eigen::Map<Table<T>>(y.data(), y.size()) = Eigen::Map<const Table<T>>(x.data(), x.size()) * mask_;
-        return y;
+        Eigen::Map<Table<T>>(x.data(), x.size()) *= mask_;
+        return x;
     }
 
     /// dy -> dx = dy * mask.
     template <int Rank>
-    Tensor<T, Rank> backward(const Tensor<T, Rank>& dy) {
+    Tensor<T, Rank> backward(Tensor<T, Rank> dy) {
         if (!active_) return dy;
-        Tensor<T, Rank> dx(dy.dimensions());
-        Eigen::Map<Table<T>>(dx.data(), dx.size()) = Eigen::Map<const Table<T>>(dy.data(), dy.size()) * mask_;
-        return dx;
+        Eigen::Map<Table<T>>(dy.data(), dy.size()) *= mask_;
+        return dy;
     }
 
     template <class Fn>

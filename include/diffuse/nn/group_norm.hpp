@@ -1,7 +1,9 @@
 #pragma once
 // GroupNorm (Wu & He 2018) on [N, C, H, W]: the C channels form G groups; each (sample, group) is
 // normalised over its C/G x H x W values, then scaled and shifted per channel:
-//     xhat = (x - mu) / sqrt(var + eps),   y = gamma_c xhat + beta_c   (var: biased, as in PyTorch)
+//     xhat = (x - mu) / sqrt(var + eps),   u = gamma_c xhat + beta_c   (var: biased, as in PyTorch)
+// With Activation::silu the layer is GroupNorm followed by SiLU, y = u sigmoid(u), fused: the
+// DDPM ResBlock never uses one without the other, and fused, the activation costs no pass of its own.
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -10,17 +12,22 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffuse::nn {
+
+/// What follows the normalisation in the same pass.
+enum class Activation { none, silu };
 
 template <class T = float>
 class GroupNorm {
   public:
     GroupNorm() = default;
     /// gamma = 1, beta = 0, as PyTorch initialises them.
-    GroupNorm(Index groups, Index channels, double eps = 1e-5)
-        : weight({channels}), bias({channels}), groups_(groups), channels_(channels), eps_(eps) {
+    GroupNorm(Index groups, Index channels, double eps = 1e-5, Activation activation = Activation::none)
+        : weight({channels}), bias({channels}), groups_(groups), channels_(channels), eps_(eps),
+          activation_(activation) {
         constexpr const char* where = "diffuse::nn::GroupNorm";
         if (groups < 1) detail::throw_invalid(where, "groups", groups, "at least 1");
         if (channels < 1 || channels % groups != 0) {
@@ -33,70 +40,72 @@ class GroupNorm {
 
     Index groups() const { return groups_; }
     Index channels() const { return channels_; }
+    Activation activation() const { return activation_; }
 
-    /// Training mode (the default) caches xhat for backward; evaluation mode caches nothing.
+    /// Training mode (the default) keeps the input for backward (a temporary input is moved there, not
+    /// copied); evaluation mode keeps nothing.
     void set_training(bool training) { training_ = training; }
 
     /// x: [N, C, H, W] -> y: same shape.
     Tensor4<T> forward(const Tensor4<T>& x) {
-        if (x.dimension(1) != channels_ || x.dimension(0) < 1) {
-            detail::throw_invalid("diffuse::nn::GroupNorm::forward", "x.shape", shape_string(x.dimensions()),
-                                  std::to_string(channels_) + " channels in dimension 1");
-        }
-        const Index n = x.dimension(0), hw = x.dimension(2) * x.dimension(3), cg = channels_ / groups_;
-        xhat_ = training_ ? Tensor4<T>(x.dimensions()) : Tensor4<T>();
-        rstd_.assign(static_cast<std::size_t>(n * groups_), T(0));
+        check_input(x);
         Tensor4<T> y(x.dimensions());
-        parallel_for(n * groups_, 1, [&](Index begin, Index end) {
-            for (Index ng = begin; ng < end; ++ng) {
-                const Index at = ng * cg * hw, count = cg * hw;
-                const auto v = Eigen::Map<const Array>(x.data() + at, count);
-                const double mean = v.template cast<double>().mean();
-                const double var = (v.template cast<double>() - mean).square().mean();
-                const double rstd = 1.0 / std::sqrt(var + eps_);
-                rstd_[ng] = static_cast<T>(rstd);
-                if (training_) {
-                    Eigen::Map<Array>(xhat_.data() + at, count) = (v - static_cast<T>(mean)) * static_cast<T>(rstd);
-                }
-                // y = gamma (x - mu) rstd + beta = a x + b per channel, one multiply-add per value
-                const Index c0 = (ng % groups_) * cg;
-                for (Index c = 0; c < cg; ++c) {
-                    const double a = weight.data()[c0 + c] * rstd;
-                    const T b = static_cast<T>(bias.data()[c0 + c] - a * mean);
-                    Eigen::Map<Array>(y.data() + at + c * hw, hw) = v.segment(c * hw, hw) * static_cast<T>(a) + b;
-                }
-            }
-        });
+        x_ = training_ ? x : Tensor4<T>();
+        normalise(x, y);
+        return y;
+    }
+    Tensor4<T> forward(Tensor4<T>&& x) {
+        check_input(x);
+        if (!training_) {
+            x_ = Tensor4<T>();
+            normalise(x, x);  // in place
+            return std::move(x);
+        }
+        x_ = std::move(x);
+        Tensor4<T> y(x_.dimensions());
+        normalise(x_, y);
         return y;
     }
 
-    /// dy -> dx;  with g = gamma dy over one group of m values:
-    ///   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma_c += sum dy xhat,  dbeta_c += sum dy.
+    /// dy -> dx. Through the activation first (SiLU: du = dy s (1 + u (1 - s)), s = sigmoid(u)), then,
+    /// with g = gamma du over one group of m values:
+    ///   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma_c += sum du xhat,  dbeta_c += sum du.
     Tensor4<T> backward(const Tensor4<T>& dy) {
-        if (xhat_.size() == 0) detail::throw_no_forward_cache("diffuse::nn::GroupNorm::backward");
-        if (dy.dimensions() != xhat_.dimensions()) {
+        if (x_.size() == 0) detail::throw_no_forward_cache("diffuse::nn::GroupNorm::backward");
+        if (dy.dimensions() != x_.dimensions()) {
             detail::throw_invalid("diffuse::nn::GroupNorm::backward", "dy.shape", shape_string(dy.dimensions()),
-                                  "the forward input's shape " + shape_string(xhat_.dimensions()));
+                                  "the forward input's shape " + shape_string(x_.dimensions()));
         }
         const Index n = dy.dimension(0), hw = dy.dimension(2) * dy.dimension(3), cg = channels_ / groups_;
         Tensor4<T> dx(dy.dimensions());
         // Per-sample parameter gradients, reduced in sample order afterwards (same bits, any threads).
         std::vector<T> partial(static_cast<std::size_t>(n * channels_ * 2), T(0));  // [N, dgamma|dbeta]
         parallel_for(n * groups_, 1, [&](Index begin, Index end) {
-            Array g(cg * hw);
+            Array xhat(cg * hw), g(cg * hw);  // one group's xhat and gamma du, [C/G * H * W]
             for (Index ng = begin; ng < end; ++ng) {
                 const Index at = ng * cg * hw, count = cg * hw, c0 = (ng % groups_) * cg;
+                const auto x = Eigen::Map<const Array>(x_.data() + at, count);
                 const auto d = Eigen::Map<const Array>(dy.data() + at, count);
-                const auto xh = Eigen::Map<const Array>(xhat_.data() + at, count);
                 T* dgamma = partial.data() + (ng / groups_) * channels_ * 2;
                 T* dbeta = dgamma + channels_;
+                xhat = (x - mean_[ng]) * rstd_[ng];
                 for (Index c = 0; c < cg; ++c) {
-                    g.segment(c * hw, hw) = d.segment(c * hw, hw) * weight.data()[c0 + c];
-                    dgamma[c0 + c] = (d.segment(c * hw, hw) * xh.segment(c * hw, hw)).sum();
-                    dbeta[c0 + c] = d.segment(c * hw, hw).sum();
+                    const auto xs = x.segment(c * hw, hw), ds = d.segment(c * hw, hw);
+                    auto gs = g.segment(c * hw, hw);
+                    const auto [a, b] = affine(ng, c0 + c);
+                    if (activation_ == Activation::silu) {
+                        const auto u = xs * a + b;                      // the forward's u, the same bits
+                        const auto s = (T(1) + (-u).exp()).inverse();  // sigmoid(u)
+                        gs = ds * s * (T(1) + u * (T(1) - s));         // du
+                    } else {
+                        gs = ds;
+                    }
+                    dgamma[c0 + c] = (gs * xhat.segment(c * hw, hw)).sum();
+                    dbeta[c0 + c] = gs.sum();
+                    gs *= weight.data()[c0 + c];
                 }
-                const T mean_g = g.mean(), mean_gx = (g * xh).mean();
-                Eigen::Map<Array>(dx.data() + at, count) = rstd_[ng] * (g - mean_g - xh * mean_gx);
+                const T mean_g = g.mean(), mean_gx = (g * xhat).mean();
+                Eigen::Map<Array>(dx.data() + at, count) = rstd_[ng] * (g - mean_g - xhat * mean_gx);
             }
         });
         for (Index s = 0; s < n; ++s) {
@@ -119,10 +128,54 @@ class GroupNorm {
 
   private:
     using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+
+    void check_input(const Tensor4<T>& x) const {
+        if (x.dimension(1) != channels_ || x.dimension(0) < 1) {
+            detail::throw_invalid("diffuse::nn::GroupNorm::forward", "x.shape", shape_string(x.dimensions()),
+                                  std::to_string(channels_) + " channels in dimension 1");
+        }
+    }
+
+    // u = gamma (x - mu) rstd + beta = a x + b for channel c of group ng: one multiply-add per value.
+    std::pair<T, T> affine(Index ng, Index c) const {
+        const double a = static_cast<double>(weight.data()[c]) * static_cast<double>(rstd_[ng]);
+        return {static_cast<T>(a), static_cast<T>(bias.data()[c] - a * static_cast<double>(mean_[ng]))};
+    }
+
+    // y = the activation of u (y may be x itself: a group's statistics are taken before it is overwritten).
+    void normalise(const Tensor4<T>& x, Tensor4<T>& y) {
+        const Index n = x.dimension(0), hw = x.dimension(2) * x.dimension(3), cg = channels_ / groups_;
+        mean_.assign(static_cast<std::size_t>(n * groups_), T(0));
+        rstd_.assign(static_cast<std::size_t>(n * groups_), T(0));
+        parallel_for(n * groups_, 1, [&](Index begin, Index end) {
+            for (Index ng = begin; ng < end; ++ng) {
+                const Index at = ng * cg * hw, count = cg * hw;
+                const auto v = Eigen::Map<const Array>(x.data() + at, count);
+                const double mean = v.template cast<double>().mean();
+                const double var = (v.template cast<double>() - mean).square().mean();
+                mean_[ng] = static_cast<T>(mean);
+                rstd_[ng] = static_cast<T>(1.0 / std::sqrt(var + eps_));
+                const Index c0 = (ng % groups_) * cg;
+                for (Index c = 0; c < cg; ++c) {
+                    const auto [a, b] = affine(ng, c0 + c);
+                    auto out = Eigen::Map<Array>(y.data() + at + c * hw, hw);
+                    const auto u = v.segment(c * hw, hw) * a + b;
+                    if (activation_ == Activation::silu) {
+                        out = u / (T(1) + (-u).exp());  // Eigen's vectorised exp
+                    } else {
+                        out = u;
+                    }
+                }
+            }
+        });
+    }
+
     Index groups_ = 1, channels_ = 1;
     double eps_ = 1e-5;
+    Activation activation_ = Activation::none;
     bool training_ = true;
-    Tensor4<T> xhat_;       // [N, C, H, W]
+    Tensor4<T> x_;          // the forward input, [N, C, H, W]
+    std::vector<T> mean_;   // mu, [N, G]
     std::vector<T> rstd_;   // 1 / sqrt(var + eps), [N, G]
 };
 

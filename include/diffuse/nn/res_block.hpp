@@ -25,8 +25,9 @@ class ResBlock {
     ResBlock() = default;
     ResBlock(Index in_channels, Index out_channels, Index embedding_channels, Index groups, double dropout_p,
              Generator& init)
-        : norm1(groups, in_channels), conv1(in_channels, out_channels, 3, 1, init),
-          temb_proj(embedding_channels, out_channels, init), norm2(groups, out_channels), dropout(dropout_p),
+        : norm1(groups, in_channels, 1e-5, Activation::silu), conv1(in_channels, out_channels, 3, 1, init),
+          temb_proj(embedding_channels, out_channels, init), norm2(groups, out_channels, 1e-5, Activation::silu),
+          dropout(dropout_p),
           conv2(out_channels, out_channels, 3, 1, init) {
         if (in_channels != out_channels) nin_shortcut = Conv2d<T>(in_channels, out_channels, 1, 1, init);
     }
@@ -34,32 +35,28 @@ class ResBlock {
     bool has_shortcut() const { return nin_shortcut.out_channels() > 0; }
     /// Training: dropout on, activations cached for backward. Evaluation: dropout off, nothing cached.
     void set_training(bool training) {
-        norm1.set_training(training), silu1.set_training(training), conv1.set_training(training);
-        norm2.set_training(training), silu2.set_training(training), dropout.set_training(training);
+        norm1.set_training(training), conv1.set_training(training), silu_temb.set_training(training);
+        norm2.set_training(training), dropout.set_training(training);
         conv2.set_training(training), nin_shortcut.set_training(training);
     }
 
     /// x: [N, Cin, H, W], temb: [N, E] -> [N, Cout, H, W]; `stream` draws the dropout mask.
     Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {
-        Tensor4<T> h = conv1.forward(silu1.forward(norm1.forward(x)));
         const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
-        const Index n = h.dimension(0), c = h.dimension(1), hw = h.dimension(2) * h.dimension(3);
-        for (Index i = 0; i < n * c; ++i) {
-            Eigen::Map<Table<T>>(h.data() + i * hw, hw) += e.data()[i];
-        }
-        h = conv2.forward(dropout.forward(silu2.forward(norm2.forward(h)), stream));
-        if (has_shortcut()) add_inplace(h, nin_shortcut.forward(x)); else add_inplace(h, x);  // the residual
-        return h;
+        Tensor4<T> h = conv1.forward(norm1.forward(x), &e);                // + e per channel
+        const Tensor4<T> skip = has_shortcut() ? nin_shortcut.forward(x) : Tensor4<T>();
+        return conv2.forward(dropout.forward(norm2.forward(std::move(h)), stream), nullptr,
+                             has_shortcut() ? &skip : &x);  // + the residual
     }
 
     /// dy -> (dx, dtemb).
     std::pair<Tensor4<T>, Tensor2<T>> backward(const Tensor4<T>& dy) {
-        Tensor4<T> dh = norm2.backward(silu2.backward(dropout.backward(conv2.backward(dy))));
+        Tensor4<T> dh = norm2.backward(dropout.backward(conv2.backward(dy)));
         const Index n = dh.dimension(0), c = dh.dimension(1), hw = dh.dimension(2) * dh.dimension(3);
         Tensor2<T> de(n, c);  // the per-channel embedding term's gradient: dh summed over pixels
         for (Index i = 0; i < n * c; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
         Tensor2<T> dtemb = silu_temb.backward(temb_proj.backward(de));
-        Tensor4<T> dx = norm1.backward(silu1.backward(conv1.backward(dh)));
+        Tensor4<T> dx = norm1.backward(conv1.backward(dh));
         if (has_shortcut()) add_inplace(dx, nin_shortcut.backward(dy)); else add_inplace(dx, dy);
         return {std::move(dx), std::move(dtemb)};
     }
@@ -74,13 +71,11 @@ class ResBlock {
         if (has_shortcut()) nin_shortcut.for_each_parameter(join_name(prefix, "nin_shortcut"), fn);
     }
 
-    GroupNorm<T> norm1;
-    SiLU<T> silu1;
+    GroupNorm<T> norm1;  // followed by SiLU, fused
     Conv2d<T> conv1;
     SiLU<T> silu_temb;
     Linear<T> temb_proj;
-    GroupNorm<T> norm2;
-    SiLU<T> silu2;
+    GroupNorm<T> norm2;  // followed by SiLU, fused
     Dropout<T> dropout;
     Conv2d<T> conv2;
     Conv2d<T> nin_shortcut;  // empty (0 channels) when Cin == Cout
