@@ -9,12 +9,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-examples=(diffuse_schedule diffuse_noising diffuse_train diffuse_sample diffuse_evaluate)
+examples=(diffuse_schedule diffuse_noising diffuse_train_classifier diffuse_train diffuse_sample diffuse_evaluate)
 cmake --preset release
-# diffuse_train_classifier where this checkout has it; without it, diffuse_train trains the classifier.
-if cmake --build --preset release --target help 2>/dev/null | grep -q diffuse_train_classifier; then
-    examples+=(diffuse_train_classifier)
-fi
 cmake --build --preset release --parallel "$(nproc 2>/dev/null || echo 2)" --target "${examples[@]}"
 
 bin=build/release/examples
@@ -31,7 +27,7 @@ run gnuplot -e "linear='out/schedule_linear.csv'; cosine='out/schedule_cosine.cs
 run "$bin/diffuse_noising" --data-dir "$data" --index 0 --seed 0 --out out/noising.png
 
 # The main job. The classifier that scores the samples is trained once and kept (a few minutes).
-if [[ ! -s out/classifier.safetensors && -x $bin/diffuse_train_classifier ]]; then
+if [[ ! -s out/classifier.safetensors ]]; then
     run "$bin/diffuse_train_classifier" --data-dir "$data" --out out/classifier.safetensors
 fi
 # shellcheck disable=SC2086  # DIFFUSE_TRAIN_ARGS is a list of options
