@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--steps", sampler.steps, "Sampler steps (ddpm: the schedule respaced to this many)")
         ->capture_default_str();
+    examples::add_thresholding_option(app, sampler);
     app.add_option("--guidance", guidance, "Guidance scale s: eps_u + s (eps_c - eps_u); 1 conditional only, 0 "
                                            "unconditional")->capture_default_str();
     app.add_option("--seed", seed, "Seed of the noise")->capture_default_str();
@@ -140,9 +141,9 @@ int main(int argc, char** argv) {
         const diffuse::Samples<float> s = examples::run_sampler(
             noise_schedule, fn, sampler, {n, channels, side, side}, seed,
             num_classes > 0 ? labels : std::vector<int>());
-        std::printf("%lld samples (%zu row(s) of %lld) with %s, %d steps, guidance %g, seed %llu, %s weights: %.1f s\n",
+        std::printf("%lld samples (%zu row(s) of %lld) with %s, %d steps, x0 %s, guidance %g, seed %llu, %s weights: %.1f s\n",
                     static_cast<long long>(n), rows.size(), static_cast<long long>(count), sampler.name.c_str(),
-                    sampler.steps, conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
+                    sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
                     ema && training_state ? "EMA" : "model", examples::seconds_since(start));
 
         if (!out.empty()) {
