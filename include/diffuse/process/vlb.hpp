@@ -210,7 +210,7 @@ struct VlbOptions {
 
 /// The bound on a batch, per sample and per term, in bits per dimension.
 struct VariationalBound {
-    std::vector<int> timesteps;                  // [K] the steps evaluated, descending, ending with 0
+    std::vector<int> timesteps;                  // [K] the steps evaluated (stratified: each block's top), descending, ending with 0
     std::vector<double> weights;                 // [K] how many terms each stands for (all 1 with stride 1)
     std::vector<std::vector<int>> sample_timesteps;  // [K][N] the step each sample evaluated for timesteps[k]
                                                      // (timesteps[k] itself unless stratified)
