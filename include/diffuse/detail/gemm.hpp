@@ -116,14 +116,15 @@ struct Gemm {
     /// neighbour), with j = 2 where q % W == W - 1 (no right neighbour). W = 0: rows as they are.
     struct EdgeMask {
         Index width = 0;
-        // Calls zero(k, q) for every masked entry of rows [k0, k0 + kn) x columns [q0, q1).
+        // Calls zero(k, q) for every masked entry of rows [k0, k0 + kn) x columns [q0, q1). The edge
+        // columns are found once; each row's tap j then cycles 0, 1, 2 from k0 % 3, with no division.
         template <class Fn>
         void each(Index k0, Index kn, Index q0, Index q1, Fn&& zero) const {
             if (width == 0) return;
             const Index left = q0 + (width - q0 % width) % width;              // first q with q % W == 0
             const Index right = q0 + (2 * width - 1 - q0 % width) % width;     // first q with q % W == W-1
-            for (Index k = k0; k < k0 + kn; ++k) {
-                const Index j = k % 3;
+            Index j = k0 % 3;
+            for (Index k = k0; k < k0 + kn; ++k, j = j == 2 ? 0 : j + 1) {
                 if (j == 1) continue;
                 for (Index q = j == 0 ? left : right; q < q1; q += width) zero(k, q);
             }
@@ -211,7 +212,7 @@ struct Gemm {
                         std::fill(strip + kk * nr + cols, strip + (kk + 1) * nr, T(0));
                     }
                 }
-                if (mask.width > 0) mask_strip(mask.width, k0, kb, q, cols, strip);
+                mask.each(k0, kb, q, q + cols, [&](Index kk, Index qq) { strip[(kk - k0) * nr + qq - q] = T(0); });
                 panels_times(m, k, kb, a_packed + k0 * mr, strip, c + q, ldc, cols, acc);
             }
         }
@@ -258,29 +259,6 @@ struct Gemm {
     }
 
   private:
-    // EdgeMask on a copied strip [kb][NR] of rows k0 .. k0 + kb and columns q .. q + cols: the strip's
-    // columns at the image's left and right edges are found once, then each row's tap j (cycling
-    // 0, 1, 2 from k0 % 3) says which of them to zero. The same entries as EdgeMask::each, without
-    // its per-row search (which cost about a tenth of a 28 x 28 convolution).
-    static void mask_strip(Index width, Index k0, Index kb, Index q, Index cols, T* strip) {
-        Index left[nr], right[nr];  // offsets in the strip with q % W == 0 and q % W == W - 1
-        Index lefts = 0, rights = 0;
-        for (Index x = 0; x < cols; ++x) {
-            const Index column = (q + x) % width;
-            if (column == 0) left[lefts++] = x;
-            if (column == width - 1) right[rights++] = x;
-        }
-        Index tap = k0 % 3;
-        for (Index kk = 0; kk < kb; ++kk, tap = tap == 2 ? 0 : tap + 1) {
-            T* row = strip + kk * nr;
-            if (tap == 0) {
-                for (Index e = 0; e < lefts; ++e) row[left[e]] = T(0);
-            } else if (tap == 2) {
-                for (Index e = 0; e < rights; ++e) row[right[e]] = T(0);
-            }
-        }
-    }
-
     // Every MR-row panel of A times one B strip (rows k0 .. k0 + kb of A's packed panels).
     static void panels_times(Index m, Index k, Index kb, const T* a, const T* b, T* c, Index ldc, Index cols, bool acc) {
         for (Index p = 0; p < panels(m); ++p) {

@@ -71,7 +71,10 @@ class Conv2d {
     }
     Tensor4<T> forward(Tensor4<T>&& x, const Tensor2<T>* shift = nullptr, const Tensor4<T>* residual = nullptr) {
         check_input(x, shift, residual);
-        if (!training_) return forward(static_cast<const Tensor4<T>&>(x), shift, residual);
+        if (!training_) {
+            x_ = Tensor4<T>();
+            return convolve(x, shift, residual);
+        }
         x_ = std::move(x);
         return convolve(x_, shift, residual);
     }
