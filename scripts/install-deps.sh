@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  cmake g++ make
+  cmake g++ make ninja-build
   libeigen3-dev           # the library's one dependency
   catch2                  # tests
   libbenchmark-dev        # benchmarks

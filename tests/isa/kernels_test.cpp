@@ -1,0 +1,335 @@
+// The SIMD code paths the examples and benchmarks run, tested on the instruction set this file is
+// compiled for. tests/CMakeLists.txt builds it once per x86-64 level (-march=x86-64, x86-64-v3,
+// x86-64-v4) into a program of its own, so no two copies of diffuse's inline templates, compiled
+// for different processors, ever meet in one link. DIFFUSE_ISA names the level in every test case;
+// DIFFUSE_ISA_FLOAT_LANES is the float vector width that level must give the GEMM.
+//
+// Checked, in float and in double: the GEMM's two products against a naive product in long double
+// (partial register tiles, two K blocks, the edge mask), the convolutions against the naive sum and
+// by the adjoint identities of their backward pass, and the U-Net's forward and backward (a float
+// network against the same weights in double, and the double network by finite differences).
+
+#include "../support/layers.hpp"
+
+#include <diffuse/core/threading.hpp>
+#include <diffuse/detail/gemm.hpp>
+#include <diffuse/models/unet.hpp>
+#include <diffuse/nn/conv2d.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#ifndef DIFFUSE_ISA
+#error "compile with -DDIFFUSE_ISA=\"<level>\" and -DDIFFUSE_ISA_FLOAT_LANES=<n> (tests/CMakeLists.txt does)"
+#endif
+
+using diffuse::Generator;
+using diffuse::Index;
+using diffuse::Tensor4;
+
+namespace {
+
+// Unit roundoff of T.
+template <class T>
+long double unit_roundoff() {
+    return static_cast<long double>(std::numeric_limits<T>::epsilon()) / 2;
+}
+
+// A sum of k products in T is within gamma_k * sum |a_i b_i| of the exact sum, gamma_k ~ k u
+// (Higham, Accuracy and Stability of Numerical Algorithms, 3.1); twice that leaves room for the
+// inputs' own rounding.
+template <class T>
+bool within_dot_bound(long double computed, long double exact, long double abs_sum, Index k) {
+    return std::fabs(computed - exact) <= 2.0L * static_cast<long double>(k + 2) * unit_roundoff<T>() * abs_sum + 1e-30L;
+}
+
+template <class T>
+std::vector<T> random_values(Generator& gen, Index n) {
+    std::vector<T> v(static_cast<std::size_t>(n));
+    gen.normal(v.data(), n);
+    return v;
+}
+
+// C[M, N] (+)= A[M, K] . B[K, N] through pack_a and rows_product, with the edge mask of a 3x3
+// convolution of width `width` (0: none), against the naive product in long double.
+template <class T>
+void check_rows_product(Index m, Index k, Index n, Index width, bool accumulate) {
+    using Gemm = diffuse::detail::Gemm<T>;
+    Generator gen(static_cast<std::uint64_t>(m * 1000003 + k * 1009 + n));
+    const std::vector<T> a = random_values<T>(gen, m * k);  // [M, K]
+    const std::vector<T> b = random_values<T>(gen, k * n);  // [K, N]
+    const std::vector<T> c0 = random_values<T>(gen, m * n); // [M, N]
+    std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_a_size(m, k)));
+    Gemm::pack_a(a.data(), k, 1, m, k, packed.data());
+    std::vector<const T*> rows(static_cast<std::size_t>(k));
+    for (Index kk = 0; kk < k; ++kk) rows[kk] = b.data() + kk * n;
+    std::vector<T> c = c0;
+    Gemm::rows_product(m, k, packed.data(), rows.data(), typename Gemm::EdgeMask{width}, 0, n, c.data(), n, accumulate);
+    Index failures = 0;
+    for (Index i = 0; i < m; ++i) {
+        for (Index q = 0; q < n; ++q) {
+            long double exact = accumulate ? c0[i * n + q] : 0.0L, abs_sum = std::fabs(exact);
+            for (Index kk = 0; kk < k; ++kk) {
+                const Index j = kk % 3;
+                const bool masked = width > 0 && ((j == 0 && q % width == 0) || (j == 2 && q % width == width - 1));
+                if (masked) continue;
+                const long double p = static_cast<long double>(a[i * k + kk]) * b[kk * n + q];
+                exact += p;
+                abs_sum += std::fabs(p);
+            }
+            if (!within_dot_bound<T>(c[i * n + q], exact, abs_sum, k)) ++failures;
+        }
+    }
+    INFO("M = " << m << ", K = " << k << ", N = " << n << ", edge width " << width << ", accumulate " << accumulate);
+    REQUIRE(failures == 0);
+}
+
+// C[M, N] += A . B^T, A by M row pointers [M][P], B [N, P], through rows_times_transposed.
+template <class T>
+void check_rows_times_transposed(Index m, Index n, Index p) {
+    using Gemm = diffuse::detail::Gemm<T>;
+    Generator gen(static_cast<std::uint64_t>(m * 7919 + n * 104729 + p));
+    const std::vector<T> a = random_values<T>(gen, m * p);  // [M, P]
+    const std::vector<T> b = random_values<T>(gen, n * p);  // [N, P]
+    const std::vector<T> c0 = random_values<T>(gen, m * n); // [M, N]
+    std::vector<const T*> rows(static_cast<std::size_t>(m));
+    for (Index i = 0; i < m; ++i) rows[i] = a.data() + i * p;
+    std::vector<T> c = c0;
+    Gemm::rows_times_transposed(m, n, p, rows.data(), typename Gemm::EdgeMask{}, b.data(), c.data(), n);
+    Index failures = 0;
+    for (Index i = 0; i < m; ++i) {
+        for (Index j = 0; j < n; ++j) {
+            long double exact = c0[i * n + j], abs_sum = std::fabs(exact);
+            for (Index q = 0; q < p; ++q) {
+                const long double prod = static_cast<long double>(a[i * p + q]) * b[j * p + q];
+                exact += prod;
+                abs_sum += std::fabs(prod);
+            }
+            if (!within_dot_bound<T>(c[i * n + j], exact, abs_sum, p)) ++failures;
+        }
+    }
+    INFO("M = " << m << ", N = " << n << ", P = " << p);
+    REQUIRE(failures == 0);
+}
+
+// y[n, o, py, px] = b[o] + sum_{c,i,j} w[o, c, i, j] x[n, c, s py + i - k/2, s px + j - k/2], in
+// long double, with the sum of the terms' magnitudes for the error bound.
+template <class T>
+std::pair<long double, long double> naive_conv(const diffuse::nn::Conv2d<T>& conv, const Tensor4<T>& x, Index n,
+                                               Index o, Index py, Index px) {
+    const Index k = conv.kernel_size(), s = conv.stride(), pad = k / 2, cin = x.dimension(1);
+    long double sum = conv.bias.data()[o], abs_sum = std::fabs(sum);
+    for (Index c = 0; c < cin; ++c) {
+        for (Index i = 0; i < k; ++i) {
+            for (Index j = 0; j < k; ++j) {
+                const Index iy = s * py + i - pad, ix = s * px + j - pad;
+                if (iy < 0 || iy >= x.dimension(2) || ix < 0 || ix >= x.dimension(3)) continue;
+                const long double p = static_cast<long double>(conv.weight.data()[((o * cin + c) * k + i) * k + j]) * x(n, c, iy, ix);
+                sum += p;
+                abs_sum += std::fabs(p);
+            }
+        }
+    }
+    return {sum, abs_sum};
+}
+
+struct ConvCase {
+    Index cin, cout, k, s, n, h, w;
+};
+
+// Channel counts that are not multiples of any register tile, more than 384 rows of X_col (two K
+// blocks), images wider than one strip, batch 1 (split into column tiles) and 9 (a task per sample).
+const ConvCase conv_cases[] = {{13, 19, 3, 1, 1, 9, 17}, {50, 7, 3, 1, 9, 5, 11}, {7, 33, 3, 2, 2, 13, 10},
+                               {45, 17, 1, 1, 3, 6, 19}, {2, 3, 3, 1, 2, 1, 1},   {3, 2, 3, 1, 1, 4, 1},
+                               {4, 6, 3, 2, 1, 3, 1},    {5, 3, 1, 2, 2, 5, 4},   {32, 32, 3, 1, 2, 28, 28}};
+
+// The forward pass against the naive sum, and the backward pass through the adjoint identities of
+// the bilinear map (x, w) -> y - b: <y - b, dy> = <x, dx> = <w, dw>, and sum(db) = sum(dy).
+template <class T>
+void check_conv(const ConvCase& c) {
+    INFO("Cin " << c.cin << ", Cout " << c.cout << ", k " << c.k << ", stride " << c.s << ", N " << c.n << ", "
+                << c.h << "x" << c.w);
+    Generator gen(17);
+    diffuse::nn::Conv2d<T> conv(c.cin, c.cout, c.k, c.s, gen);
+    const auto x = gen.randn<T, 4>({c.n, c.cin, c.h, c.w});  // [N, Cin, H, W]
+    const Tensor4<T> y = conv.forward(x);                    // [N, Cout, H', W']
+    const Index terms = c.cin * c.k * c.k;
+    Index failures = 0;
+    for (Index n = 0; n < c.n; ++n)
+        for (Index o = 0; o < c.cout; ++o)
+            for (Index py = 0; py < y.dimension(2); ++py)
+                for (Index px = 0; px < y.dimension(3); ++px) {
+                    const auto [exact, abs_sum] = naive_conv(conv, x, n, o, py, px);
+                    if (!within_dot_bound<T>(y(n, o, py, px), exact, abs_sum, terms)) ++failures;
+                }
+    REQUIRE(failures == 0);
+
+    const auto dy = gen.randn<T, 4>(y.dimensions());  // [N, Cout, H', W']
+    diffuse::nn::zero_grad(conv);
+    const Tensor4<T> dx = conv.backward(dy);  // [N, Cin, H, W]
+    long double y_dy = 0, x_dx = 0, w_dw = 0, db_sum = 0, dy_sum = 0, magnitude = 0;
+    for (Index i = 0; i < y.size(); ++i) {
+        const Index o = (i / (y.dimension(2) * y.dimension(3))) % c.cout;
+        const long double term = static_cast<long double>(y.data()[i] - conv.bias.data()[o]) * dy.data()[i];
+        y_dy += term;
+        magnitude += std::fabs(term);
+        dy_sum += dy.data()[i];
+    }
+    for (Index i = 0; i < x.size(); ++i) x_dx += static_cast<long double>(x.data()[i]) * dx.data()[i];
+    for (Index i = 0; i < conv.weight.size(); ++i) w_dw += static_cast<long double>(conv.weight.data()[i]) * conv.weight.grad()[i];
+    for (Index o = 0; o < c.cout; ++o) db_sum += conv.bias.grad()[o];
+    // Each side is a sum of rounded dot products of `terms` terms; the magnitudes bound their error.
+    const long double bound = 4.0L * static_cast<long double>(terms + y.size() / c.cout) * unit_roundoff<T>() * magnitude;
+    REQUIRE(std::fabs(x_dx - y_dy) <= bound);
+    REQUIRE(std::fabs(w_dw - y_dy) <= bound);
+    long double dy_abs = 0;
+    for (Index i = 0; i < dy.size(); ++i) dy_abs += std::fabs(static_cast<long double>(dy.data()[i]));
+    REQUIRE(std::fabs(db_sum - dy_sum) <= 4.0L * static_cast<long double>(y.size()) * unit_roundoff<T>() * dy_abs);
+}
+
+// Two levels (8x8 -> 4x4), attention at 4x4, classes: every kind of block, channels that leave
+// partial register tiles.
+diffuse::UNetConfig small_unet() {
+    diffuse::UNetConfig c;
+    c.model_channels = 6;
+    c.channel_mult = {1, 2};
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {4};
+    c.groups = 3;
+    c.heads = 2;
+    c.image_size = 8;
+    c.num_classes = 3;
+    c.dropout = 0.0;
+    return c;
+}
+
+// max |a - b| / max |b|
+template <class A, class B>
+double relative_max_difference(const A& a, const B& b) {
+    double diff = 0, scale = 0;
+    for (Index i = 0; i < b.size(); ++i) {
+        diff = std::max(diff, std::fabs(static_cast<double>(a.data()[i]) - static_cast<double>(b.data()[i])));
+        scale = std::max(scale, std::fabs(static_cast<double>(b.data()[i])));
+    }
+    return diff / scale;
+}
+
+}  // namespace
+
+TEST_CASE(DIFFUSE_ISA ": the GEMM uses this instruction set's vector width", "[isa][gemm]") {
+    INFO("compiled for " DIFFUSE_ISA);
+    REQUIRE(diffuse::detail::Gemm<float>::lanes == DIFFUSE_ISA_FLOAT_LANES);
+    REQUIRE(diffuse::detail::Gemm<double>::lanes == DIFFUSE_ISA_FLOAT_LANES / 2);
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's packed product matches a naive product, partial tiles and two K blocks included",
+                   "[isa][gemm]", float, double) {
+    const Index nr = diffuse::detail::Gemm<TestType>::nr;
+    for (const Index m : {1, 5, 6, 7, 13, 32}) {
+        for (const Index k : {1, 9, 27, 385, 800}) {
+            for (const Index n : {1, nr - 1, nr, nr + 3, 3 * nr + 5}) {
+                check_rows_product<TestType>(m, k, n, 0, false);
+            }
+        }
+    }
+    check_rows_product<TestType>(19, 288, 2 * nr + 1, 0, true);
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's edge mask zeroes the columns that wrap to the next image row",
+                   "[isa][gemm]", float, double) {
+    for (const Index width : {1, 2, 7, 28}) check_rows_product<TestType>(11, 9 * 5, width * 6 + 1, width, false);
+    check_rows_product<TestType>(7, 9 * 50, 14 * 14, 14, true);  // two K blocks
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's transposed product (the weight gradient) matches a naive product",
+                   "[isa][gemm]", float, double) {
+    const Index nr = diffuse::detail::Gemm<TestType>::nr;
+    for (const Index m : {1, 6, 11, 45}) {
+        for (const Index n : {1, nr - 1, nr + 1, 3 * nr}) {
+            for (const Index p : {1, 49, 385, 1000}) check_rows_times_transposed<TestType>(m, n, p);
+        }
+    }
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": Conv2d matches the naive sum and its backward pass the adjoint identities",
+                   "[isa][conv2d]", float, double) {
+    for (const ConvCase& c : conv_cases) check_conv<TestType>(c);
+}
+
+TEST_CASE(DIFFUSE_ISA ": Conv2d and the U-Net give the same bits with one thread or two", "[isa][conv2d][unet]") {
+    const int saved = diffuse::num_threads();
+    diffuse::UNet<float> unet(small_unet(), 3);
+    Generator gen(4);
+    const auto x = gen.randn<float, 4>({3, 1, 8, 8});  // [N, C, H, W]
+    Tensor4<float> y[2], dx[2];
+    for (int threads = 1; threads <= 2; ++threads) {
+        diffuse::set_num_threads(threads);
+        y[threads - 1] = unet.forward(x, {1, 500, 999}, {0, 1, 3});
+        dx[threads - 1] = unet.backward(y[threads - 1]);
+    }
+    diffuse::set_num_threads(saved);
+    REQUIRE(std::equal(y[0].data(), y[0].data() + y[0].size(), y[1].data()));
+    REQUIRE(std::equal(dx[0].data(), dx[0].data() + dx[0].size(), dx[1].data()));
+}
+
+TEST_CASE(DIFFUSE_ISA ": the float U-Net's forward and backward match the same weights in double", "[isa][unet]") {
+    diffuse::UNet<double> reference(small_unet(), 5);
+    diffuse::UNet<float> unet(small_unet(), 5);
+    std::map<std::string, const double*> values;
+    reference.for_each_parameter("", [&](auto p) { values[p.name] = p.value; });
+    unet.for_each_parameter("", [&](auto p) {
+        const double* v = values.at(p.name);
+        for (Index i = 0; i < p.size; ++i) p.value[i] = static_cast<float>(v[i]);
+    });
+    Generator gen(8);
+    const auto x64 = gen.randn<double, 4>({4, 1, 8, 8});  // [N, C, H, W]
+    const Tensor4<float> x32 = x64.cast<float>();
+    const diffuse::Timesteps t = {0, 3, 700, 999};
+    const std::vector<int> labels = {0, 1, 2, 3};
+    const Tensor4<double> y64 = reference.forward(x64, t, labels);
+    const Tensor4<float> y32 = unet.forward(x32, t, labels);
+    // Float32 through ~20 layers: the differences are a few ulps of the largest output.
+    REQUIRE(relative_max_difference(y32, y64) < 1e-4);
+    const auto g64 = gen.randn<double, 4>(y64.dimensions());  // [N, C, H, W]
+    const Tensor4<float> g32 = g64.cast<float>();
+    diffuse::nn::zero_grad(reference);
+    diffuse::nn::zero_grad(unet);
+    const Tensor4<double> dx64 = reference.backward(g64);
+    const Tensor4<float> dx32 = unet.backward(g32);
+    REQUIRE(relative_max_difference(dx32, dx64) < 1e-3);
+    std::map<std::string, std::pair<const double*, Index>> grads;
+    reference.for_each_parameter("", [&](auto p) { grads[p.name] = {p.grad, p.size}; });
+    double worst = 0;
+    std::string worst_name;
+    unet.for_each_parameter("", [&](auto p) {
+        const auto [g, n] = grads.at(p.name);
+        double diff = 0, scale = 0;
+        for (Index i = 0; i < n; ++i) {
+            diff = std::max(diff, std::fabs(static_cast<double>(p.grad[i]) - g[i]));
+            scale = std::max(scale, std::fabs(g[i]));
+        }
+        if (scale > 0 && diff / scale > worst) worst = diff / scale, worst_name = p.name;
+    });
+    INFO("worst parameter gradient: " << worst_name);
+    REQUIRE(worst < 1e-3);
+}
+
+TEST_CASE(DIFFUSE_ISA ": the double U-Net's backward pass matches finite differences", "[isa][unet][gradient]") {
+    diffuse::UNet<double> unet(small_unet(), 5);
+    Generator gen(9);
+    auto x = gen.randn<double, 4>({2, 1, 8, 8});  // [N, C, H, W]
+    const diffuse::Timesteps t = {3, 700};
+    const std::vector<int> labels = {1, 3};  // 3: "no class"
+    Tensor4<double> dx;
+    diffuse::testing::GradientCheckOptions options;
+    options.max_coordinates = 8;  // per tensor
+    const auto report = diffuse::testing::check_gradients(
+        unet, {{"x", x.data(), x.size(), [&] { return static_cast<const double*>(dx.data()); }}},
+        [&] { return unet.forward(x, t, labels); }, [&](const auto& g) { dx = unet.backward(g); }, options);
+    REQUIRE_GRADIENTS_MATCH(report);
+}
