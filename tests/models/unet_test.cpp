@@ -124,3 +124,21 @@ TEST_CASE("The U-Net rejects bad configurations and inputs, naming what was wron
     REQUIRE_THROWS_WITH(unconditional.forward(diffuse::Tensor4<float>(1, 1, 28, 28), {1}, {0}),
                         Catch::Contains("unconditional"));
 }
+
+TEST_CASE("A U-Net configuration with zero groups is rejected before any division by the group count", "[models][unet][errors]") {
+    UNetConfig c = UNetConfig::small();
+    c.groups = 0;
+    REQUIRE_THROWS_AS(UNet<float>(c), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(UNet<float>(c), Catch::Contains("groups = 0, expected at least 1"));
+    c.groups = -4;
+    REQUIRE_THROWS_WITH(UNet<float>(c), Catch::Contains("groups = -4, expected at least 1"));
+}
+
+TEST_CASE("A U-Net reports the mode set_training set last", "[models][unet]") {
+    UNet<float> unet(tiny_config(), 1);
+    REQUIRE(unet.training());
+    unet.set_training(false);
+    REQUIRE(!unet.training());
+    unet.set_training(true);
+    REQUIRE(unet.training());
+}

@@ -52,3 +52,16 @@ TEST_CASE("Dropout rejects a probability outside 0 <= p < 1", "[nn][dropout][err
     REQUIRE_THROWS_WITH(diffuse::nn::Dropout<float>(1.0), Catch::Contains("p = 1"));
     REQUIRE_THROWS_WITH(diffuse::nn::Dropout<float>(-0.1), Catch::Contains("p = -0.1"));
 }
+
+TEST_CASE("Dropout's backward pass rejects a gradient shaped unlike the forward input", "[nn][dropout][errors]") {
+    diffuse::nn::Dropout<float> dropout(0.5);
+    diffuse::Tensor4<float> x(2, 3, 4, 4);
+    x.setConstant(1.0f);
+    dropout.forward(x, diffuse::Generator(3));
+    REQUIRE_THROWS_AS(dropout.backward(diffuse::Tensor4<float>(2, 3, 4, 5)), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(dropout.backward(diffuse::Tensor4<float>(2, 3, 4, 5)),
+                        Catch::Contains("dy.shape = [2, 3, 4, 5]") && Catch::Contains("[2, 3, 4, 4]"));
+    REQUIRE_THROWS_WITH(dropout.backward(diffuse::Tensor4<float>(3, 2, 4, 4)), Catch::Contains("dy.shape = [3, 2, 4, 4]"));
+    REQUIRE_THROWS_WITH(dropout.backward(diffuse::Tensor2<float>(6, 16)), Catch::Contains("dy.shape = [6, 16]"));
+    REQUIRE_NOTHROW(dropout.backward(x));
+}

@@ -31,3 +31,16 @@ TEST_CASE("The time-embedding MLP's parameter gradients match finite differences
         temb, {}, [&] { return temb.forward(t); }, [&](const auto& g) { temb.backward(g); });
     REQUIRE_GRADIENTS_MATCH(report);
 }
+
+TEST_CASE("Embedding's backward pass rejects a gradient that is not one row of dim values per label", "[nn][embedding][errors]") {
+    diffuse::Generator gen(73);
+    diffuse::nn::Embedding<float> embedding(4, 3, gen);
+    embedding.forward({2, 0});
+    REQUIRE_THROWS_AS(embedding.backward(diffuse::Tensor2<float>(3, 3)), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(embedding.backward(diffuse::Tensor2<float>(3, 3)),
+                        Catch::Contains("dy.shape = [3, 3]") && Catch::Contains("[N, dim] = [2, 3]"));
+    REQUIRE_THROWS_WITH(embedding.backward(diffuse::Tensor2<float>(2, 4)), Catch::Contains("dy.shape = [2, 4]"));
+    diffuse::Tensor2<float> dy(2, 3);
+    dy.setZero();
+    REQUIRE_NOTHROW(embedding.backward(dy));
+}

@@ -51,3 +51,14 @@ TEST_CASE("Channel concatenation puts a's channels first and split_channels undo
     REQUIRE(std::equal(b.data(), b.data() + b.size(), db.data()));
     REQUIRE_THROWS_WITH(diffuse::nn::concat_channels(a, diffuse::Tensor4<float>(2, 5, 4, 3)), Catch::Contains("b.shape = [2, 5, 4, 3]"));
 }
+
+TEST_CASE("split_channels rejects a first part with more channels than the gradient has, or fewer than none", "[nn][resample][errors]") {
+    diffuse::Tensor4<float> dy(2, 5, 4, 4);
+    dy.setZero();
+    REQUIRE_THROWS_AS(diffuse::nn::split_channels(dy, 6), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(diffuse::nn::split_channels(dy, 6), Catch::Contains("channels_a = 6") && Catch::Contains("[0, 5]"));
+    REQUIRE_THROWS_WITH(diffuse::nn::split_channels(dy, -1), Catch::Contains("channels_a = -1"));
+    const auto [a, b] = diffuse::nn::split_channels(dy, 5);
+    REQUIRE(a.dimension(1) == 5);
+    REQUIRE(b.dimension(1) == 0);
+}

@@ -24,3 +24,20 @@ TEST_CASE("SiLU's backward pass matches finite differences", "[nn][silu][gradien
     diffuse::nn::SiLU<double> silu;
     REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(silu, gen.randn<double, 4>({2, 3, 4, 4})));
 }
+
+TEST_CASE("SiLU's backward pass rejects a gradient shaped unlike the forward input", "[nn][silu][errors]") {
+    diffuse::nn::SiLU<float> silu;
+    diffuse::Tensor4<float> x(2, 3, 4, 4);
+    x.setZero();
+    silu.forward(x);
+    REQUIRE_THROWS_AS(silu.backward(diffuse::Tensor4<float>(2, 3, 4, 5)), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(silu.backward(diffuse::Tensor4<float>(2, 3, 4, 5)),
+                        Catch::Contains("dy.shape = [2, 3, 4, 5]") && Catch::Contains("[2, 3, 4, 4]"));
+    // the same number of values in another shape is still a mismatch
+    REQUIRE_THROWS_WITH(silu.backward(diffuse::Tensor4<float>(2, 3, 2, 8)), Catch::Contains("dy.shape = [2, 3, 2, 8]"));
+    REQUIRE_THROWS_WITH(silu.backward(diffuse::Tensor2<float>(6, 16)), Catch::Contains("dy.shape = [6, 16]"));
+    REQUIRE_THROWS_WITH(silu.backward(diffuse::Tensor4<float>(0, 3, 4, 4)), Catch::Contains("dy.shape = [0, 3, 4, 4]"));
+    diffuse::Tensor4<float> dy(2, 3, 4, 4);
+    dy.setZero();
+    REQUIRE_NOTHROW(silu.backward(dy));
+}

@@ -1,5 +1,5 @@
 // Training: gradient-norm clipping, the loss of a few hundred steps on a tiny fixed batch, a
-// reproducible run, and a non-finite loss stopping with a clear error.
+// reproducible run, a non-finite loss stopping with a clear error, and no trainer on a temporary schedule.
 
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 using diffuse::UNet;
 using diffuse::UNetConfig;
@@ -113,4 +114,15 @@ TEST_CASE("A non-finite loss stops training with an error and leaves the weights
     REQUIRE_THROWS_AS(trainer.step(x, {0, 1, 0, 1, 0, 1, 0, 1}), diffuse::numerical_error);
     const std::vector<float> after(unet.conv_in.weight.data(), unet.conv_in.weight.data() + unet.conv_in.weight.size());
     REQUIRE(before == after);
+}
+
+TEST_CASE("A Trainer cannot be built on a temporary noise schedule, which would dangle, only on one that lives on", "[optim][trainer]") {
+    using Trainer = diffuse::optim::Trainer<UNet<float>>;
+    using Schedule = diffuse::NoiseSchedule<float>;
+    STATIC_REQUIRE(!std::is_constructible_v<Trainer, UNet<float>&, Schedule&&>);
+    STATIC_REQUIRE(!std::is_constructible_v<Trainer, UNet<float>&, const Schedule&&>);
+    STATIC_REQUIRE(!std::is_constructible_v<Trainer, UNet<float>&, Schedule&&, diffuse::optim::TrainerOptions>);
+    STATIC_REQUIRE(std::is_constructible_v<Trainer, UNet<float>&, Schedule&>);
+    STATIC_REQUIRE(std::is_constructible_v<Trainer, UNet<float>&, const Schedule&>);
+    STATIC_REQUIRE(std::is_constructible_v<Trainer, UNet<float>&, const Schedule&, diffuse::optim::TrainerOptions>);
 }

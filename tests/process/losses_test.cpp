@@ -54,3 +54,13 @@ TEST_CASE("mse_loss throws a numerical_error for a non-finite loss and names bad
     REQUIRE_THROWS_AS(diffuse::mse_loss(o, y, {}, grad), diffuse::numerical_error);
     REQUIRE_THROWS_WITH(diffuse::mse_loss(y, y, {1.0}, grad), Catch::Contains("weights.size() = 1"));
 }
+
+TEST_CASE("min_snr_weights rejects a timestep outside the schedule, naming it", "[process][losses][errors]") {
+    const diffuse::NoiseSchedule<double> s(diffuse::linear_betas(100));
+    REQUIRE_THROWS_AS(diffuse::min_snr_weights(s, diffuse::Prediction::epsilon, {0, 100}, 5.0), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(diffuse::min_snr_weights(s, diffuse::Prediction::epsilon, {0, 100}, 5.0),
+                        Catch::Contains("t[1] = 100") && Catch::Contains("[0, 100)"));
+    REQUIRE_THROWS_WITH(diffuse::min_snr_weights(s, diffuse::Prediction::x0, {-1}, 5.0), Catch::Contains("t[0] = -1"));
+    // checked with the weighting off too: a bad timestep is a bad timestep
+    REQUIRE_THROWS_WITH(diffuse::min_snr_weights(s, diffuse::Prediction::v, {7, 250}, 0.0), Catch::Contains("t[1] = 250"));
+}

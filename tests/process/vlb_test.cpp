@@ -270,3 +270,15 @@ TEST_CASE("The hybrid loss is MSE plus lambda T times the VLB term, with the VLB
     REQUIRE_THROWS_WITH(diffuse::hybrid_loss(schedule, x0, x0, noise, x_t, t),
                         Catch::Contains("model_output.shape = [3, 2, 2, 3], expected [3, 4, 2, 3]"));
 }
+
+TEST_CASE("channel_slice rejects a channel range outside the tensor, naming begin or count", "[process][vlb][errors]") {
+    diffuse::Tensor4<float> x(2, 4, 3, 3);
+    x.setZero();
+    REQUIRE_THROWS_AS(diffuse::channel_slice(x, -1, 2), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(diffuse::channel_slice(x, -1, 2), Catch::Contains("begin = -1") && Catch::Contains("[0, 4]"));
+    REQUIRE_THROWS_WITH(diffuse::channel_slice(x, 5, 0), Catch::Contains("begin = 5"));
+    REQUIRE_THROWS_WITH(diffuse::channel_slice(x, 2, 3), Catch::Contains("count = 3") && Catch::Contains("[0, 2]"));
+    REQUIRE_THROWS_WITH(diffuse::channel_slice(x, 0, -1), Catch::Contains("count = -1"));
+    REQUIRE(diffuse::channel_slice(x, 2, 2).dimension(1) == 2);
+    REQUIRE(diffuse::channel_slice(x, 4, 0).dimension(1) == 0);
+}

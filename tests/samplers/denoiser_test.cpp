@@ -1,15 +1,18 @@
 // The denoiser: a model's output of any kind converted to (x0, eps) at a step of a respaced schedule,
-// told the original timestep; model_fn wrapping anything with forward(x, t, labels).
+// told the original timestep; model_fn wrapping anything with forward(x, t, labels), calling a model
+// with a training mode in evaluation mode and giving it its mode back.
 
 #include "../support/reference.hpp"
 
 #include <diffuse/core/random.hpp>
+#include <diffuse/models/unet.hpp>
 #include <diffuse/samplers/denoiser.hpp>
 #include <diffuse/schedule/betas.hpp>
 #include <diffuse/schedule/respacing.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -26,6 +29,23 @@ struct Doubler {
         return x * 2.0;
     }
 };
+
+// Two levels (4x4 -> 2x2) with attention and heavy dropout, so that a training-mode call shows it.
+diffuse::UNet<float> dropout_unet() {
+    diffuse::UNetConfig c;
+    c.model_channels = 4;
+    c.channel_mult = {1, 2};
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {2};
+    c.groups = 2;
+    c.image_size = 4;
+    c.dropout = 0.5;
+    return diffuse::UNet<float>(c, 1);
+}
+
+bool same_bits(const diffuse::Tensor4<float>& a, const diffuse::Tensor4<float>& b) {
+    return a.dimensions() == b.dimensions() && std::equal(a.data(), a.data() + a.size(), b.data());
+}
 
 }  // namespace
 
@@ -60,4 +80,30 @@ TEST_CASE("denoise converts eps, x0 and v outputs to x0 and eps at the original 
         CHECK(std::fabs(d.x0.data()[i] - x0) <= 1e-12L * (std::fabs(xt) / std::sqrt(a) + 1));
         CHECK(std::fabs(d.eps.data()[i] - eps) <= 1e-12L * (std::fabs(xt) / std::sqrt(1 - a) + 1));
     }
+}
+
+TEST_CASE("model_fn calls a model in training mode as in evaluation mode, without dropout", "[samplers][denoiser]") {
+    diffuse::UNet<float> unet = dropout_unet();
+    const auto x = diffuse::Generator(4).randn<float, 4>({2, 1, 4, 4});
+    const diffuse::Timesteps t = {10, 500};
+    REQUIRE(unet.training());
+    const diffuse::Tensor4<float> dropped = unet.forward(x, t);  // training mode: seed-0 dropout masks
+    const diffuse::Tensor4<float> sampled = diffuse::model_fn<float>(unet)(x, t, {});
+    unet.set_training(false);
+    const diffuse::Tensor4<float> evaluated = unet.forward(x, t);
+    REQUIRE(same_bits(sampled, evaluated));
+    REQUIRE(!same_bits(dropped, evaluated));  // the dropout was there to be switched off
+}
+
+TEST_CASE("model_fn gives the model its mode back after each call, even one that throws", "[samplers][denoiser]") {
+    diffuse::UNet<float> unet = dropout_unet();
+    const auto model = diffuse::model_fn<float>(unet);
+    const auto x = diffuse::Generator(5).randn<float, 4>({2, 1, 4, 4});
+    model(x, {10, 500}, {});
+    REQUIRE(unet.training());
+    REQUIRE_THROWS_AS(model(diffuse::Tensor4<float>(2, 3, 4, 4), {10, 500}, {}), diffuse::invalid_argument);
+    REQUIRE(unet.training());
+    unet.set_training(false);
+    model(x, {10, 500}, {});
+    REQUIRE(!unet.training());
 }

@@ -113,6 +113,7 @@ class UNet {
     /// Training: dropout on, activations cached for backward. Evaluation (sampling): dropout off and
     /// nothing cached, so a forward pass copies less; backward then throws.
     void set_training(bool training) {
+        training_ = training;
         for_each_res_block([training](nn::ResBlock<T>& b) { b.set_training(training); });
         conv_in.set_training(training);
         for (auto* levels : {&down, &up}) {
@@ -124,6 +125,7 @@ class UNet {
         mid_attn_1.set_training(training);
         norm_out.set_training(training), conv_out.set_training(training);
     }
+    bool training() const { return training_; }
 
     /// x: [N, Cin, H, W]; t: [N] timesteps; labels: [N] class indices in [0, num_classes] (num_classes
     /// meaning "no class"), empty for an unconditional model; `dropout` draws the dropout masks.
@@ -353,6 +355,8 @@ class UNet {
         if (c.out_channels < 1) detail::throw_invalid(where, "out_channels", c.out_channels, "at least 1");
         if (c.model_channels < 1) detail::throw_invalid(where, "model_channels", c.model_channels, "at least 1");
         if (c.channel_mult.empty()) detail::throw_invalid(where, "channel_mult.size()", 0, "at least one level");
+        // before any `% c.groups` below: groups = 0 would be a division by zero
+        if (c.groups < 1) detail::throw_invalid(where, "groups", c.groups, "at least 1");
         for (std::size_t l = 0; l < c.channel_mult.size(); ++l) {
             if (c.channel_mult[l] < 1) {
                 detail::throw_invalid(where, "channel_mult[" + std::to_string(l) + "]", c.channel_mult[l], "at least 1");
@@ -363,7 +367,7 @@ class UNet {
                                           " has " + std::to_string(c.model_channels * c.channel_mult[l]) + ")");
             }
         }
-        if (c.groups < 1 || c.model_channels % c.groups != 0) {
+        if (c.model_channels % c.groups != 0) {
             detail::throw_invalid(where, "groups", c.groups,
                                   "a divisor of model_channels = " + std::to_string(c.model_channels));
         }
@@ -412,6 +416,7 @@ class UNet {
     UNetConfig config_;
     std::vector<Tensor4<T>> skips_;           // the down path's outputs, kept for the up path
     std::vector<Index> skip_channels_used_;   // channels of h at each concatenation, in forward order
+    bool training_ = true;                    // the mode set_training set last
 };
 
 }  // namespace diffuse

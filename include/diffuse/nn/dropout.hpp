@@ -8,7 +8,9 @@
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
 
+#include <cstddef>
 #include <string>
+#include <vector>
 
 namespace diffuse::nn {
 
@@ -29,6 +31,8 @@ class Dropout {
     Tensor<T, Rank> forward(Tensor<T, Rank> x, Generator stream) {
         active_ = training_ && p_ > 0.0;
         if (!active_) return x;
+        shape_.resize(static_cast<std::size_t>(Rank));
+        for (std::size_t i = 0; i < shape_.size(); ++i) shape_[i] = x.dimension(static_cast<Index>(i));
         mask_.resize(x.size());
         stream.uniform(mask_.data(), mask_.size());
         const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
@@ -37,10 +41,15 @@ class Dropout {
         return x;
     }
 
-    /// dy -> dx = dy * mask.
+    /// dy -> dx = dy * mask; dy is shaped like the last forward pass's input when that pass dropped
+    /// values (training mode, p > 0), and anything otherwise (the identity).
     template <int Rank>
     Tensor<T, Rank> backward(Tensor<T, Rank> dy) {
         if (!active_) return dy;
+        if (!same_shape(dy)) {
+            detail::throw_invalid("diffuse::nn::Dropout::backward", "dy.shape", shape_string(dy.dimensions()),
+                                  "the shape of the forward pass's input, " + shape_string(shape_));
+        }
         Eigen::Map<Table<T>>(dy.data(), dy.size()) *= mask_;
         return dy;
     }
@@ -49,10 +58,20 @@ class Dropout {
     void for_each_parameter(const std::string&, Fn&&) {}
 
   private:
+    template <int Rank>
+    bool same_shape(const Tensor<T, Rank>& dy) const {
+        if (shape_.size() != static_cast<std::size_t>(Rank)) return false;
+        for (std::size_t i = 0; i < shape_.size(); ++i) {
+            if (dy.dimension(static_cast<Index>(i)) != shape_[i]) return false;
+        }
+        return true;
+    }
+
     double p_;
     bool training_ = true;
     bool active_ = false;
-    Table<T> mask_;  // 0 or 1 / (1 - p), flat like x
+    Table<T> mask_;             // 0 or 1 / (1 - p), flat like x
+    std::vector<Index> shape_;  // x's shape
 };
 
 }  // namespace diffuse::nn

@@ -6,6 +6,7 @@
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/nn/parameter.hpp"
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -41,8 +42,13 @@ class Embedding {
         return y;
     }
 
-    /// dW[label[n]] += dy[n]; labels have no gradient.
+    /// dW[label[n]] += dy[n]; labels have no gradient. dy: [N, dim], N the labels of the last forward pass.
     void backward(const Tensor2<T>& dy) {
+        const std::array<Index, 2> want = {static_cast<Index>(labels_.size()), dim_};  // [N, dim]
+        if (dy.dimension(0) != want[0] || dy.dimension(1) != want[1]) {
+            detail::throw_invalid("diffuse::nn::Embedding::backward", "dy.shape", shape_string(dy.dimensions()),
+                                  "[N, dim] = " + shape_string(want) + ", N the labels of the last forward pass");
+        }
         for (Index n = 0; n < dy.dimension(0); ++n) {
             T* row = weight.grad() + labels_[n] * dim_;
             for (Index i = 0; i < dim_; ++i) row[i] += dy(n, i);

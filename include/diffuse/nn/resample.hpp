@@ -61,6 +61,11 @@ Tensor4<T> concat_channels(const Tensor4<T>& a, const Tensor4<T>& b) {
 /// The adjoint: splits dy [N, Ca + Cb, H, W] into its first Ca channels and the rest.
 template <class T>
 std::pair<Tensor4<T>, Tensor4<T>> split_channels(const Tensor4<T>& dy, Index channels_a) {
+    if (channels_a < 0 || channels_a > dy.dimension(1)) {
+        detail::throw_invalid("diffuse::nn::split_channels", "channels_a", channels_a,
+                              "a channel count in [0, " + std::to_string(dy.dimension(1)) + "], the channels of dy " +
+                                  shape_string(dy.dimensions()));
+    }
     const Index n = dy.dimension(0), hw = dy.dimension(2) * dy.dimension(3);
     const Index cb = dy.dimension(1) - channels_a, sa = channels_a * hw, sb = cb * hw;
     std::pair<Tensor4<T>, Tensor4<T>> out{Tensor4<T>(n, channels_a, dy.dimension(2), dy.dimension(3)),

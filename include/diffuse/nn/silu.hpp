@@ -8,8 +8,9 @@
 
 #include <Eigen/Core>
 
-#include <cassert>
+#include <cstddef>
 #include <string>
+#include <vector>
 
 namespace diffuse::nn {
 
@@ -23,6 +24,8 @@ class SiLU {
     template <int Rank>
     Tensor<T, Rank> forward(const Tensor<T, Rank>& x) {
         x_.resize(training_ ? x.size() : 0);
+        shape_.resize(training_ ? static_cast<std::size_t>(Rank) : 0);
+        for (std::size_t i = 0; i < shape_.size(); ++i) shape_[i] = x.dimension(static_cast<Index>(i));
         Tensor<T, Rank> y(x.dimensions());
         chunks(x.size(), [&](Index at, Index n) {
             const auto v = in(x.data() + at, n);
@@ -32,11 +35,15 @@ class SiLU {
         return y;
     }
 
-    /// dy -> dx, same shape.
+    /// dy, shaped like the last (training-mode) forward pass's input -> dx, same shape.
     template <int Rank>
     Tensor<T, Rank> backward(const Tensor<T, Rank>& dy) {
-        if (x_.size() == 0 && dy.size() > 0) detail::throw_no_forward_cache("diffuse::nn::SiLU::backward");
-        assert(dy.size() == x_.size());
+        constexpr const char* where = "diffuse::nn::SiLU::backward";
+        if (x_.size() == 0 && dy.size() > 0) detail::throw_no_forward_cache(where);
+        if ((dy.size() > 0 || x_.size() > 0) && !same_shape(dy)) {
+            detail::throw_invalid(where, "dy.shape", shape_string(dy.dimensions()),
+                                  "the shape of the forward pass's input, " + shape_string(shape_));
+        }
         Tensor<T, Rank> dx(dy.dimensions());
         chunks(dy.size(), [&](Index at, Index n) {
             const auto v = in(x_.data() + at, n);
@@ -51,6 +58,15 @@ class SiLU {
     void for_each_parameter(const std::string&, Fn&&) {}
 
   private:
+    template <int Rank>
+    bool same_shape(const Tensor<T, Rank>& dy) const {
+        if (shape_.size() != static_cast<std::size_t>(Rank)) return false;
+        for (std::size_t i = 0; i < shape_.size(); ++i) {
+            if (dy.dimension(static_cast<Index>(i)) != shape_[i]) return false;
+        }
+        return true;
+    }
+
     using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
     static Eigen::Map<const Array> in(const T* p, Index n) { return {p, n}; }
     static Eigen::Map<Array> out(T* p, Index n) { return {p, n}; }
@@ -64,7 +80,8 @@ class SiLU {
         });
     }
 
-    Table<T> x_;  // the forward input, flat
+    Table<T> x_;                // the forward input, flat
+    std::vector<Index> shape_;  // its shape (training mode; empty in evaluation)
     bool training_ = true;
 };
 

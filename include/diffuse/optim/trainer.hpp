@@ -47,6 +47,7 @@ struct StepStats {
 template <class Model, class T = float>
 class Trainer {
   public:
+    /// Keeps references to the model and the schedule: both must outlive the trainer.
     Trainer(Model& model, const NoiseSchedule<T>& schedule, TrainerOptions options = {})
         : model_(model), schedule_(schedule), options_(options), adam_(options.adam),
           ema_(options.ema_decay, options.ema_warmup), generator_(options.seed) {
@@ -56,6 +57,8 @@ class Trainer {
         }
         if (!(options.max_grad_norm >= 0.0)) detail::throw_invalid(where, "max_grad_norm", options.max_grad_norm, ">= 0");
     }
+    /// A temporary schedule would dangle once the constructor's full expression ends: refused at compile time.
+    Trainer(Model& model, const NoiseSchedule<T>&& schedule, TrainerOptions options = {}) = delete;
 
     /// One step on a batch x0 [N, C, H, W] scaled to [-1, 1], with class labels [N] for a
     /// conditional model (empty for an unconditional one).

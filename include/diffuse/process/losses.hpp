@@ -29,10 +29,11 @@ Tensor<T, Rank> training_target(const NoiseSchedule<T>& schedule, Prediction kin
 
 /// Per-sample loss weights of min-SNR-gamma, expressed for the chosen target so that every choice
 /// weights the x0 error by min(SNR, gamma):  eps: min(SNR, g) / SNR;  x0: min(SNR, g);
-/// v: min(SNR, g) / (SNR + 1). gamma <= 0 means no weighting (all ones). [N]
+/// v: min(SNR, g) / (SNR + 1). gamma <= 0 means no weighting (all ones). [N]; each t in [0, T).
 template <class T>
 std::vector<double> min_snr_weights(const NoiseSchedule<T>& schedule, Prediction kind, const Timesteps& t,
                                     double gamma) {
+    check_timesteps("diffuse::min_snr_weights", t, static_cast<Index>(t.size()), schedule.num_timesteps());
     std::vector<double> w(t.size(), 1.0);
     if (gamma <= 0.0) return w;
     for (std::size_t n = 0; n < t.size(); ++n) {

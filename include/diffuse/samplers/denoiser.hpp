@@ -16,6 +16,8 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace diffuse {
@@ -36,11 +38,39 @@ struct non_deduced {
 template <class T>
 using ModelArg = typename detail::non_deduced<ModelFn<T>>::type;
 
-/// Anything with forward(x, t, labels) (the U-Net, in evaluation mode) as a ModelFn. The model is
-/// held by reference and must outlive the callback.
+namespace detail {
+template <class Model, class = void>
+struct has_set_training : std::false_type {};
+template <class Model>
+struct has_set_training<Model, std::void_t<decltype(std::declval<Model&>().set_training(false))>> : std::true_type {};
+
+template <class Model, class = void>
+struct has_training_getter : std::false_type {};
+template <class Model>
+struct has_training_getter<Model, std::void_t<decltype(bool(std::declval<const Model&>().training()))>>
+    : std::true_type {};
+}  // namespace detail
+
+/// Anything with forward(x, t, labels) (the U-Net) as a ModelFn. The model is held by reference and
+/// must outlive the callback. A model with a training mode (set_training(bool) and training()) is
+/// called in evaluation mode, no dropout, whatever mode it is in, and given its mode back after the
+/// call, even if the call throws.
 template <class T, class Model>
 ModelFn<T> model_fn(Model& model) {
+    static_assert(detail::has_training_getter<Model>::value || !detail::has_set_training<Model>::value,
+                  "diffuse::model_fn: the model has set_training(bool) but no bool training() const, so the "
+                  "callback could not call it in evaluation mode and give it its mode back; add training()");
     return [&model](const Tensor4<T>& x_t, const Timesteps& t, const std::vector<int>& labels) {
+        if constexpr (detail::has_training_getter<Model>::value && detail::has_set_training<Model>::value) {
+            if (model.training()) {
+                struct Restore {  // training mode back, even if forward throws
+                    Model& model;
+                    ~Restore() { model.set_training(true); }
+                } restore{model};
+                model.set_training(false);
+                return Tensor4<T>(model.forward(x_t, t, labels));
+            }
+        }
         return Tensor4<T>(model.forward(x_t, t, labels));
     };
 }
