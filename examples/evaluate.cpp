@@ -3,6 +3,9 @@
 // with the share of class-conditional samples classified as their class, the Frechet distance of the
 // evaluation classifier's features of generated and test images, and test-set bits/dim.
 //
+// Each phase shows its progress on stderr: redrawn in place on a terminal, a line every
+// --log-seconds otherwise.
+//
 //   diffuse_evaluate --checkpoint out/train/checkpoint.safetensors --out out/eval
 
 #include "common/cli.hpp"
@@ -48,6 +51,8 @@ int main(int argc, char** argv) {
     examples::add_report_options(app, report);
     app.add_option("--seed", report.seed, "Seed of the samples")->capture_default_str();
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
+    app.add_option("--log-seconds", report.log_seconds, "Seconds between progress lines when stderr is not a terminal")
+        ->capture_default_str();
 
     return examples::run(app, argc, argv, [&] {
         const auto start = std::chrono::steady_clock::now();

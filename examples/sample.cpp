@@ -10,12 +10,16 @@
 //   diffuse_sample --checkpoint out/train/checkpoint.safetensors --classes 0,7,9 --count 8
 //                  --sampler dpm++2m --steps 20 --guidance 3 --out samples.png --npy samples.npy
 //
+// Progress (step, images per second, time left) goes to stderr: redrawn in place on a terminal, a
+// line every --log-seconds otherwise.
+//
 // --dump-io <prefix> also writes a fixed input and the model's output on it (<prefix>_x.npy,
 // _t.npy, _labels.npy, _out.npy), which scripts/pytorch_load.py compares with PyTorch's.
 
 #include "common/cli.hpp"
 #include "common/npy.hpp"
 #include "common/png_grid.hpp"
+#include "common/progress.hpp"
 #include "common/report.hpp"
 
 #include <diffuse/core/random.hpp>
@@ -72,6 +76,7 @@ int main(int argc, char** argv) {
     std::string schedule;
     int timesteps = 0;
     int threads = 0;
+    double log_seconds = 10.0;
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train (or a weights file)")->required();
     app.add_flag("--ema,!--no-ema", ema, "Sample with the EMA's weights (a training checkpoint holds both)")
         ->capture_default_str();
@@ -95,6 +100,8 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"linear", "cosine"}));
     app.add_option("--timesteps", timesteps, "T, if the file does not say");
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
+    app.add_option("--log-seconds", log_seconds, "Seconds between progress lines when stderr is not a terminal")
+        ->capture_default_str();
 
     return examples::run(app, argc, argv, [&] {
         if (threads > 0) diffuse::set_num_threads(threads);
@@ -138,9 +145,11 @@ int main(int argc, char** argv) {
         const bool conditional = num_classes > 0 && !unconditional;
         const diffuse::ModelFn<float> fn = examples::guided_model(model, conditional ? guidance : 1.0);
         const auto start = std::chrono::steady_clock::now();
+        examples::Phase phase("sampling", n, sampler.steps, sampler.steps, log_seconds);
         const diffuse::Samples<float> s = examples::run_sampler(
             noise_schedule, fn, sampler, {n, channels, side, side}, seed,
-            num_classes > 0 ? labels : std::vector<int>());
+            num_classes > 0 ? labels : std::vector<int>(), false, examples::count_steps(phase, n));
+        phase.finish();
         std::printf("%lld samples (%zu row(s) of %lld) with %s, %d steps, x0 %s, guidance %g, seed %llu, %s weights: %.1f s\n",
                     static_cast<long long>(n), rows.size(), static_cast<long long>(count), sampler.name.c_str(),
                     sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),

@@ -430,6 +430,7 @@ int main(int argc, char** argv) {
         trainer.ema().copy_to(ema_model);
         report.seed = seed;
         report.evaluate = evaluate;
+        report.log_seconds = log_seconds;
         const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
             train.images, 0, std::min<Index>(report.per_class * 10, train.images.count));
         nlohmann::ordered_json metrics;

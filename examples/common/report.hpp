@@ -1,8 +1,8 @@
 #pragma once
 // What the example trainer shows at its end and diffuse_evaluate shows for any checkpoint: the
 // pictures (samples by class, unconditional samples, the denoising process, inpainting) and the
-// figures that say whether the model learned (metrics.json). Not part of the library; needs stb
-// (png_grid.hpp), zlib (the IDX reader) and nlohmann-json.
+// figures that say whether the model learned (metrics.json), each phase with its progress on stderr.
+// Not part of the library; needs stb (png_grid.hpp), zlib (the IDX reader) and nlohmann-json.
 //
 // Sampling:
 //   - class-conditional samples use classifier-free guidance, eps = eps_u + s (eps_c - eps_u): s = 1 is
@@ -15,6 +15,7 @@
 
 #include "common/dataset.hpp"
 #include "common/png_grid.hpp"
+#include "common/progress.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -138,11 +139,13 @@ inline void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
         ->default_str(diffuse::to_string(sampler.thresholding));
 }
 
-/// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none).
+/// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none); `progress`
+/// is called after each of the sampler.steps steps.
 inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
                                            const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
                                            const diffuse::Shape4& shape, std::uint64_t seed,
-                                           const std::vector<int>& labels, bool keep_intermediates = false) {
+                                           const std::vector<int>& labels, bool keep_intermediates = false,
+                                           const diffuse::ProgressFn<float>& progress = {}) {
     const int t_max = schedule.num_timesteps();
     if (sampler.name == "ddpm") {
         diffuse::DDPMOptions<float> options;
@@ -150,6 +153,7 @@ inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& 
         options.labels = labels;
         options.thresholding = sampler.thresholding;
         options.keep_intermediates = keep_intermediates;
+        options.progress = progress;
         const diffuse::NoiseSchedule<float> respaced =
             sampler.steps == t_max ? schedule
                                    : diffuse::respace(schedule, diffuse::spaced_timesteps(t_max, sampler.steps,
@@ -162,6 +166,7 @@ inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& 
         options.labels = labels;
         options.thresholding = sampler.thresholding;
         options.keep_intermediates = keep_intermediates;
+        options.progress = progress;
         options.steps.spacing = diffuse::Spacing::trailing;
         return diffuse::ddim_sample(schedule, model, sampler.steps, shape, options);
     }
@@ -171,10 +176,17 @@ inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& 
         options.labels = labels;
         options.thresholding = sampler.thresholding;
         options.keep_intermediates = keep_intermediates;
+        options.progress = progress;
         options.steps.spacing = diffuse::Spacing::trailing;
         return diffuse::dpm_solver_sample(schedule, model, sampler.steps, shape, options);
     }
     diffuse::detail::throw_invalid("examples::run_sampler", "sampler", sampler.name, "ddpm, ddim or dpm++2m");
+}
+
+/// A sampler's progress callback that counts each step as one model evaluation of `batch` images of
+/// `phase`.
+inline diffuse::ProgressFn<float> count_steps(Phase& phase, Index batch) {
+    return [&phase, batch](int, int, const diffuse::Tensor4<float>&) { phase.step(batch); };
 }
 
 /// Copies images [first, first + count) of `from` into `to` at `at` (both [N, C, H, W]).
@@ -237,6 +249,7 @@ struct ReportOptions {
     int bpd_stride = 50;          // KL terms in blocks of this many steps, one drawn per block and image
     Index chunk = 50;             // images per sampling batch (CFG doubles it)
     bool evaluate = true;         // the figures of metrics.json (needs the classifier)
+    double log_seconds = 10.0;    // seconds between progress lines when stderr is not a terminal
 };
 
 /// The scores of metrics.json in one line, as diffuse_train and diffuse_evaluate print them.
@@ -325,13 +338,15 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
         const Index n = classes * o.per_class;
         by_class = diffuse::Tensor4<float>(n, channels, side, side);  // [K per_class, C, H, W]
         for (Index k = 0; k < classes; ++k) requested.insert(requested.end(), static_cast<std::size_t>(o.per_class), static_cast<int>(k));
+        Phase phase("samples by class", n, o.sampler.steps, (n + o.chunk - 1) / o.chunk * o.sampler.steps, o.log_seconds);
         for (Index first = 0, chunk_index = 0; first < n; first += o.chunk, ++chunk_index) {
             const Index count = std::min(o.chunk, n - first);
             const std::vector<int> labels(requested.begin() + first, requested.begin() + first + count);
             const bool keep = chunk_index == 0;  // the denoising figure comes from the first chunk
             const diffuse::Samples<float> s =
                 run_sampler(schedule, guided, o.sampler, {count, channels, side, side},
-                            diffuse::derive_seed(o.seed, static_cast<std::uint64_t>(chunk_index)), labels, keep);
+                            diffuse::derive_seed(o.seed, static_cast<std::uint64_t>(chunk_index)), labels, keep,
+                            count_steps(phase, count));
             copy_images(s.x, 0, count, by_class, first);
             if (keep) {
                 // rows: the first sample of each class in the chunk, up to denoising_rows of them;
@@ -354,6 +369,7 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
                 }
             }
         }
+        phase.finish();
         write_png_grid(out_dir + "/samples_by_class.png", by_class, o.per_class, 3, 2);
         write_png_grid(out_dir + "/denoising.png", denoising, static_cast<Index>(denoising_t.size()), 3, 2);
         metrics["samples_by_class"] = {{"file", "samples_by_class.png"},
@@ -370,8 +386,11 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
     {
         const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(o.unconditional), static_cast<int>(classes))
                                                     : std::vector<int>();
+        Phase phase("unconditional samples", o.unconditional, o.sampler.steps, o.sampler.steps, o.log_seconds);
         const diffuse::Samples<float> s = run_sampler(schedule, plain, o.sampler, {o.unconditional, channels, side, side},
-                                                      diffuse::derive_seed(o.seed, 1000), labels);
+                                                      diffuse::derive_seed(o.seed, 1000), labels, false,
+                                                      count_steps(phase, o.unconditional));
+        phase.finish();
         write_png_grid(out_dir + "/samples_unconditional.png", s.x, 10, 3, 2);
         metrics["samples_unconditional"] = {{"file", "samples_unconditional.png"}, {"count", o.unconditional}};
     }
@@ -394,7 +413,14 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
         if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
         const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
             schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
+        // the model is called on every denoising move of RePaint's schedule (a fall in level)
+        const std::vector<int> levels = diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump, o.inpaint_resample);
+        long denoising_moves = 0;
+        for (std::size_t k = 0; k + 1 < levels.size(); ++k) denoising_moves += levels[k + 1] < levels[k] ? 1 : 0;
+        Phase phase("inpainting", n, denoising_moves, denoising_moves, o.log_seconds);
+        options.progress = count_steps(phase, n);
         const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? guided : plain, known, mask, options);
+        phase.finish();
         diffuse::Tensor4<float> figure(3 * n, channels, side, side);
         copy_images(known, 0, n, figure, 0);
         diffuse::Tensor4<float> masked = known;
@@ -415,7 +441,10 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
 
     // 4. The figures. Class agreement: the classifier's class of each class-conditional sample.
     const auto eval_start = std::chrono::steady_clock::now();
+    const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
+    Phase scoring("classifier features", 2 * by_class.dimension(0) + test.x.dimension(0) + real_n, 1, 4, o.log_seconds);
     const std::vector<int> predicted = classifier->predict(by_class);
+    scoring.step(by_class.dimension(0));
     const std::vector<double> per_class = diffuse::eval::per_class_accuracy(predicted, requested, static_cast<int>(classes));
     metrics["class_agreement"] = {{"value", diffuse::eval::sample_class_agreement(predicted, requested)},
                                   {"samples", by_class.dimension(0)},
@@ -425,11 +454,14 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
     // Frechet distance between classifier features (its penultimate layer) of the generated samples
     // and of the test images; the same for as many real training images, the floor at this sample size.
     const auto test_stats = diffuse::eval::feature_statistics(classifier->features(test.x));
+    scoring.step(test.x.dimension(0));
     const auto generated_stats = diffuse::eval::feature_statistics(classifier->features(by_class));
-    const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
+    scoring.step(by_class.dimension(0));
     diffuse::Tensor4<float> real(real_n, channels, side, side);
     copy_images(real_x, 0, real_n, real, 0);
     const auto real_stats = diffuse::eval::feature_statistics(classifier->features(real));
+    scoring.step(real_n);
+    scoring.finish();
     metrics["frechet_distance"] = {
         {"generated_vs_test", diffuse::eval::frechet_distance(generated_stats, test_stats)},
         {"real_vs_test", diffuse::eval::frechet_distance(real_stats, test_stats)},
@@ -451,6 +483,16 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
         vlb.stratified = true;
         std::vector<double> totals;  // [n] bits/dim of each image
         std::size_t terms = 0;
+        // a model call per term and batch: ceil((T - 1) / stride) blocks of KL terms and the decoder term
+        const int stride = std::max(1, o.bpd_stride);
+        const long per_image = (schedule.num_timesteps() - 1 + stride - 1) / stride + 1;
+        Phase phase("bits/dim", n, per_image, (n + o.chunk - 1) / o.chunk * per_image, o.log_seconds);
+        const auto counted = [&plain, &phase](const diffuse::Tensor4<float>& x, const diffuse::Timesteps& t,
+                                              const std::vector<int>& labels) {
+            diffuse::Tensor4<float> out = plain(x, t, labels);  // [N, C, H, W]
+            phase.step(x.dimension(0));
+            return out;
+        };
         for (Index first = 0; first < n; first += o.chunk) {
             vlb.seed = diffuse::derive_seed(o.seed, 3000 + static_cast<std::uint64_t>(first));
             const Index count = std::min(o.chunk, n - first);
@@ -458,10 +500,11 @@ inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const di
             copy_images(test.x, first, count, x0, 0);
             const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(count), static_cast<int>(classes))
                                                         : std::vector<int>();
-            const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, plain, x0, labels, vlb);
+            const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, counted, x0, labels, vlb);
             totals.insert(totals.end(), vb.total_bpd.begin(), vb.total_bpd.end());
             terms = vb.timesteps.size();
         }
+        phase.finish();
         double mean = 0.0, squares = 0.0;
         for (const double v : totals) mean += v / static_cast<double>(n);
         for (const double v : totals) squares += (v - mean) * (v - mean);
