@@ -3,8 +3,7 @@
 # machines other than the one that built it.
 add_library(diffuse_native INTERFACE)
 
-# The test preset lowers it to -O1: the example programs there only run the few-hundred-image tests,
-# and -O1 compiles them in about two thirds of the time.
+# The test preset lowers it to -O2: the example programs there only run the few-hundred-image tests.
 set(DIFFUSE_OPTIMIZE "-O3" CACHE STRING "Optimisation flag of the examples and benchmarks (GCC/Clang)")
 
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")

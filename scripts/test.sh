@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh Debian 12 machine to a tested build: install what is missing, configure and build the
-# test preset (Ninja; tests and example programs at -O1, the kernel tests at -O3 for each instruction
+# test preset (Ninja; tests and example programs at -O2, the kernel tests at -O3 for each instruction
 # set), run every test: unit tests, the SIMD kernels on each instruction set this processor has,
 # header and ODR checks, consumer projects, the example programs end to end.
 #

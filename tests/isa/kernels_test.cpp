@@ -232,7 +232,7 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's packed product matches a naive prod
     const Index nr = diffuse::detail::Gemm<TestType>::nr;
     for (const Index m : {1, 5, 6, 7, 13, 32}) {
         for (const Index k : {1, 9, 27, 385, 800}) {
-            for (const Index n : {1, nr - 1, nr, nr + 3, 3 * nr + 5}) {
+            for (const Index n : {Index{1}, nr - 1, nr, nr + 3, 3 * nr + 5}) {
                 check_rows_product<TestType>(m, k, n, 0, false);
             }
         }
@@ -250,7 +250,7 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's transposed product (the weight grad
                    "[isa][gemm]", float, double) {
     const Index nr = diffuse::detail::Gemm<TestType>::nr;
     for (const Index m : {1, 6, 11, 45}) {
-        for (const Index n : {1, nr - 1, nr + 1, 3 * nr}) {
+        for (const Index n : {Index{1}, nr - 1, nr + 1, 3 * nr}) {
             for (const Index p : {1, 49, 385, 1000}) check_rows_times_transposed<TestType>(m, n, p);
         }
     }
@@ -304,16 +304,23 @@ TEST_CASE(DIFFUSE_ISA ": the float U-Net's forward and backward match the same w
     REQUIRE(relative_max_difference(dx32, dx64) < 1e-3);
     std::map<std::string, std::pair<const double*, Index>> grads;
     reference.for_each_parameter("", [&](auto p) { grads[p.name] = {p.grad, p.size}; });
+    // Each parameter's error relative to its largest gradient, but never to less than a thousandth
+    // of the largest in the network: some gradients are zero in exact arithmetic (an attention key's
+    // bias shifts every logit of a query alike, which the softmax ignores) and only rounding is left.
+    double largest = 0;
+    for (const auto& [name, g] : grads) {
+        for (Index i = 0; i < g.second; ++i) largest = std::max(largest, std::fabs(g.first[i]));
+    }
     double worst = 0;
     std::string worst_name;
     unet.for_each_parameter("", [&](auto p) {
         const auto [g, n] = grads.at(p.name);
-        double diff = 0, scale = 0;
+        double diff = 0, scale = 1e-3 * largest;
         for (Index i = 0; i < n; ++i) {
             diff = std::max(diff, std::fabs(static_cast<double>(p.grad[i]) - g[i]));
             scale = std::max(scale, std::fabs(g[i]));
         }
-        if (scale > 0 && diff / scale > worst) worst = diff / scale, worst_name = p.name;
+        if (diff / scale > worst) worst = diff / scale, worst_name = p.name;
     });
     INFO("worst parameter gradient: " << worst_name);
     REQUIRE(worst < 1e-3);

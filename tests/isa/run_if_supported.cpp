@@ -22,13 +22,15 @@ const Level levels[] = {{"x86-64", "SSE2"},
                         {"x86-64-v3", "AVX2, FMA, BMI2"},
                         {"x86-64-v4", "AVX-512 F, BW, CD, DQ, VL"}};
 
-// __builtin_cpu_supports needs a string literal, hence one call per level.
+// 1 if the processor has the level, 0 if not, -1 for a name that is no level. __builtin_cpu_supports
+// needs a string literal, hence one call per level; it returns any non-zero int (even a negative one)
+// for yes.
 int supported(const char* level) {
     __builtin_cpu_init();
-    if (std::strcmp(level, "x86-64") == 0) return __builtin_cpu_supports("x86-64");
-    if (std::strcmp(level, "x86-64-v2") == 0) return __builtin_cpu_supports("x86-64-v2");
-    if (std::strcmp(level, "x86-64-v3") == 0) return __builtin_cpu_supports("x86-64-v3");
-    if (std::strcmp(level, "x86-64-v4") == 0) return __builtin_cpu_supports("x86-64-v4");
+    if (std::strcmp(level, "x86-64") == 0) return __builtin_cpu_supports("x86-64") != 0;
+    if (std::strcmp(level, "x86-64-v2") == 0) return __builtin_cpu_supports("x86-64-v2") != 0;
+    if (std::strcmp(level, "x86-64-v3") == 0) return __builtin_cpu_supports("x86-64-v3") != 0;
+    if (std::strcmp(level, "x86-64-v4") == 0) return __builtin_cpu_supports("x86-64-v4") != 0;
     return -1;
 }
 
