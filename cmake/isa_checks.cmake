@@ -50,6 +50,8 @@ if(TARGET diffuse_examples_cli)
     list(APPEND _diffuse_isa_libraries diffuse_examples_png)
   endif()
 endif()
+# benchmarks/ found Google Benchmark for its own directory only (imported targets are directory-scoped).
+find_package(benchmark QUIET)
 if(TARGET benchmark::benchmark)
   file(GLOB _diffuse_isa_benchmarks CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/benchmarks/*.cpp")
   list(APPEND _diffuse_isa_sources ${_diffuse_isa_benchmarks})
