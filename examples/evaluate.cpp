@@ -15,7 +15,7 @@
 #include <diffuse/core/memory.hpp>
 #include <diffuse/core/threading.hpp>
 #include <diffuse/io/checkpoint.hpp>
-#include <diffuse/models/classifier.hpp>
+#include "common/classifier.hpp"
 #include <diffuse/models/unet.hpp>
 
 #include <nlohmann/json.hpp>
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
         const diffuse::Index n_test = std::min(test_images, test.images.count);
         const examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
                                          std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
-        diffuse::Classifier<float> classifier(diffuse::ClassifierConfig::fashion_mnist());
+        examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
         examples::load_or_train_classifier(classifier_path, classifier,
                                            diffuse::images_to_tensor<float>(train.images, 0, train.images.count),
                                            train.labels, test_set.x, test_set.y, classifier_epochs);

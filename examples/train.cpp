@@ -25,7 +25,7 @@
 #include <diffuse/core/random.hpp>
 #include <diffuse/core/threading.hpp>
 #include <diffuse/io/checkpoint.hpp>
-#include <diffuse/models/classifier.hpp>
+#include "common/classifier.hpp"
 #include <diffuse/models/unet.hpp>
 #include <diffuse/nn/parameter.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
                                    std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
 
         // The classifier first, so that training it (once) does not count against the budget.
-        diffuse::Classifier<float> classifier(diffuse::ClassifierConfig::fashion_mnist());
+        examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
         const auto classifier_start = Clock::now();
         const bool classifier_missing = evaluate && !std::filesystem::exists(classifier_path);
         if (evaluate) {

@@ -1,4 +1,4 @@
-// The evaluation classifier: trains models/classifier.hpp on the Fashion-MNIST training set with the
+// The evaluation classifier: trains common/classifier.hpp on the Fashion-MNIST training set with the
 // library's own layers (softmax cross-entropy, Adam, a warm-up and a cosine decay), reports its
 // accuracy on the 10,000 test images, overall and per class, and writes its weights as safetensors
 // under the parameters' dotted names, with its configuration and test accuracy in the metadata.
@@ -11,12 +11,12 @@
 #include "common/cli.hpp"
 
 #include <diffuse/core/threading.hpp>
-#include <diffuse/eval/classifier_metrics.hpp>
-#include <diffuse/eval/frechet.hpp>
-#include <diffuse/eval/train_classifier.hpp>
+#include "common/classifier_metrics.hpp"
+#include "common/frechet.hpp"
+#include "common/train_classifier.hpp"
 #include <diffuse/io/idx.hpp>
 #include <diffuse/io/safetensors.hpp>
-#include <diffuse/models/classifier.hpp>
+#include "common/classifier.hpp"
 #include <diffuse/version.hpp>
 
 #include <chrono>
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
                  "diffuse_train_classifier"};
     std::string data_dir = "/usr/share/datasets/fashion-mnist";
     std::string out = "classifier.safetensors";
-    diffuse::eval::ClassifierTrainingOptions options;
+    examples::eval::ClassifierTrainingOptions options;
     diffuse::Index train_count = 60000;
     std::uint64_t init_seed = 0;
     int threads = 0;
@@ -91,8 +91,8 @@ int main(int argc, char** argv) {
         const auto x_test = diffuse::images_to_tensor<float>(test_images, 0, test_images.count);  // [10000, 1, 28, 28]
         const auto y_test = to_int(test_labels_raw, test_labels_raw.size());
 
-        const diffuse::ClassifierConfig config = diffuse::ClassifierConfig::fashion_mnist();
-        diffuse::Classifier<float> model(config, init_seed);
+        const examples::eval::ClassifierConfig config = examples::eval::ClassifierConfig::fashion_mnist();
+        examples::eval::Classifier<float> model(config, init_seed);
         std::printf("classifier: channels %s, %lld features, %lld parameters; %lld training images, %d threads "
                     "(data read in %.1f s)\n",
                     join(config.channels).c_str(), static_cast<long long>(config.feature_dim),
@@ -101,8 +101,8 @@ int main(int argc, char** argv) {
         std::printf("training: %d epochs, batch %lld, lr %g (warm-up %ld steps, cosine decay)\n", options.epochs,
                     static_cast<long long>(options.batch_size), options.lr, options.warmup_steps);
 
-        const auto last = diffuse::eval::train_classifier(
-            model, x_train, y_train, options, [](const diffuse::eval::ClassifierTrainingProgress& p) {
+        const auto last = examples::eval::train_classifier(
+            model, x_train, y_train, options, [](const examples::eval::ClassifierTrainingProgress& p) {
                 std::printf("epoch %d  step %5ld/%ld  loss %.4f  train accuracy %.4f  lr %.2e  %6.1f s%s\n", p.epoch,
                             p.step, p.total_steps, p.loss, p.accuracy, p.lr, p.seconds,
                             p.end_of_epoch ? "  (end of epoch)" : "");
@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
 
         const auto eval_start = std::chrono::steady_clock::now();
         const std::vector<int> predicted = model.predict(x_test);
-        const double test_accuracy = diffuse::eval::accuracy(predicted, y_test);
-        const auto per_class = diffuse::eval::per_class_accuracy(predicted, y_test, config.num_classes);
+        const double test_accuracy = examples::eval::accuracy(predicted, y_test);
+        const auto per_class = examples::eval::per_class_accuracy(predicted, y_test, config.num_classes);
         std::printf("\ntest accuracy %.4f (%lld images, %.1f s); training took %.1f s\n", test_accuracy,
                     static_cast<long long>(y_test.size()), seconds_since(eval_start), train_seconds);
         for (std::size_t k = 0; k < per_class.size(); ++k) {
@@ -124,12 +124,12 @@ int main(int argc, char** argv) {
             // Two samples of the real distribution: the first 10,000 training images against the test set.
             const auto fd_start = std::chrono::steady_clock::now();
             const diffuse::Index n = std::min<diffuse::Index>(10000, train_images.count);
-            const auto real_a = diffuse::eval::feature_statistics(
+            const auto real_a = examples::eval::feature_statistics(
                 model.features(diffuse::images_to_tensor<float>(train_images, 0, n)));
-            const auto real_b = diffuse::eval::feature_statistics(model.features(x_test));
+            const auto real_b = examples::eval::feature_statistics(model.features(x_test));
             std::printf("Frechet distance, %lld training vs %lld test images' features: %.4f (%.1f s)\n",
                         static_cast<long long>(n), static_cast<long long>(y_test.size()),
-                        diffuse::eval::frechet_distance(real_a, real_b), seconds_since(fd_start));
+                        examples::eval::frechet_distance(real_a, real_b), seconds_since(fd_start));
         }
 
         if (!out.empty()) {
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
             file.metadata()["diffuse.model"] = "classifier";
             file.metadata()["diffuse.classifier.image_size"] = std::to_string(config.image_size);
             file.metadata()["diffuse.classifier.pooling"] =
-                config.pooling == diffuse::ClassifierPooling::flatten ? "flatten" : "global_average";
+                config.pooling == examples::eval::ClassifierPooling::flatten ? "flatten" : "global_average";
             file.metadata()["diffuse.classifier.channels"] = join(config.channels);
             file.metadata()["diffuse.classifier.groups"] = std::to_string(config.groups);
             file.metadata()["diffuse.classifier.feature_dim"] = std::to_string(config.feature_dim);

@@ -3,6 +3,8 @@
 // pictures (samples by class, unconditional samples, the denoising process, inpainting) and the
 // figures that say whether the model learned (metrics.json), each phase with its progress on stderr.
 // Not part of the library; needs stb (png_grid.hpp), zlib (the IDX reader) and nlohmann-json.
+// Declared here, defined in report.cpp, which is compiled once (the diffuse_examples_report library)
+// for the three programs that use it.
 //
 // Sampling:
 //   - class-conditional samples use classifier-free guidance, eps = eps_u + s (eps_c - eps_u): s = 1 is
@@ -13,41 +15,23 @@
 // "dpm++2m" (DPM-Solver++(2M)), the last two over `steps` timesteps of trailing spacing (which starts
 // at t = T - 1).
 
-#include "common/dataset.hpp"
-#include "common/png_grid.hpp"
+#include "common/classifier.hpp"
 #include "common/progress.hpp"
 
 #include <CLI/CLI.hpp>
 
-#include <diffuse/core/random.hpp>
 #include <diffuse/core/tensor.hpp>
-#include <diffuse/eval/classifier_metrics.hpp>
-#include <diffuse/eval/frechet.hpp>
-#include <diffuse/eval/train_classifier.hpp>
-#include <diffuse/io/checkpoint.hpp>
-#include <diffuse/io/safetensors.hpp>
-#include <diffuse/models/classifier.hpp>
 #include <diffuse/models/unet.hpp>
-#include <diffuse/process/vlb.hpp>
-#include <diffuse/samplers/ddim.hpp>
-#include <diffuse/samplers/ddpm.hpp>
-#include <diffuse/samplers/dpm_solver.hpp>
-#include <diffuse/samplers/guidance.hpp>
-#include <diffuse/samplers/inpainting.hpp>
+#include <diffuse/samplers/denoiser.hpp>
+#include <diffuse/samplers/options.hpp>
+#include <diffuse/samplers/thresholding.hpp>
 #include <diffuse/schedule/named.hpp>
 #include <diffuse/schedule/noise_schedule.hpp>
-#include <diffuse/schedule/respacing.hpp>
-#include <diffuse/version.hpp>
 
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -91,32 +75,16 @@ struct DiffusionSetup {
 };
 
 /// The metadata strings of a safetensors file (its header only is read).
-inline std::map<std::string, std::string> file_metadata(const std::string& path) {
-    return diffuse::read_safetensors_header(path).metadata;
-}
+std::map<std::string, std::string> file_metadata(const std::string& path);
 
 // ---- sampling ----------------------------------------------------------------------------------------
 
-inline const std::vector<std::string>& sampler_names() {
-    static const std::vector<std::string> names = {"ddpm", "ddim", "dpm++2m"};
-    return names;
-}
+const std::vector<std::string>& sampler_names();
 
 /// The model as the samplers call it, in evaluation mode (no dropout). For a class-conditional model
 /// and labels in [0, K): guidance scale 1 calls it as it is, 0 replaces every label by "no class",
 /// anything else wraps it in classifier-free guidance (one call on the doubled batch).
-inline diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
-    model.set_training(false);
-    diffuse::ModelFn<float> plain = diffuse::model_fn<float>(model);
-    const int classes = static_cast<int>(model.config().num_classes);
-    if (classes == 0 || guidance_scale == 1.0) return plain;
-    if (guidance_scale == 0.0) {
-        return [plain, classes](const diffuse::Tensor4<float>& x, const diffuse::Timesteps& t, const std::vector<int>&) {
-            return plain(x, t, std::vector<int>(static_cast<std::size_t>(x.dimension(0)), classes));
-        };
-    }
-    return diffuse::classifier_free_guidance<float>(plain, classes, guidance_scale);
-}
+diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale);
 
 struct SamplerChoice {
     std::string name = "dpm++2m";
@@ -128,108 +96,32 @@ struct SamplerChoice {
 };
 
 /// --thresholding {none, clip, dynamic}: what the samplers do to each x0 prediction.
-inline void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
-    const std::map<std::string, diffuse::Thresholding> kinds = {
-        {"none", diffuse::Thresholding::none}, {"clip", diffuse::Thresholding::clip},
-        {"dynamic", diffuse::Thresholding::dynamic}};
-    app.add_option("--thresholding", sampler.thresholding,
-                   "x0 predictions: clip to [-1, 1], dynamic (Imagen's, p = 0.995) or none")
-        ->transform(CLI::CheckedTransformer(kinds, CLI::ignore_case))
-        ->type_name("TEXT:{none,clip,dynamic}")
-        ->default_str(diffuse::to_string(sampler.thresholding));
-}
+void add_thresholding_option(CLI::App& app, SamplerChoice& sampler);
 
 /// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none); `progress`
 /// is called after each of the sampler.steps steps.
-inline diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
-                                           const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
-                                           const diffuse::Shape4& shape, std::uint64_t seed,
-                                           const std::vector<int>& labels, bool keep_intermediates = false,
-                                           const diffuse::ProgressFn<float>& progress = {}) {
-    const int t_max = schedule.num_timesteps();
-    if (sampler.name == "ddpm") {
-        diffuse::DDPMOptions<float> options;
-        options.seed = seed;
-        options.labels = labels;
-        options.thresholding = sampler.thresholding;
-        options.keep_intermediates = keep_intermediates;
-        options.progress = progress;
-        const diffuse::NoiseSchedule<float> respaced =
-            sampler.steps == t_max ? schedule
-                                   : diffuse::respace(schedule, diffuse::spaced_timesteps(t_max, sampler.steps,
-                                                                                          diffuse::Spacing::trailing));
-        return diffuse::ddpm_sample(respaced, model, shape, options);
-    }
-    if (sampler.name == "ddim") {
-        diffuse::DDIMOptions<float> options;
-        options.seed = seed;
-        options.labels = labels;
-        options.thresholding = sampler.thresholding;
-        options.keep_intermediates = keep_intermediates;
-        options.progress = progress;
-        options.steps.spacing = diffuse::Spacing::trailing;
-        return diffuse::ddim_sample(schedule, model, sampler.steps, shape, options);
-    }
-    if (sampler.name == "dpm++2m") {
-        diffuse::DPMSolverOptions<float> options;
-        options.seed = seed;
-        options.labels = labels;
-        options.thresholding = sampler.thresholding;
-        options.keep_intermediates = keep_intermediates;
-        options.progress = progress;
-        options.steps.spacing = diffuse::Spacing::trailing;
-        return diffuse::dpm_solver_sample(schedule, model, sampler.steps, shape, options);
-    }
-    diffuse::detail::throw_invalid("examples::run_sampler", "sampler", sampler.name, "ddpm, ddim or dpm++2m");
-}
+diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
+                                    const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
+                                    const diffuse::Shape4& shape, std::uint64_t seed,
+                                    const std::vector<int>& labels, bool keep_intermediates = false,
+                                    const diffuse::ProgressFn<float>& progress = {});
 
 /// A sampler's progress callback that counts each step as one model evaluation of `batch` images of
 /// `phase`.
-inline diffuse::ProgressFn<float> count_steps(Phase& phase, Index batch) {
-    return [&phase, batch](int, int, const diffuse::Tensor4<float>&) { phase.step(batch); };
-}
+diffuse::ProgressFn<float> count_steps(Phase& phase, Index batch);
 
 /// Copies images [first, first + count) of `from` into `to` at `at` (both [N, C, H, W]).
-inline void copy_images(const diffuse::Tensor4<float>& from, Index first, Index count, diffuse::Tensor4<float>& to,
-                        Index at) {
-    const Index per = from.dimension(1) * from.dimension(2) * from.dimension(3);
-    std::copy_n(from.data() + first * per, count * per, to.data() + at * per);
-}
+void copy_images(const diffuse::Tensor4<float>& from, Index first, Index count, diffuse::Tensor4<float>& to,
+                 Index at);
 
 // ---- the classifier that scores samples -------------------------------------------------------------
 
 /// Loads the evaluation classifier's weights from `path`; if there is no such file, trains one on the
 /// training images (as diffuse_train_classifier would, with `epochs` passes) and saves it there.
-inline void load_or_train_classifier(const std::string& path, diffuse::Classifier<float>& classifier,
-                                     const diffuse::Tensor4<float>& train_x, const std::vector<int>& train_y,
-                                     const diffuse::Tensor4<float>& test_x, const std::vector<int>& test_y,
-                                     int epochs) {
-    if (std::filesystem::exists(path)) {
-        diffuse::load_weights(path, classifier);
-        return;
-    }
-    std::fprintf(stderr,
-                 "no classifier at %s: training one (%d epoch(s) over %lld images; diffuse_train_classifier does "
-                 "the same once and for all)\n",
-                 path.c_str(), epochs, static_cast<long long>(train_x.dimension(0)));
-    diffuse::eval::ClassifierTrainingOptions options;
-    options.epochs = epochs;
-    options.warmup_steps = std::min<long>(100, std::max<long>(1, train_x.dimension(0) / options.batch_size));
-    const auto start = std::chrono::steady_clock::now();
-    diffuse::eval::train_classifier(classifier, train_x, train_y, options,
-                                    [](const diffuse::eval::ClassifierTrainingProgress& p) {
-                                        std::fprintf(stderr, "  classifier step %ld/%ld  loss %.4f  accuracy %.4f\n",
-                                                     p.step, p.total_steps, p.loss, p.accuracy);
-                                    });
-    const double accuracy = diffuse::eval::accuracy(classifier.predict(test_x), test_y);
-    std::fprintf(stderr, "classifier trained in %.0f s: test accuracy %.4f on %lld images\n", seconds_since(start),
-                 accuracy, static_cast<long long>(test_x.dimension(0)));
-    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent);
-    std::map<std::string, std::string> metadata = {{"diffuse.model", "classifier"},
-                                                   {"diffuse.classifier.test_accuracy", std::to_string(accuracy)}};
-    diffuse::save_weights(path, classifier, metadata);
-}
+void load_or_train_classifier(const std::string& path, examples::eval::Classifier<float>& classifier,
+                              const diffuse::Tensor4<float>& train_x, const std::vector<int>& train_y,
+                              const diffuse::Tensor4<float>& test_x, const std::vector<int>& test_y,
+                              int epochs);
 
 // ---- pictures and figures ------------------------------------------------------------------------------
 
@@ -253,51 +145,14 @@ struct ReportOptions {
 };
 
 /// The scores of metrics.json in one line, as diffuse_train and diffuse_evaluate print them.
-inline std::string scores_line(const nlohmann::ordered_json& metrics) {
-    const auto& bpd = metrics["bits_per_dim"];
-    char line[400];
-    std::snprintf(line, sizeof line,
-                  "class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f), "
-                  "%.3f +- %.3f bits/dim (%lld test images, blocks of %d steps)",
-                  metrics["class_agreement"]["value"].get<double>(),
-                  static_cast<long long>(metrics["class_agreement"]["samples"].get<Index>()),
-                  metrics["frechet_distance"]["generated_vs_test"].get<double>(),
-                  metrics["frechet_distance"]["real_vs_test"].get<double>(), bpd["value"].get<double>(),
-                  bpd["standard_error"].get<double>(), static_cast<long long>(bpd["test_images"].get<Index>()),
-                  bpd["stride"].get<int>());
-    return line;
-}
+std::string scores_line(const nlohmann::ordered_json& metrics);
+
+/// The command-line options of the pictures and scores, shared by diffuse_train and diffuse_evaluate.
+void add_report_options(CLI::App& app, ReportOptions& report);
 
 /// Forward passes of one image through the U-Net that write_report will make: what the trainer
 /// multiplies by its measured time per image-forward to know when to stop training.
-/// The command-line options of the pictures and scores, shared by diffuse_train and diffuse_evaluate.
-inline void add_report_options(CLI::App& app, ReportOptions& report) {
-    app.add_option("--sampler", report.sampler.name, "Sampler of the pictures and scores")
-        ->check(CLI::IsMember(sampler_names()))->capture_default_str();
-    app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
-    add_thresholding_option(app, report.sampler);
-    app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
-                                                        "only, 0 unconditional")->capture_default_str();
-    app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
-    app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
-    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
-    app.add_option("--bpd-stride", report.bpd_stride, "KL terms of the bound in blocks of this many steps, each image "
-                                                      "evaluating one step drawn in each block (1: every term)")
-        ->capture_default_str();
-    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
-}
-
-inline double report_forward_count(const ReportOptions& o, int timesteps, bool conditional) {
-    const double cfg = conditional && o.guidance_scale != 1.0 && o.guidance_scale != 0.0 ? 2.0 : 1.0;
-    const double sampling_steps = o.sampler.steps;
-    const double inpaint_levels = static_cast<double>(diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump,
-                                                                              o.inpaint_resample).size());
-    double count = static_cast<double>(o.per_class) * 10.0 * cfg * sampling_steps;          // class grid
-    count += static_cast<double>(o.unconditional) * sampling_steps;                          // unconditional
-    count += static_cast<double>(o.inpaint_count) * cfg * inpaint_levels * 0.5;              // about half denoise
-    if (o.evaluate) count += static_cast<double>(o.bpd_images) * (std::ceil((timesteps - 1.0) / o.bpd_stride) + 1.0);
-    return count;
-}
+double report_forward_count(const ReportOptions& o, int timesteps, bool conditional);
 
 /// The test images the report uses: images [N, 1, H, W] in [-1, 1] and labels [N].
 struct TestSet {
@@ -310,229 +165,12 @@ struct TestSet {
 /// Frechet distance of classifier features, bits/dim on the test subset). `model` holds the weights
 /// to sample with (the EMA's, typically); `classifier` may be null when !options.evaluate.
 /// `real_x` are training images for the real-vs-real Frechet floor.
-inline nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
-                                           const TestSet& test, const diffuse::Tensor4<float>& real_x,
-                                           diffuse::Classifier<float>* classifier, const std::string& out_dir,
-                                           const ReportOptions& o) {
-    namespace fs = std::filesystem;
-    const auto start = std::chrono::steady_clock::now();
-    const Index classes = model.config().num_classes;
-    const Index side = model.config().image_size, channels = model.config().in_channels;
-    nlohmann::ordered_json metrics;
-    metrics["sampler"] = {{"name", o.sampler.name},
-                          {"steps", o.sampler.steps},
-                          {"thresholding", diffuse::to_string(o.sampler.thresholding)},
-                          {"spacing", "trailing"},
-                          {"guidance_scale", o.guidance_scale},
-                          {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
-                          {"seed", o.seed}};
-    const diffuse::ModelFn<float> guided = guided_model(model, o.guidance_scale);
-    const diffuse::ModelFn<float> plain = guided_model(model, 1.0);
-
-    // 1. Class-conditional samples, class-major: per_class of class 0, then of class 1, ...
-    diffuse::Tensor4<float> by_class;
-    std::vector<int> requested;
-    diffuse::Tensor4<float> denoising;
-    std::vector<int> denoising_t;
-    if (classes > 0) {
-        const Index n = classes * o.per_class;
-        by_class = diffuse::Tensor4<float>(n, channels, side, side);  // [K per_class, C, H, W]
-        for (Index k = 0; k < classes; ++k) requested.insert(requested.end(), static_cast<std::size_t>(o.per_class), static_cast<int>(k));
-        Phase phase("samples by class", n, o.sampler.steps, (n + o.chunk - 1) / o.chunk * o.sampler.steps, o.log_seconds);
-        for (Index first = 0, chunk_index = 0; first < n; first += o.chunk, ++chunk_index) {
-            const Index count = std::min(o.chunk, n - first);
-            const std::vector<int> labels(requested.begin() + first, requested.begin() + first + count);
-            const bool keep = chunk_index == 0;  // the denoising figure comes from the first chunk
-            const diffuse::Samples<float> s =
-                run_sampler(schedule, guided, o.sampler, {count, channels, side, side},
-                            diffuse::derive_seed(o.seed, static_cast<std::uint64_t>(chunk_index)), labels, keep,
-                            count_steps(phase, count));
-            copy_images(s.x, 0, count, by_class, first);
-            if (keep) {
-                // rows: the first sample of each class in the chunk, up to denoising_rows of them;
-                // columns: evenly spaced states from x_T (state 0) to x_0 (the last state)
-                std::vector<Index> rows;
-                for (Index i = 0; i < count && static_cast<Index>(rows.size()) < o.denoising_rows; i += o.per_class) rows.push_back(i);
-                const Index states = static_cast<Index>(s.intermediates.size());
-                const Index columns = std::min(o.denoising_columns, states);
-                denoising = diffuse::Tensor4<float>(static_cast<Index>(rows.size()) * columns, channels, side, side);
-                const std::vector<int> visited =
-                    diffuse::spaced_timesteps(schedule.num_timesteps(), o.sampler.steps, diffuse::Spacing::trailing);
-                for (Index c = 0; c < columns; ++c) {
-                    const Index state = columns == 1 ? states - 1 : static_cast<Index>(std::lround(static_cast<double>(c) * (states - 1) / (columns - 1)));
-                    // state k holds x at the (k+1)-th noisiest visited timestep; the last state is x_0
-                    denoising_t.push_back(state + 1 < states ? visited[visited.size() - 1 - static_cast<std::size_t>(state)] : -1);
-                    for (std::size_t r = 0; r < rows.size(); ++r) {
-                        copy_images(s.intermediates[static_cast<std::size_t>(state)], rows[r], 1, denoising,
-                                    static_cast<Index>(r) * columns + c);
-                    }
-                }
-            }
-        }
-        phase.finish();
-        write_png_grid(out_dir + "/samples_by_class.png", by_class, o.per_class, 3, 2);
-        write_png_grid(out_dir + "/denoising.png", denoising, static_cast<Index>(denoising_t.size()), 3, 2);
-        metrics["samples_by_class"] = {{"file", "samples_by_class.png"},
-                                       {"rows", "one per class, 0 (T-shirt/top) to 9 (Ankle boot)"},
-                                       {"per_class", o.per_class}};
-        nlohmann::ordered_json columns = nlohmann::ordered_json::array();
-        for (const int t : denoising_t) {
-            if (t < 0) columns.push_back("x0"); else columns.push_back("x_t at t = " + std::to_string(t));
-        }
-        metrics["denoising"] = {{"file", "denoising.png"}, {"columns", columns}};
-    }
-
-    // 2. Unconditional samples: the "no class" label (or an unconditional model).
-    {
-        const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(o.unconditional), static_cast<int>(classes))
-                                                    : std::vector<int>();
-        Phase phase("unconditional samples", o.unconditional, o.sampler.steps, o.sampler.steps, o.log_seconds);
-        const diffuse::Samples<float> s = run_sampler(schedule, plain, o.sampler, {o.unconditional, channels, side, side},
-                                                      diffuse::derive_seed(o.seed, 1000), labels, false,
-                                                      count_steps(phase, o.unconditional));
-        phase.finish();
-        write_png_grid(out_dir + "/samples_unconditional.png", s.x, 10, 3, 2);
-        metrics["samples_unconditional"] = {{"file", "samples_unconditional.png"}, {"count", o.unconditional}};
-    }
-
-    // 3. Inpainting: the top half of test images kept, the bottom half generated (RePaint), each for
-    //    its true class with the same guidance. Rows: original, masked, completed.
-    {
-        const Index n = std::min(o.inpaint_count, test.x.dimension(0));
-        diffuse::Tensor4<float> known(n, channels, side, side);
-        copy_images(test.x, 0, n, known, 0);
-        diffuse::Tensor4<float> mask(n, 1, side, side);  // [N, 1, H, W], 1 = known
-        for (Index i = 0; i < n; ++i)
-            for (Index y = 0; y < side; ++y)
-                for (Index x = 0; x < side; ++x) mask(i, 0, y, x) = y < side / 2 ? 1.0f : 0.0f;
-        diffuse::InpaintOptions<float> options;
-        options.seed = diffuse::derive_seed(o.seed, 2000);
-        options.jump_length = o.inpaint_jump;
-        options.resample_count = o.inpaint_resample;
-        options.thresholding = o.sampler.thresholding;
-        if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
-        const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
-            schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
-        // the model is called on every denoising move of RePaint's schedule (a fall in level)
-        const std::vector<int> levels = diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump, o.inpaint_resample);
-        long denoising_moves = 0;
-        for (std::size_t k = 0; k + 1 < levels.size(); ++k) denoising_moves += levels[k + 1] < levels[k] ? 1 : 0;
-        Phase phase("inpainting", n, denoising_moves, denoising_moves, o.log_seconds);
-        options.progress = count_steps(phase, n);
-        const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? guided : plain, known, mask, options);
-        phase.finish();
-        diffuse::Tensor4<float> figure(3 * n, channels, side, side);
-        copy_images(known, 0, n, figure, 0);
-        diffuse::Tensor4<float> masked = known;
-        for (Index i = 0; i < n; ++i)
-            for (Index c = 0; c < channels; ++c)
-                for (Index y = side / 2; y < side; ++y)
-                    for (Index x = 0; x < side; ++x) masked(i, c, y, x) = 0.0f;  // mid-gray: unknown
-        copy_images(masked, 0, n, figure, n);
-        copy_images(s.x, 0, n, figure, 2 * n);
-        write_png_grid(out_dir + "/inpainting.png", figure, n, 3, 2);
-        metrics["inpainting"] = {{"file", "inpainting.png"},
-                                 {"rows", "original | top half kept, bottom half masked | completed"},
-                                 {"images", "the first " + std::to_string(n) + " test images, each with its class"},
-                                 {"repaint", {{"steps", o.inpaint_steps}, {"jump_length", o.inpaint_jump}, {"resample_count", o.inpaint_resample}}}};
-    }
-    metrics["pictures_seconds"] = seconds_since(start);
-    if (!o.evaluate || classes == 0 || classifier == nullptr) return metrics;
-
-    // 4. The figures. Class agreement: the classifier's class of each class-conditional sample.
-    const auto eval_start = std::chrono::steady_clock::now();
-    const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
-    Phase scoring("classifier features", 2 * by_class.dimension(0) + test.x.dimension(0) + real_n, 1, 4, o.log_seconds);
-    const std::vector<int> predicted = classifier->predict(by_class);
-    scoring.step(by_class.dimension(0));
-    const std::vector<double> per_class = diffuse::eval::per_class_accuracy(predicted, requested, static_cast<int>(classes));
-    metrics["class_agreement"] = {{"value", diffuse::eval::sample_class_agreement(predicted, requested)},
-                                  {"samples", by_class.dimension(0)},
-                                  {"per_class", per_class},
-                                  {"what", "share of the class-conditional samples the classifier assigns to the class they were generated for"}};
-
-    // Frechet distance between classifier features (its penultimate layer) of the generated samples
-    // and of the test images; the same for as many real training images, the floor at this sample size.
-    const auto test_stats = diffuse::eval::feature_statistics(classifier->features(test.x));
-    scoring.step(test.x.dimension(0));
-    const auto generated_stats = diffuse::eval::feature_statistics(classifier->features(by_class));
-    scoring.step(by_class.dimension(0));
-    diffuse::Tensor4<float> real(real_n, channels, side, side);
-    copy_images(real_x, 0, real_n, real, 0);
-    const auto real_stats = diffuse::eval::feature_statistics(classifier->features(real));
-    scoring.step(real_n);
-    scoring.finish();
-    metrics["frechet_distance"] = {
-        {"generated_vs_test", diffuse::eval::frechet_distance(generated_stats, test_stats)},
-        {"real_vs_test", diffuse::eval::frechet_distance(real_stats, test_stats)},
-        {"generated_samples", by_class.dimension(0)},
-        {"real_samples", real_n},
-        {"test_images", test.x.dimension(0)},
-        {"features", "the evaluation classifier's penultimate activations, " +
-                         std::to_string(classifier->config().feature_dim) + " dimensions"},
-        {"what", "real_vs_test is the distance of as many real training images: the floor at this sample size"}};
-
-    // Bits per dimension of the variational bound on the first bpd_images test images, with the "no
-    // class" label (the unconditional model): the T - 1 KL terms in blocks of bpd_stride steps, each
-    // image evaluating one step drawn in each block (an unbiased stratified estimate of their sum).
-    {
-        const Index n = std::min(o.bpd_images, test.x.dimension(0));
-        diffuse::VlbOptions vlb;
-        vlb.reverse.clip_x0 = o.sampler.thresholding == diffuse::Thresholding::clip;  // as the samplers
-        vlb.stride = o.bpd_stride;
-        vlb.stratified = true;
-        std::vector<double> totals;  // [n] bits/dim of each image
-        std::size_t terms = 0;
-        // a model call per term and batch: ceil((T - 1) / stride) blocks of KL terms and the decoder term
-        const int stride = std::max(1, o.bpd_stride);
-        const long per_image = (schedule.num_timesteps() - 1 + stride - 1) / stride + 1;
-        Phase phase("bits/dim", n, per_image, (n + o.chunk - 1) / o.chunk * per_image, o.log_seconds);
-        const auto counted = [&plain, &phase](const diffuse::Tensor4<float>& x, const diffuse::Timesteps& t,
-                                              const std::vector<int>& labels) {
-            diffuse::Tensor4<float> out = plain(x, t, labels);  // [N, C, H, W]
-            phase.step(x.dimension(0));
-            return out;
-        };
-        for (Index first = 0; first < n; first += o.chunk) {
-            vlb.seed = diffuse::derive_seed(o.seed, 3000 + static_cast<std::uint64_t>(first));
-            const Index count = std::min(o.chunk, n - first);
-            diffuse::Tensor4<float> x0(count, channels, side, side);
-            copy_images(test.x, first, count, x0, 0);
-            const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(count), static_cast<int>(classes))
-                                                        : std::vector<int>();
-            const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, counted, x0, labels, vlb);
-            totals.insert(totals.end(), vb.total_bpd.begin(), vb.total_bpd.end());
-            terms = vb.timesteps.size();
-        }
-        phase.finish();
-        double mean = 0.0, squares = 0.0;
-        for (const double v : totals) mean += v / static_cast<double>(n);
-        for (const double v : totals) squares += (v - mean) * (v - mean);
-        const double standard_error = n > 1 ? std::sqrt(squares / static_cast<double>(n - 1) / static_cast<double>(n)) : 0.0;
-        metrics["bits_per_dim"] = {{"value", mean},
-                                   {"standard_error", standard_error},
-                                   {"test_images", n},
-                                   {"stride", o.bpd_stride},
-                                   {"timesteps_evaluated", terms},
-                                   {"estimate", "each image: the prior, the decoder term, and per block of stride KL terms "
-                                                "the term at one step drawn uniformly in the block, times the block's size"},
-                                   {"labels", "none (the no-class label): the unconditional model"},
-                                   {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
-    }
-    metrics["evaluation_seconds"] = seconds_since(eval_start);
-    return metrics;
-}
+nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
+                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                                    examples::eval::Classifier<float>* classifier, const std::string& out_dir,
+                                    const ReportOptions& o);
 
 /// Writes `j` to `path` atomically (a temporary, then a rename).
-inline void write_json(const std::string& path, const nlohmann::ordered_json& j) {
-    const std::string temporary = path + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::trunc);
-        if (!out) throw std::runtime_error("cannot create \"" + temporary + "\"");
-        out << j.dump(2) << '\n';
-        if (!out.flush()) throw std::runtime_error("cannot write \"" + temporary + "\"");
-    }
-    std::filesystem::rename(temporary, path);
-}
+void write_json(const std::string& path, const nlohmann::ordered_json& j);
 
 }  // namespace examples

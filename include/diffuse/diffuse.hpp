@@ -38,7 +38,6 @@
 #include "diffuse/nn/silu.hpp"
 #include "diffuse/nn/time_embedding.hpp"
 
-#include "diffuse/models/classifier.hpp"
 #include "diffuse/models/unet.hpp"
 
 #include "diffuse/optim/adam.hpp"
@@ -55,9 +54,5 @@
 #include "diffuse/samplers/inpainting.hpp"
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/samplers/thresholding.hpp"
-
-#include "diffuse/eval/classifier_metrics.hpp"
-#include "diffuse/eval/frechet.hpp"
-#include "diffuse/eval/train_classifier.hpp"
 
 #include "diffuse/testing/gradient_check.hpp"

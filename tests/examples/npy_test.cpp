@@ -1,7 +1,7 @@
 // The example programs' .npy writer (examples/common/npy.hpp): the exact bytes NumPy's format 1.0
 // prescribes, checked against the layout written out by hand here.
 
-#include "../../examples/common/npy.hpp"
+#include "common/npy.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -33,7 +33,7 @@ using diffuse::testing_support::TempDir;
 
 // One level, 8x8 images: a U-Net small enough that a training step takes milliseconds, with
 // attention, dropout and classes so that every random draw of a step is exercised.
-UNetConfig tiny_config() {
+UNetConfig checkpoint_unet_config() {
     UNetConfig c;
     c.model_channels = 8;
     c.channel_mult = {1};
@@ -80,7 +80,7 @@ std::vector<float> as_vector(const diffuse::Table<float>& t) { return std::vecto
 
 // The message load_* throws, which it must.
 template <class Load>
-std::string rejection(Load&& load) {
+std::string load_rejection(Load&& load) {
     try {
         load();
     } catch (const diffuse::invalid_argument& e) {
@@ -95,10 +95,10 @@ std::string rejection(Load&& load) {
 TEST_CASE("saved weights loaded into a differently initialised U-Net give identical outputs", "[io][checkpoint]") {
     TempDir dir("forward");
     const std::string path = dir.file("weights.safetensors");
-    UNet<float> saved(tiny_config(), 1);
+    UNet<float> saved(checkpoint_unet_config(), 1);
     diffuse::save_weights(path, saved);
 
-    UNet<float> loaded(tiny_config(), 2);
+    UNet<float> loaded(checkpoint_unet_config(), 2);
     REQUIRE(weights_of(loaded) != weights_of(saved));
     diffuse::load_weights(path, loaded);
     REQUIRE(weights_of(loaded) == weights_of(saved));
@@ -115,7 +115,7 @@ TEST_CASE("saved weights loaded into a differently initialised U-Net give identi
 TEST_CASE("a weights file holds the model's PyTorch-style names and shapes and its configuration", "[io][checkpoint]") {
     TempDir dir("names");
     const std::string path = dir.file("weights.safetensors");
-    UNet<float> model(tiny_config(), 1);
+    UNet<float> model(checkpoint_unet_config(), 1);
     diffuse::save_weights(path, model, {{"note", "made by a test"}});
 
     const auto header = diffuse::read_safetensors_header(path);
@@ -135,7 +135,7 @@ TEST_CASE("a weights file holds the model's PyTorch-style names and shapes and i
     REQUIRE(header.metadata.at("note") == "made by a test");
 
     const UNetConfig c = diffuse::config_from_checkpoint(path);
-    const UNetConfig e = tiny_config();
+    const UNetConfig e = checkpoint_unet_config();
     REQUIRE(c.in_channels == e.in_channels);
     REQUIRE(c.out_channels == e.out_channels);
     REQUIRE(c.model_channels == e.model_channels);
@@ -154,28 +154,28 @@ TEST_CASE("a weights file holds the model's PyTorch-style names and shapes and i
 TEST_CASE("loading weights of another shape or dtype names each tensor and both shapes", "[io][checkpoint]") {
     TempDir dir("mismatch");
     const std::string path = dir.file("weights.safetensors");
-    UNet<float> small(tiny_config(), 1);
+    UNet<float> small(checkpoint_unet_config(), 1);
     diffuse::save_weights(path, small);
 
-    UNetConfig wider = tiny_config();
+    UNetConfig wider = checkpoint_unet_config();
     wider.model_channels = 16;
     UNet<float> other(wider, 1);
     const auto before = weights_of(other);
-    const std::string message = rejection([&] { diffuse::load_weights(path, other); });
+    const std::string message = load_rejection([&] { diffuse::load_weights(path, other); });
     REQUIRE_THAT(message, Contains(path) && Contains("tensors do not match the model") &&
                               Contains("conv_in.weight: shape [8, 1, 3, 3] in file, [16, 1, 3, 3] expected") &&
                               Contains("down.0.block.0.conv1.weight: shape [8, 8, 3, 3] in file, [16, 16, 3, 3] expected"));
     REQUIRE(weights_of(other) == before);  // nothing was changed
 
-    UNet<double> in_double(tiny_config(), 1);
-    REQUIRE_THAT(rejection([&] { diffuse::load_weights(path, in_double); }),
+    UNet<double> in_double(checkpoint_unet_config(), 1);
+    REQUIRE_THAT(load_rejection([&] { diffuse::load_weights(path, in_double); }),
                  Contains("conv_in.weight: dtype F32 in file, F64 expected"));
 }
 
 TEST_CASE("loading weights with a tensor missing or one too many names them", "[io][checkpoint]") {
     TempDir dir("missing");
     const std::string path = dir.file("weights.safetensors");
-    UNet<float> model(tiny_config(), 1);
+    UNet<float> model(checkpoint_unet_config(), 1);
     diffuse::save_weights(path, model);
     const diffuse::SafeTensors complete = diffuse::load_safetensors(path);
 
@@ -188,7 +188,7 @@ TEST_CASE("loading weights with a tensor missing or one too many names them", "[
     edited.add("conv_out.scale", {2}, extra.data());
     diffuse::save_safetensors(path, edited);
 
-    REQUIRE_THAT(rejection([&] { diffuse::load_weights(path, model); }),
+    REQUIRE_THAT(load_rejection([&] { diffuse::load_weights(path, model); }),
                  Contains("2 tensors do not match the model") && Contains("conv_out.bias: missing from the file") &&
                      Contains("conv_out.scale: in the file but not in the model"));
 }
@@ -196,17 +196,17 @@ TEST_CASE("loading weights with a tensor missing or one too many names them", "[
 TEST_CASE("a file without diffuse's metadata, as PyTorch writes one, loads by parameter names alone", "[io][checkpoint]") {
     TempDir dir("plain");
     const std::string path = dir.file("plain.safetensors");
-    UNet<float> model(tiny_config(), 1);
+    UNet<float> model(checkpoint_unet_config(), 1);
     diffuse::SafeTensors plain;
     model.for_each_parameter("", [&](diffuse::nn::ParameterView<float> p) { plain.add(p.name, p.shape, p.value); });
     diffuse::save_safetensors(path, plain);
 
-    UNet<float> loaded(tiny_config(), 5);
+    UNet<float> loaded(checkpoint_unet_config(), 5);
     diffuse::load_weights(path, loaded);
     REQUIRE(weights_of(loaded) == weights_of(model));
-    REQUIRE_THAT(rejection([&] { (void)diffuse::config_from_checkpoint(path); }),
+    REQUIRE_THAT(load_rejection([&] { (void)diffuse::config_from_checkpoint(path); }),
                  Contains("no \"diffuse.unet_config\" in the file's __metadata__"));
-    REQUIRE_THAT(rejection([&] { diffuse::load_weights(path, loaded, diffuse::Weights::ema); }),
+    REQUIRE_THAT(load_rejection([&] { diffuse::load_weights(path, loaded, diffuse::Weights::ema); }),
                  Contains("holds a single set of weights"));
 }
 
@@ -217,19 +217,19 @@ TEST_CASE("a training run resumed from a checkpoint ends bit for bit where the u
     constexpr long steps = 6;
 
     // Straight through.
-    UNet<float> straight(tiny_config(), 1);
+    UNet<float> straight(checkpoint_unet_config(), 1);
     diffuse::optim::Trainer<UNet<float>> a(straight, schedule, tiny_options());
     for (long k = 0; k < steps; ++k) a.step(batch(k), labels(k));
 
     // Half, a checkpoint, and the other half in fresh objects (built from another seed, so every
     // weight has to come from the file).
     {
-        UNet<float> first(tiny_config(), 1);
+        UNet<float> first(checkpoint_unet_config(), 1);
         diffuse::optim::Trainer<UNet<float>> b(first, schedule, tiny_options());
         for (long k = 0; k < steps / 2; ++k) b.step(batch(k), labels(k));
         diffuse::save_checkpoint(path, b);
     }
-    UNet<float> resumed(tiny_config(), 99);
+    UNet<float> resumed(checkpoint_unet_config(), 99);
     diffuse::optim::Trainer<UNet<float>> c(resumed, schedule, diffuse::trainer_options_from_checkpoint(path));
     diffuse::load_checkpoint(path, c);
     REQUIRE(c.step_count() == steps / 2);
@@ -251,7 +251,7 @@ TEST_CASE("a training run resumed from a checkpoint ends bit for bit where the u
     }
 
     // The test can tell: resuming from the weights alone (fresh Adam, EMA and generator) diverges.
-    UNet<float> weights_only(tiny_config(), 99);
+    UNet<float> weights_only(checkpoint_unet_config(), 99);
     diffuse::optim::Trainer<UNet<float>> d(weights_only, schedule, tiny_options());
     diffuse::load_weights(path, weights_only);
     for (long k = steps / 2; k < steps; ++k) d.step(batch(k), labels(k));
@@ -262,7 +262,7 @@ TEST_CASE("a training checkpoint holds the optimizer, EMA, counters and generato
     TempDir dir("contents");
     const std::string path = dir.file("checkpoint.safetensors");
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
-    UNet<float> model(tiny_config(), 1);
+    UNet<float> model(checkpoint_unet_config(), 1);
     diffuse::optim::Trainer<UNet<float>> trainer(model, schedule, tiny_options());
     for (long k = 0; k < 2; ++k) trainer.step(batch(k), labels(k));
     diffuse::save_checkpoint(path, trainer);
@@ -308,19 +308,19 @@ TEST_CASE("a checkpoint that does not fit the trainer is rejected and leaves it 
     TempDir dir("reject");
     const std::string path = dir.file("checkpoint.safetensors");
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
-    UNetConfig other_config = tiny_config();
+    UNetConfig other_config = checkpoint_unet_config();
     other_config.num_res_blocks = 2;
     UNet<float> other(other_config, 1);
     diffuse::optim::Trainer<UNet<float>> writer(other, schedule, tiny_options());
     writer.step(batch(0), labels(0));
     diffuse::save_checkpoint(path, writer);
 
-    UNet<float> model(tiny_config(), 1);
+    UNet<float> model(checkpoint_unet_config(), 1);
     diffuse::optim::Trainer<UNet<float>> trainer(model, schedule, tiny_options());
     trainer.step(batch(0), labels(0));
     const auto before = weights_of(model);
     const auto offset = trainer.generator().offset();
-    REQUIRE_THAT(rejection([&] { diffuse::load_checkpoint(path, trainer); }),
+    REQUIRE_THAT(load_rejection([&] { diffuse::load_checkpoint(path, trainer); }),
                  Contains("not match the model, EMA and optimizer") &&
                      Contains("down.0.attn.1.k.bias: in the file but not in the model") && Contains("more"));
     REQUIRE(weights_of(model) == before);
@@ -329,7 +329,7 @@ TEST_CASE("a checkpoint that does not fit the trainer is rejected and leaves it 
 
     const std::string weights = dir.file("weights.safetensors");
     diffuse::save_weights(weights, model);
-    REQUIRE_THAT(rejection([&] { diffuse::load_checkpoint(weights, trainer); }),
+    REQUIRE_THAT(load_rejection([&] { diffuse::load_checkpoint(weights, trainer); }),
                  Contains("holds weights only, not a training state"));
 }
 
@@ -361,7 +361,7 @@ TEST_CASE("a checkpoint saved before the first step has no EMA or optimizer tens
     TempDir dir("step0");
     const std::string path = dir.file("checkpoint.safetensors");
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
-    UNet<float> straight(tiny_config(), 1);
+    UNet<float> straight(checkpoint_unet_config(), 1);
     diffuse::optim::Trainer<UNet<float>> a(straight, schedule, tiny_options());
     diffuse::save_checkpoint(path, a);
     const diffuse::SafeTensors file = diffuse::load_safetensors(path);
@@ -372,7 +372,7 @@ TEST_CASE("a checkpoint saved before the first step has no EMA or optimizer tens
         REQUIRE((name == "optimizer.step" || name.rfind("optimizer.", 0) != 0));
     }
 
-    UNet<float> resumed(tiny_config(), 2);
+    UNet<float> resumed(checkpoint_unet_config(), 2);
     diffuse::optim::Trainer<UNet<float>> b(resumed, schedule, tiny_options());
     b.step(batch(0), labels(0));  // state that the load must replace
     diffuse::load_checkpoint(path, b);

@@ -60,7 +60,7 @@ Bytes raw_file(const std::string& header, const Bytes& buffer, std::uint64_t cla
 Bytes raw_file(const std::string& header, const Bytes& buffer) { return raw_file(header, buffer, header.size()); }
 
 // The reason parse_safetensors gives for `bytes`, which must be rejected.
-std::string rejection(const Bytes& bytes) {
+std::string parse_rejection(const Bytes& bytes) {
     try {
         (void)diffuse::parse_safetensors(bytes, "bad.safetensors");
     } catch (const diffuse::invalid_argument& e) {
@@ -199,102 +199,102 @@ TEST_CASE("a file shorter than its header length or truncated in its buffer is r
 
     SECTION("fewer than the 8 bytes of the header length") {
         const Bytes cut(good.begin(), good.begin() + 5);
-        REQUIRE_THAT(rejection(cut), Contains("truncated header") && Contains("5 bytes") &&
+        REQUIRE_THAT(parse_rejection(cut), Contains("truncated header") && Contains("5 bytes") &&
                                          Contains("bad.safetensors"));
     }
     SECTION("the header cut short") {
         const Bytes cut(good.begin(), good.begin() + 30);
-        REQUIRE_THAT(rejection(cut), Contains("truncated header") && Contains("only 22 after"));
+        REQUIRE_THAT(parse_rejection(cut), Contains("truncated header") && Contains("only 22 after"));
     }
     SECTION("a header length larger than the file") {
-        REQUIRE_THAT(rejection(raw_file(header, floats_le({1, 2, 3, 4, 5, 6}), 1000)),
+        REQUIRE_THAT(parse_rejection(raw_file(header, floats_le({1, 2, 3, 4, 5, 6}), 1000)),
                      Contains("header length is 1000 bytes") && Contains("truncated header"));
     }
     SECTION("a header length beyond the reference implementation's limit") {
-        REQUIRE_THAT(rejection(raw_file(header, {}, 1ull << 40)), Contains("more than the 100000000 bytes"));
+        REQUIRE_THAT(parse_rejection(raw_file(header, {}, 1ull << 40)), Contains("more than the 100000000 bytes"));
     }
     SECTION("the buffer cut short") {
         const Bytes cut(good.begin(), good.end() - 1);
-        REQUIRE_THAT(rejection(cut), Contains("tensor \"w\"") && Contains("data_offsets [0, 24]") &&
+        REQUIRE_THAT(parse_rejection(cut), Contains("tensor \"w\"") && Contains("data_offsets [0, 24]") &&
                                          Contains("23-byte buffer") && Contains("truncated"));
     }
 }
 
 TEST_CASE("a header that is not JSON or not an object of tensors is rejected with the reason", "[io][safetensors]") {
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})", Bytes(4, 0))),
                  Contains("not valid JSON"));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32",,}})", {})), Contains("not valid JSON"));
-    REQUIRE_THAT(rejection(raw_file(std::string("{\"w\xff\":1}"), {})), Contains("not valid JSON"));
-    REQUIRE_THAT(rejection(raw_file(std::string("{}\0\0\0\0\0\0", 8), {})), Contains("not valid JSON"));
-    REQUIRE_THAT(rejection(raw_file("[1, 2]  ", {})), Contains("type array, expected an object"));
-    REQUIRE_THAT(rejection(raw_file(R"({"w": 3})", {})), Contains("tensor \"w\": its entry is of type number"));
-    REQUIRE_THAT(rejection(raw_file(R"({"__metadata__": {"step": 3}})", {})),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32",,}})", {})), Contains("not valid JSON"));
+    REQUIRE_THAT(parse_rejection(raw_file(std::string("{\"w\xff\":1}"), {})), Contains("not valid JSON"));
+    REQUIRE_THAT(parse_rejection(raw_file(std::string("{}\0\0\0\0\0\0", 8), {})), Contains("not valid JSON"));
+    REQUIRE_THAT(parse_rejection(raw_file("[1, 2]  ", {})), Contains("type array, expected an object"));
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w": 3})", {})), Contains("tensor \"w\": its entry is of type number"));
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"__metadata__": {"step": 3}})", {})),
                  Contains("\"__metadata__\" entry \"step\" is of type number, expected a string"));
-    REQUIRE_THAT(rejection(raw_file(R"({"__metadata__": ["a"]})", {})), Contains("\"__metadata__\" is of type array"));
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"__metadata__": ["a"]})", {})), Contains("\"__metadata__\" is of type array"));
 }
 
 TEST_CASE("a tensor entry with a missing or unknown field or an unknown dtype is rejected naming the tensor", "[io][safetensors]") {
-    REQUIRE_THAT(rejection(raw_file(R"({"conv.weight":{"dtype":"F31","shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"conv.weight":{"dtype":"F31","shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0))),
                  Contains("tensor \"conv.weight\": unknown dtype \"F31\""));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1]}})", {})),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1]}})", {})),
                  Contains("tensor \"w\": no \"data_offsets\""));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"offsets":[0,4]}})",
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"offsets":[0,4]}})",
                                     Bytes(4, 0))),
                  Contains("tensor \"w\": unknown key \"offsets\""));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", Bytes(4, 0))),
                  Contains("tensor \"w\": shape [-1] has an entry that is not a size"));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", Bytes(4, 0))),
                  Contains("not a size"));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", Bytes(4, 0))),
                  Contains("tensor \"w\": data_offsets [0], expected [begin, end]"));
-    REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":32,"shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":32,"shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0))),
                  Contains("dtype is of type number"));
 }
 
 TEST_CASE("offsets that disagree with the shape, leave the buffer, overlap or leave holes are rejected", "[io][safetensors]") {
     SECTION("shape times dtype size is not the span of the offsets") {
-        REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", Bytes(8, 0))),
+        REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", Bytes(8, 0))),
                      Contains("tensor \"w\": shape [3] of F32 needs 12 bytes, but its data_offsets [0, 8] span 8"));
     }
     SECTION("a shape whose size overflows 64 bits") {
-        REQUIRE_THAT(rejection(raw_file(
+        REQUIRE_THAT(parse_rejection(raw_file(
                          R"({"w":{"dtype":"F64","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", Bytes(8, 0))),
                      Contains("needs more than 2^64 bytes"));
     }
     SECTION("offsets beyond the buffer") {
-        REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[100],"data_offsets":[0,400]}})", Bytes(8, 0))),
+        REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[100],"data_offsets":[0,400]}})", Bytes(8, 0))),
                      Contains("tensor \"w\": data_offsets [0, 400] run past the end of the 8-byte buffer"));
     }
     SECTION("offsets that end before they begin") {
-        REQUIRE_THAT(rejection(raw_file(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", Bytes(8, 0))),
+        REQUIRE_THAT(parse_rejection(raw_file(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", Bytes(8, 0))),
                      Contains("data_offsets [8, 0] end before they begin"));
     }
     SECTION("two tensors sharing bytes") {
-        REQUIRE_THAT(rejection(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+        REQUIRE_THAT(parse_rejection(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
                                         Bytes(12, 0))),
                      Contains("tensor \"b\": data_offsets [4, 12] overlap those of tensor \"a\", [0, 8]"));
     }
     SECTION("bytes that belong to no tensor between two tensors") {
-        REQUIRE_THAT(rejection(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+        REQUIRE_THAT(parse_rejection(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
                                         Bytes(20, 0))),
                      Contains("tensor \"b\": data_offsets [12, 20] leave a hole: bytes [8, 12)"));
     }
     SECTION("bytes after the last tensor") {
-        REQUIRE_THAT(rejection(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", Bytes(12, 0))),
+        REQUIRE_THAT(parse_rejection(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", Bytes(12, 0))),
                      Contains("cover 8 bytes of the 12-byte buffer") && Contains("4 trailing bytes"));
     }
 }
 
 TEST_CASE("a name listed twice in the header is rejected although JSON parsers keep the last one", "[io][safetensors]") {
-    REQUIRE_THAT(rejection(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
                                     R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
                                     Bytes(8, 0))),
                  Contains("duplicate tensor name \"a\""));
-    REQUIRE_THAT(rejection(raw_file(R"({"a":{"dtype":"F32","dtype":"F64","shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0))),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"a":{"dtype":"F32","dtype":"F64","shape":[1],"data_offsets":[0,4]}})", Bytes(4, 0))),
                  Contains("key \"dtype\" appears twice in the header's entry \"a\""));
-    REQUIRE_THAT(rejection(raw_file(R"({"__metadata__":{},"__metadata__":{}})", {})),
+    REQUIRE_THAT(parse_rejection(raw_file(R"({"__metadata__":{},"__metadata__":{}})", {})),
                  Contains("two \"__metadata__\" entries"));
 }
 

@@ -14,7 +14,7 @@ using diffuse::UNetConfig;
 namespace {
 
 // Two levels (4x4 -> 2x2), attention at 2x2, two heads, classes and dropout: every kind of block.
-UNetConfig tiny_config() {
+UNetConfig two_level_config() {
     UNetConfig c;
     c.model_channels = 4;
     c.channel_mult = {1, 2};
@@ -57,7 +57,7 @@ TEST_CASE("The U-Net maps N x C x H x W to the same shape with out_channels chan
 }
 
 TEST_CASE("A U-Net in evaluation mode gives the training output without dropout and refuses backward", "[models][unet]") {
-    UNetConfig c = tiny_config();
+    UNetConfig c = two_level_config();
     c.dropout = 0.0;  // then training and evaluation compute the same function
     UNet<float> unet(c, 1);
     diffuse::Generator gen(3);
@@ -73,7 +73,7 @@ TEST_CASE("A U-Net in evaluation mode gives the training output without dropout 
 }
 
 TEST_CASE("The whole U-Net's backward pass matches finite differences", "[models][unet][gradient]") {
-    UNet<double> unet(tiny_config(), 5);
+    UNet<double> unet(two_level_config(), 5);
     diffuse::Generator gen(8);
     auto x = gen.randn<double, 4>({2, 1, 4, 4});
     const diffuse::Timesteps t = {3, 700};
@@ -112,7 +112,7 @@ TEST_CASE("The U-Net rejects bad configurations and inputs, naming what was wron
     c.image_size = 30;
     REQUIRE_THROWS_WITH(UNet<float>(c), Catch::Contains("image_size = 30"));
 
-    UNet<float> unet(tiny_config(), 1);
+    UNet<float> unet(two_level_config(), 1);
     diffuse::Tensor4<float> x(2, 1, 4, 4);
     x.setZero();
     REQUIRE_THROWS_WITH(unet.forward(diffuse::Tensor4<float>(2, 3, 4, 4), {1, 2}, {0, 1}), Catch::Contains("x.shape = [2, 3, 4, 4]"));
@@ -135,7 +135,7 @@ TEST_CASE("A U-Net configuration with zero groups is rejected before any divisio
 }
 
 TEST_CASE("A U-Net reports the mode set_training set last", "[models][unet]") {
-    UNet<float> unet(tiny_config(), 1);
+    UNet<float> unet(two_level_config(), 1);
     REQUIRE(unet.training());
     unet.set_training(false);
     REQUIRE(!unet.training());

@@ -16,7 +16,7 @@ using diffuse::UNetConfig;
 
 namespace {
 
-UNetConfig tiny_config() {
+UNetConfig trainer_unet_config() {
     UNetConfig c;
     c.model_channels = 8;
     c.channel_mult = {1, 2};
@@ -53,7 +53,7 @@ TEST_CASE("clip_grad_norm scales the gradients to the maximum norm and returns t
 TEST_CASE("Adam on a fixed noisy batch drives the U-Net's loss down by a large factor", "[optim][overfit]") {
     // The test of backward and optimizer together: x_t, t and the target are fixed, so the network
     // can memorise them; the loss must fall far below its starting value.
-    UNet<float> unet(tiny_config(), 1);
+    UNet<float> unet(trainer_unet_config(), 1);
     diffuse::optim::AdamOptions options;
     options.lr = 2e-3;
     diffuse::optim::Adam<float> adam(options);
@@ -86,7 +86,7 @@ TEST_CASE("The trainer's loss falls over a few hundred steps and a run repeats b
     std::vector<float> weights[2];
     double early = 0, late = 0;
     for (int run = 0; run < 2; ++run) {
-        UNet<float> unet(tiny_config(), 1);
+        UNet<float> unet(trainer_unet_config(), 1);
         diffuse::optim::Trainer<UNet<float>> trainer(unet, schedule, options);
         const int steps = run == 0 ? 300 : 20;
         for (int i = 0; i < steps; ++i) {
@@ -106,7 +106,7 @@ TEST_CASE("The trainer's loss falls over a few hundred steps and a run repeats b
 
 TEST_CASE("A non-finite loss stops training with an error and leaves the weights as they were", "[optim][trainer][errors]") {
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
-    UNet<float> unet(tiny_config(), 1);
+    UNet<float> unet(trainer_unet_config(), 1);
     diffuse::optim::Trainer<UNet<float>> trainer(unet, schedule);
     auto x = tiny_batch();
     x(0, 0, 0, 0) = std::numeric_limits<float>::quiet_NaN();

@@ -12,6 +12,7 @@
 
 #include <diffuse/core/tensor.hpp>
 #include <diffuse/samplers/denoiser.hpp>
+#include <diffuse/schedule/betas.hpp>
 
 #include <cassert>
 #include <cmath>
@@ -110,5 +111,13 @@ inline Affine gaussian_x0_affine(LD ab, LD mu, LD s) {
         CHECK(std::fabs((m) - (want_m)) <= 5 * se_m_);                                                     \
         CHECK(std::fabs((v) - (want_v)) <= 5 * se_v_);                                                     \
     } while (false)
+
+// alphabar at the kept timesteps, ascending, in long double from the betas.
+inline std::vector<LD> kept_alphabar(const diffuse::Betas& betas, const std::vector<int>& kept) {
+    const std::vector<LD> ab = ref::alphas_cumprod(ref::to_ld(betas));
+    std::vector<LD> out;
+    for (const int t : kept) out.push_back(ab[static_cast<std::size_t>(t)]);
+    return out;
+}
 
 }  // namespace analytic

@@ -28,14 +28,6 @@ diffuse::ModelFn<T> fixed_model(const diffuse::Tensor4<T>& output) {
     return [output](const diffuse::Tensor4<T>&, const diffuse::Timesteps&, const std::vector<int>&) { return output; };
 }
 
-// alphabar at the kept timesteps, ascending, in long double from the betas.
-std::vector<LD> kept_alphabar(const diffuse::Betas& betas, const std::vector<int>& kept) {
-    const std::vector<LD> ab = ref::alphas_cumprod(ref::to_ld(betas));
-    std::vector<LD> out;
-    for (const int t : kept) out.push_back(ab[static_cast<std::size_t>(t)]);
-    return out;
-}
-
 // DDIM's output for N(mu, s^2) data and the exact denoiser is affine in x_T plus independent noise:
 // each step maps x to a x + b + sigma z. Returns (mean, variance) for x_T ~ N(0, 1).
 std::pair<LD, LD> ddim_exact_moments(const std::vector<LD>& ab, LD eta, LD mu, LD sd) {
@@ -63,7 +55,7 @@ TEMPLATE_TEST_CASE("One DDIM step is sqrt(alphabar_prev) x0 plus the direction t
     const LD u = LD(std::numeric_limits<T>::epsilon()) / 2;
     const diffuse::Betas betas = diffuse::linear_betas(1000);
     const std::vector<int> kept = diffuse::spaced_timesteps(1000, 10, diffuse::Spacing::leading);
-    const std::vector<LD> ab = kept_alphabar(betas, kept);
+    const std::vector<LD> ab = analytic::kept_alphabar(betas, kept);
     const auto schedule = diffuse::respace(diffuse::NoiseSchedule<T>(betas), kept);
     diffuse::Generator generator(21);
     const auto x_t = generator.randn<T, 4>({2, 3, 4, 5});
@@ -163,7 +155,7 @@ TEST_CASE("DDIM with few steps and the exact denoiser reproduces the mean and va
     const auto samples = diffuse::ddim_sample(schedule, model, steps, {32, 1, 16, 16}, options);
     const auto [m, v] = analytic::mean_variance(samples.x.data(), samples.x.size());
     const auto [want_m, want_v] =
-        ddim_exact_moments(kept_alphabar(betas, diffuse::spaced_timesteps(1000, steps, diffuse::Spacing::leading)), eta, mu, sd);
+        ddim_exact_moments(analytic::kept_alphabar(betas, diffuse::spaced_timesteps(1000, steps, diffuse::Spacing::leading)), eta, mu, sd);
     CHECK_MOMENTS_5SE(m, v, want_m, want_v, LD(samples.x.size()));
     INFO("exact sampler moments " << double(want_m) << ", " << double(want_v));
     CHECK(std::fabs(want_m - mu) <= 0.02L);

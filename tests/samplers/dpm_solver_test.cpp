@@ -21,13 +21,6 @@ namespace {
 using diffuse::Index;
 using ref::LD;
 
-std::vector<LD> kept_alphabar(const diffuse::Betas& betas, const std::vector<int>& kept) {
-    const std::vector<LD> ab = ref::alphas_cumprod(ref::to_ld(betas));
-    std::vector<LD> out;
-    for (const int t : kept) out.push_back(ab[static_cast<std::size_t>(t)]);
-    return out;
-}
-
 // For N(mu, s^2) data and the exact denoiser every x and x0 prediction is affine in x_T, x = p x_T + q:
 // the solver run on (p, q) in long double gives the output's mean q and variance p^2.
 std::pair<LD, LD> dpm_exact_moments(const std::vector<LD>& ab, LD mu, LD sd) {
@@ -76,7 +69,7 @@ TEMPLATE_TEST_CASE("DPM-Solver++(2M) steps are the first- and second-order updat
     const LD u = LD(std::numeric_limits<T>::epsilon()) / 2;
     const diffuse::Betas betas = diffuse::linear_betas(1000);
     const std::vector<int> kept = {0, 250, 500, 750};
-    const std::vector<LD> ab = kept_alphabar(betas, kept);
+    const std::vector<LD> ab = analytic::kept_alphabar(betas, kept);
     const diffuse::NoiseSchedule<T> schedule(betas);
     diffuse::Generator generator(5);
     const auto x_T = generator.randn<T, 4>({2, 2, 3, 3});
@@ -138,7 +131,7 @@ TEST_CASE("DPM-Solver++(2M) with 20 steps and the exact denoiser reproduces the 
     options.seed = 2;
     const auto samples = diffuse::dpm_solver_sample(schedule, model, steps, {32, 1, 16, 16}, options);
     const auto [m, v] = analytic::mean_variance(samples.x.data(), samples.x.size());
-    const std::vector<LD> ab = kept_alphabar(betas, diffuse::spaced_timesteps(1000, steps, diffuse::Spacing::leading));
+    const std::vector<LD> ab = analytic::kept_alphabar(betas, diffuse::spaced_timesteps(1000, steps, diffuse::Spacing::leading));
     const auto [want_m, want_v] = dpm_exact_moments(ab, mu, sd);
     CHECK_MOMENTS_5SE(m, v, want_m, want_v, LD(samples.x.size()));
     const LD error = want_v / (sd * sd) - 1, ddim_error = ddim_exact_variance(ab, mu, sd) / (sd * sd) - 1;

@@ -17,7 +17,7 @@
 namespace {
 
 using ref::LD;
-constexpr LD eps = std::numeric_limits<double>::epsilon();
+constexpr LD double_eps = std::numeric_limits<double>::epsilon();
 
 }  // namespace
 
@@ -30,15 +30,15 @@ TEST_CASE("make_betas gives each named schedule's formula with its default optio
     // Long-double formulas from the papers (tolerances as in betas_test.cpp).
     const int T = GENERATE(1000, 10);
     INFO("T = " << T);
-    CHECK_TABLE("linear", diffuse::make_betas("linear", T), ref::linear_betas(T), 4 * eps, LD(0));
+    CHECK_TABLE("linear", diffuse::make_betas("linear", T), ref::linear_betas(T), 4 * double_eps, LD(0));
     // cosine: absolute, below the last step's amplification (see betas_test.cpp): 1e-12.
     CHECK_TABLE("cosine", diffuse::make_betas("cosine", T), ref::cosine_betas(T), 1e-12L, LD(1));
     std::vector<LD> scaled = ref::linspace(std::sqrt(0.00085L), std::sqrt(0.012L), T);
     for (LD& b : scaled) b *= b;
-    CHECK_TABLE("scaled_linear", diffuse::make_betas("scaled_linear", T), scaled, 8 * eps, LD(0));
+    CHECK_TABLE("scaled_linear", diffuse::make_betas("scaled_linear", T), scaled, 8 * double_eps, LD(0));
     std::vector<LD> sigmoid = ref::linspace(-6, 6, T);
     for (LD& x : sigmoid) x = 1 / (1 + std::exp(-x)) * (0.02L - 1e-4L) + 1e-4L;
-    CHECK_TABLE("sigmoid", diffuse::make_betas("sigmoid", T), sigmoid, 16 * eps, LD(0));
+    CHECK_TABLE("sigmoid", diffuse::make_betas("sigmoid", T), sigmoid, 16 * double_eps, LD(0));
 }
 
 TEST_CASE("Every named schedule has betas in (0, 1) and a strictly decreasing alphabar",

@@ -1,7 +1,7 @@
 // Training the evaluation classifier: the minibatch order, the learning-rate schedule, a small
 // separable problem learnt to full accuracy in a few steps, and bad input.
 
-#include <diffuse/eval/train_classifier.hpp>
+#include "common/train_classifier.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -9,7 +9,7 @@
 #include <cmath>
 #include <vector>
 
-namespace eval = diffuse::eval;
+namespace eval = examples::eval;
 
 namespace {
 
@@ -30,8 +30,8 @@ void synthetic(diffuse::Index n, std::uint64_t seed, diffuse::Tensor4<float>& x,
     }
 }
 
-diffuse::ClassifierConfig tiny_config() {
-    diffuse::ClassifierConfig c;
+examples::eval::ClassifierConfig trainable_classifier_config() {
+    examples::eval::ClassifierConfig c;
     c.image_size = 8;
     c.channels = {8, 8};
     c.groups = 2;
@@ -71,7 +71,7 @@ TEST_CASE("The classifier learns a small separable problem to full accuracy in a
     std::vector<int> y, y_test;
     synthetic(60, 11, x, y);
     synthetic(30, 12, x_test, y_test);
-    diffuse::Classifier<float> model(tiny_config(), 13);
+    examples::eval::Classifier<float> model(trainable_classifier_config(), 13);
     eval::ClassifierTrainingOptions o;
     o.epochs = 8;
     o.batch_size = 10;  // 48 steps
@@ -92,7 +92,7 @@ TEST_CASE("Training the classifier rejects labels out of range, a label count th
     diffuse::Tensor4<float> x;
     std::vector<int> y;
     synthetic(6, 1, x, y);
-    diffuse::Classifier<float> model(tiny_config());
+    examples::eval::Classifier<float> model(trainable_classifier_config());
     std::vector<int> bad = y;
     bad[4] = 3;
     REQUIRE_THROWS_AS(eval::train_classifier(model, x, bad), diffuse::invalid_argument);

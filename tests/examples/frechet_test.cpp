@@ -4,7 +4,7 @@
 // inputs that are not covariances.
 
 #include <diffuse/core/random.hpp>
-#include <diffuse/eval/frechet.hpp>
+#include "common/frechet.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -13,7 +13,7 @@
 #include <cmath>
 #include <limits>
 
-using diffuse::eval::frechet_distance;
+using examples::eval::frechet_distance;
 using Eigen::MatrixXd;
 using Eigen::VectorXd;
 
@@ -71,7 +71,7 @@ TEST_CASE("The Frechet distance between identical Gaussians is zero", "[eval][fr
 TEST_CASE("The Frechet distance of a singular covariance to itself is zero", "[eval][frechet]") {
     // 5 samples in 12 dimensions: rank 4, and rounding gives some eigenvalues like -1e-17.
     diffuse::Generator gen(82);
-    const auto stats = diffuse::eval::feature_statistics(random_matrix(gen, 5, 12));
+    const auto stats = examples::eval::feature_statistics(random_matrix(gen, 5, 12));
     REQUIRE(frechet_distance(stats, stats) <= 1e-12 * stats.covariance.trace());
 }
 
@@ -141,23 +141,23 @@ TEST_CASE("The Frechet distance is symmetric, unchanged by a common shift and sc
     const MatrixXd x = random_matrix(gen, 40, 5);
     MatrixXd y = random_matrix(gen, 30, 5) * 1.5;
     y.col(0).array() += 1.0;
-    const auto sx = diffuse::eval::feature_statistics(x), sy = diffuse::eval::feature_statistics(y);
+    const auto sx = examples::eval::feature_statistics(x), sy = examples::eval::feature_statistics(y);
     const double d = frechet_distance(sx, sy);
     REQUIRE(d > 0.5);
     REQUIRE(frechet_distance(sy, sx) == Approx(d).epsilon(1e-12));
     const VectorXd shift = random_vector(gen, 5);
-    const auto shifted_x = diffuse::eval::feature_statistics(MatrixXd(x.rowwise() + shift.transpose()));
-    const auto shifted_y = diffuse::eval::feature_statistics(MatrixXd(y.rowwise() + shift.transpose()));
+    const auto shifted_x = examples::eval::feature_statistics(MatrixXd(x.rowwise() + shift.transpose()));
+    const auto shifted_y = examples::eval::feature_statistics(MatrixXd(y.rowwise() + shift.transpose()));
     REQUIRE(frechet_distance(shifted_x, shifted_y) == Approx(d).epsilon(1e-12));
-    const auto scaled_x = diffuse::eval::feature_statistics(MatrixXd(3.0 * x));
-    const auto scaled_y = diffuse::eval::feature_statistics(MatrixXd(3.0 * y));
+    const auto scaled_x = examples::eval::feature_statistics(MatrixXd(3.0 * x));
+    const auto scaled_y = examples::eval::feature_statistics(MatrixXd(3.0 * y));
     REQUIRE(frechet_distance(scaled_x, scaled_y) == Approx(9.0 * d).epsilon(1e-12));
 }
 
 TEST_CASE("Feature statistics are the mean and the unbiased covariance, as in long double", "[eval][frechet]") {
     diffuse::Generator gen(86);
     const auto f = gen.randn<float, 2>({7, 3});  // [N, D], float as a classifier gives them
-    const auto s = diffuse::eval::feature_statistics(f);
+    const auto s = examples::eval::feature_statistics(f);
     REQUIRE(s.count == 7);
     long double mean[3] = {0, 0, 0};
     for (int n = 0; n < 7; ++n)
@@ -191,8 +191,8 @@ TEST_CASE("The Frechet distance rejects a matrix that is not a covariance and mi
 }
 
 TEST_CASE("Feature statistics reject fewer than two samples and non-finite features", "[eval][frechet]") {
-    REQUIRE_THROWS_WITH(diffuse::eval::feature_statistics(MatrixXd::Zero(1, 4)), Catch::Contains("features.shape = [1, 4]"));
+    REQUIRE_THROWS_WITH(examples::eval::feature_statistics(MatrixXd::Zero(1, 4)), Catch::Contains("features.shape = [1, 4]"));
     MatrixXd f = MatrixXd::Zero(3, 2);
     f(2, 1) = std::numeric_limits<double>::infinity();
-    REQUIRE_THROWS_WITH(diffuse::eval::feature_statistics(f), Catch::Contains("features(2, 1) = inf"));
+    REQUIRE_THROWS_WITH(examples::eval::feature_statistics(f), Catch::Contains("features(2, 1) = inf"));
 }

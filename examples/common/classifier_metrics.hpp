@@ -12,7 +12,9 @@
 #include <string_view>
 #include <vector>
 
-namespace diffuse::eval {
+namespace examples::eval {
+
+using diffuse::Index;
 
 /// counts(true class, predicted class) over K classes, [K, K].
 struct ConfusionMatrix {
@@ -67,7 +69,7 @@ inline void check_pairs(std::string_view where, const std::vector<int>& predicte
 /// The confusion matrix of `predicted` against `labels` ([N] each, classes in [0, num_classes)).
 inline ConfusionMatrix confusion_matrix(const std::vector<int>& predicted, const std::vector<int>& labels,
                                         Index num_classes) {
-    constexpr const char* where = "diffuse::eval::confusion_matrix";
+    constexpr const char* where = "examples::eval::confusion_matrix";
     if (num_classes < 1) diffuse::detail::throw_invalid(where, "num_classes", num_classes, "at least 1");
     detail::check_pairs(where, predicted, labels);
     detail::check_classes(where, "labels", labels, num_classes);
@@ -79,7 +81,7 @@ inline ConfusionMatrix confusion_matrix(const std::vector<int>& predicted, const
 
 /// The share of samples whose prediction equals their label, in [0, 1].
 inline double accuracy(const std::vector<int>& predicted, const std::vector<int>& labels) {
-    detail::check_pairs("diffuse::eval::accuracy", predicted, labels);
+    detail::check_pairs("examples::eval::accuracy", predicted, labels);
     Index correct = 0;
     for (std::size_t i = 0; i < labels.size(); ++i) correct += predicted[i] == labels[i] ? 1 : 0;
     return static_cast<double>(correct) / static_cast<double>(labels.size());
@@ -106,8 +108,8 @@ inline std::vector<double> per_class_accuracy(const std::vector<int>& predicted,
 /// were generated for. `requested`: the class each sample was conditioned on, [N]; `predicted`: the
 /// classifier's class for it, [N].
 inline double sample_class_agreement(const std::vector<int>& predicted, const std::vector<int>& requested) {
-    detail::check_pairs("diffuse::eval::sample_class_agreement", predicted, requested, "requested");
+    detail::check_pairs("examples::eval::sample_class_agreement", predicted, requested, "requested");
     return accuracy(predicted, requested);
 }
 
-}  // namespace diffuse::eval
+}  // namespace examples::eval

@@ -4,20 +4,20 @@
 
 #include "../support/layers.hpp"
 
-#include <diffuse/models/classifier.hpp>
+#include "common/classifier.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <string>
 #include <vector>
 
-using diffuse::Classifier;
-using diffuse::ClassifierConfig;
+using examples::eval::Classifier;
+using examples::eval::ClassifierConfig;
 
 namespace {
 
 // Three blocks (8x8 -> 4x4 -> 2x2), two groups per norm: every kind of layer, small enough for double.
-ClassifierConfig tiny_config(diffuse::ClassifierPooling pooling = diffuse::ClassifierPooling::flatten) {
+ClassifierConfig tiny_classifier_config(examples::eval::ClassifierPooling pooling = examples::eval::ClassifierPooling::flatten) {
     ClassifierConfig c;
     c.image_size = 8;
     c.pooling = pooling;
@@ -48,20 +48,20 @@ TEST_CASE("The Fashion-MNIST classifier maps N x 1 x 28 x 28 images to N x 10 lo
 }
 
 TEST_CASE("The whole classifier's backward pass matches finite differences", "[models][classifier][gradient]") {
-    Classifier<double> model(tiny_config(), 3);
+    Classifier<double> model(tiny_classifier_config(), 3);
     diffuse::Generator gen(92);
     REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(model, gen.randn<double, 4>({2, 1, 8, 8})));
 }
 
 TEST_CASE("The classifier with global average pooling matches finite differences on any image size", "[models][classifier][gradient]") {
-    Classifier<double> model(tiny_config(diffuse::ClassifierPooling::global_average), 3);
+    Classifier<double> model(tiny_classifier_config(examples::eval::ClassifierPooling::global_average), 3);
     diffuse::Generator gen(94);
     REQUIRE(model.fc.in_features() == 6);  // the channels of the last block
     REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(model, gen.randn<double, 4>({2, 1, 6, 7})));
 }
 
 TEST_CASE("Batched features, logits and predictions equal those of one forward pass", "[models][classifier]") {
-    Classifier<double> model(tiny_config(), 4);
+    Classifier<double> model(tiny_classifier_config(), 4);
     diffuse::Generator gen(93);
     const auto x = gen.randn<double, 4>({7, 1, 8, 8});
     const auto whole = model.forward(x);                        // [7, 3]
@@ -81,7 +81,7 @@ TEST_CASE("Batched features, logits and predictions equal those of one forward p
 }
 
 TEST_CASE("The classifier's parameters have dotted names in the order of the layers", "[models][classifier]") {
-    Classifier<float> model(tiny_config());
+    Classifier<float> model(tiny_classifier_config());
     std::vector<std::string> names;
     model.for_each_parameter("classifier", [&names](auto p) { names.push_back(p.name); });
     const std::vector<std::string> expected = {
@@ -95,13 +95,13 @@ TEST_CASE("The classifier's parameters have dotted names in the order of the lay
 }
 
 TEST_CASE("The same seed gives the same classifier and a different seed another", "[models][classifier]") {
-    Classifier<float> a(tiny_config(), 7), b(tiny_config(), 7), c(tiny_config(), 8);
+    Classifier<float> a(tiny_classifier_config(), 7), b(tiny_classifier_config(), 7), c(tiny_classifier_config(), 8);
     REQUIRE((a.fc.weight.value() == b.fc.weight.value()).all());
     REQUIRE_FALSE((a.fc.weight.value() == c.fc.weight.value()).all());
 }
 
 TEST_CASE("The classifier rejects images with the wrong channel count and an impossible configuration", "[models][classifier][errors]") {
-    Classifier<float> model(tiny_config());
+    Classifier<float> model(tiny_classifier_config());
     REQUIRE_THROWS_AS(model.forward(diffuse::Tensor4<float>(2, 3, 8, 8)), diffuse::invalid_argument);
     REQUIRE_THROWS_WITH(model.forward(diffuse::Tensor4<float>(2, 3, 8, 8)),
                         Catch::Contains("x.shape = [2, 3, 8, 8]") && Catch::Contains("[N, 1, H, W]"));
@@ -111,19 +111,19 @@ TEST_CASE("The classifier rejects images with the wrong channel count and an imp
     diffuse::Tensor4<float> x(2, 1, 8, 8);
     x.setZero();
     REQUIRE_THROWS_WITH(model.features(x, 0), Catch::Contains("batch_size = 0"));
-    ClassifierConfig bad = tiny_config();
+    ClassifierConfig bad = tiny_classifier_config();
     bad.channels = {4, 5};
     REQUIRE_THROWS_WITH(Classifier<float>(bad), Catch::Contains("channels[1] = 5") && Catch::Contains("groups = 2"));
-    bad = tiny_config();
+    bad = tiny_classifier_config();
     bad.num_classes = 1;
     REQUIRE_THROWS_WITH(Classifier<float>(bad), Catch::Contains("num_classes = 1"));
-    bad = tiny_config();
+    bad = tiny_classifier_config();
     bad.channels.clear();
     REQUIRE_THROWS_WITH(Classifier<float>(bad), Catch::Contains("channels.size() = 0"));
 }
 
 TEST_CASE("Batched inference runs in evaluation mode and gives the caller's mode back", "[models][classifier]") {
-    Classifier<float> model(tiny_config(), 5);
+    Classifier<float> model(tiny_classifier_config(), 5);
     diffuse::Tensor4<float> x(3, 1, 8, 8);
     x.setConstant(0.5f);
     REQUIRE(model.training());

@@ -7,8 +7,8 @@
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
-#include "diffuse/eval/classifier_metrics.hpp"
-#include "diffuse/models/classifier.hpp"
+#include "classifier_metrics.hpp"
+#include "classifier.hpp"
 #include "diffuse/nn/cross_entropy.hpp"
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/optim/adam.hpp"
@@ -21,7 +21,13 @@
 #include <numeric>
 #include <vector>
 
-namespace diffuse::eval {
+namespace examples::eval {
+
+using diffuse::Generator;
+using diffuse::Index;
+using diffuse::Tensor2;
+using diffuse::Tensor4;
+namespace nn = diffuse::nn;
 
 struct ClassifierTrainingOptions {
     int epochs = 2;
@@ -58,7 +64,7 @@ inline std::vector<Index> random_permutation(Index n, Generator& generator) {
 
 /// The learning rate of step s (1-based) of S, under the options' warm-up and cosine decay.
 inline double classifier_lr(const ClassifierTrainingOptions& options, long step, long total_steps) {
-    double lr = optim::warmup_lr(options.lr, step, options.warmup_steps);
+    double lr = diffuse::optim::warmup_lr(options.lr, step, options.warmup_steps);
     if (options.cosine_decay) {
         const double pi = 3.14159265358979323846;
         lr *= 0.5 * (1.0 + std::cos(pi * static_cast<double>(step - 1) / static_cast<double>(total_steps)));
@@ -73,9 +79,9 @@ template <class T, class OnProgress>
 ClassifierTrainingProgress train_classifier(Classifier<T>& model, const Tensor4<T>& images,
                                             const std::vector<int>& labels, const ClassifierTrainingOptions& options,
                                             OnProgress&& on_progress) {
-    constexpr const char* where = "diffuse::eval::train_classifier";
+    constexpr const char* where = "examples::eval::train_classifier";
     const Index n = images.dimension(0), k = model.config().num_classes;
-    if (n < 1) diffuse::detail::throw_invalid(where, "images.shape", shape_string(images.dimensions()), "at least one image");
+    if (n < 1) diffuse::detail::throw_invalid(where, "images.shape", diffuse::shape_string(images.dimensions()), "at least one image");
     if (static_cast<Index>(labels.size()) != n) {
         diffuse::detail::throw_invalid(where, "labels.size()", labels.size(), "one label per image, " + std::to_string(n));
     }
@@ -84,10 +90,10 @@ ClassifierTrainingProgress train_classifier(Classifier<T>& model, const Tensor4<
     if (options.batch_size < 1) diffuse::detail::throw_invalid(where, "batch_size", options.batch_size, "at least 1");
     if (options.report_every < 1) diffuse::detail::throw_invalid(where, "report_every", options.report_every, "at least 1");
 
-    optim::AdamOptions adam_options;
+    diffuse::optim::AdamOptions adam_options;
     adam_options.lr = options.lr;
     adam_options.weight_decay = options.weight_decay;
-    optim::Adam<T> adam(adam_options);
+    diffuse::optim::Adam<T> adam(adam_options);
     nn::SoftmaxCrossEntropy<T> loss_fn;
     Generator generator(options.seed);
 
@@ -116,7 +122,7 @@ ClassifierTrainingProgress train_classifier(Classifier<T>& model, const Tensor4<
             const Tensor2<T> logits = model.forward(x);  // [B, K]
             const T loss = loss_fn.forward(logits, y);
             if (!std::isfinite(static_cast<double>(loss))) {
-                throw numerical_error(std::string(where) + ": the loss is " + std::to_string(static_cast<double>(loss)) +
+                throw diffuse::numerical_error(std::string(where) + ": the loss is " + std::to_string(static_cast<double>(loss)) +
                                       " at step " + std::to_string(report.step + 1) + "; try a smaller lr");
             }
             model.backward(loss_fn.backward());
@@ -155,4 +161,4 @@ ClassifierTrainingProgress train_classifier(Classifier<T>& model, const Tensor4<
     return train_classifier(model, images, labels, options, [](const ClassifierTrainingProgress&) {});
 }
 
-}  // namespace diffuse::eval
+}  // namespace examples::eval

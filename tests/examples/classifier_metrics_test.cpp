@@ -1,14 +1,14 @@
 // Accuracy, the confusion matrix, per-class accuracy and the class agreement of conditional samples,
 // on hand-made predictions, and inputs that do not fit together.
 
-#include <diffuse/eval/classifier_metrics.hpp>
+#include "common/classifier_metrics.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <vector>
 
-namespace eval = diffuse::eval;
+namespace eval = examples::eval;
 
 TEST_CASE("Accuracy is the share of predictions equal to their labels", "[eval][metrics]") {
     REQUIRE(eval::accuracy({0, 1, 2, 2}, {0, 1, 1, 2}) == 0.75);

@@ -26,7 +26,10 @@
 #include <string>
 #include <string_view>
 
-namespace diffuse::eval {
+namespace examples::eval {
+
+using diffuse::Index;
+using diffuse::Tensor2;
 
 /// The mean and covariance of a set of feature vectors, in double.
 struct FeatureStatistics {
@@ -38,7 +41,7 @@ struct FeatureStatistics {
 /// Mean and unbiased covariance of the rows of `features` [N, D], N >= 2, computed in double with
 /// the mean subtracted first (two passes, no E[x^2] - E[x]^2 cancellation).
 inline FeatureStatistics feature_statistics(const Eigen::Ref<const Eigen::MatrixXd>& features) {
-    constexpr const char* where = "diffuse::eval::feature_statistics";
+    constexpr const char* where = "examples::eval::feature_statistics";
     const Index n = features.rows(), d = features.cols();
     if (n < 2 || d < 1) {
         diffuse::detail::throw_invalid(where, "features.shape", "[" + std::to_string(n) + ", " + std::to_string(d) + "]",
@@ -95,7 +98,7 @@ inline Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> psd_eigen(std::string_view
     }
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(s);  // reads the lower triangle
     if (eigen.info() != Eigen::Success) {
-        throw numerical_error(std::string(where) + ": the eigen-decomposition of " + std::string(name) + " did not converge");
+        throw diffuse::numerical_error(std::string(where) + ": the eigen-decomposition of " + std::string(name) + " did not converge");
     }
     return eigen;
 }
@@ -118,7 +121,7 @@ inline Eigen::VectorXd clamp_rounding(std::string_view where, std::string_view w
 /// d^2 = ||mu_1 - mu_2||^2 + tr(S_1) + tr(S_2) - 2 tr((S_1 S_2)^{1/2}), for symmetric PSD S_1, S_2.
 inline double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd& sigma1, const Eigen::VectorXd& mu2,
                                const Eigen::MatrixXd& sigma2, const FrechetOptions& options = {}) {
-    constexpr const char* where = "diffuse::eval::frechet_distance";
+    constexpr const char* where = "examples::eval::frechet_distance";
     const Index d = mu1.size();
     const auto square = [](Index n) { return "[" + std::to_string(n) + ", " + std::to_string(n) + "]"; };
     if (d < 1) diffuse::detail::throw_invalid(where, "mu1.size()", d, "at least 1");
@@ -149,7 +152,7 @@ inline double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd
     // turn an error of 2^-52 into one of 2^-26 (the identical-distribution case then gives 0 to 1e-15).
     const Eigen::BDCSVD<Eigen::MatrixXd> svd(a);
     if (svd.info() != Eigen::Success) {
-        throw numerical_error(std::string(where) + ": the SVD of sigma1^{1/2} sigma2^{1/2} did not converge");
+        throw diffuse::numerical_error(std::string(where) + ": the SVD of sigma1^{1/2} sigma2^{1/2} did not converge");
     }
     const double trace_sqrt = svd.singularValues().sum();
     const double trace1 = l1.sum(), trace2 = l2.sum();  // tr S = sum of its eigenvalues
@@ -159,7 +162,7 @@ inline double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd
     // rounding, of the size of the terms times D 2^-52: within the tolerance it is 0, else an error.
     const double size = mean_term + trace1 + trace2;
     if (d2 < -options.psd_tolerance * size) {
-        throw numerical_error(std::string(where) + ": d^2 = " + std::to_string(d2) +
+        throw diffuse::numerical_error(std::string(where) + ": d^2 = " + std::to_string(d2) +
                               " is negative beyond rounding (terms of size " + std::to_string(size) + ")");
     }
     return std::max(0.0, d2);
@@ -171,4 +174,4 @@ inline double frechet_distance(const FeatureStatistics& a, const FeatureStatisti
     return frechet_distance(a.mean, a.covariance, b.mean, b.covariance, options);
 }
 
-}  // namespace diffuse::eval
+}  // namespace examples::eval

@@ -28,7 +28,13 @@
 #include <utility>
 #include <vector>
 
-namespace diffuse {
+namespace examples::eval {
+
+using diffuse::Generator;
+using diffuse::Index;
+using diffuse::Tensor2;
+using diffuse::Tensor4;
+namespace nn = diffuse::nn;
 
 /// How the last feature map [N, C, h, w] becomes a vector for fc.
 enum class ClassifierPooling {
@@ -153,7 +159,7 @@ class Classifier {
   private:
     // x [N, Cin, H, W] -> the features [N, F].
     Tensor2<T> embed(const Tensor4<T>& x) {
-        check_input(x, "diffuse::Classifier::forward");
+        check_input(x, "examples::eval::Classifier::forward");
         Tensor4<T> h = blocks[0].norm.forward(blocks[0].conv.forward(x));
         for (std::size_t i = 1; i < blocks.size(); ++i) {
             h = blocks[i].norm.forward(blocks[i].conv.forward(h));
@@ -167,9 +173,9 @@ class Classifier {
 
     template <class Fn>
     Tensor2<T> in_batches(const Tensor4<T>& x, Index batch_size, Index width, const char* what, Fn&& run) {
-        const std::string where = std::string("diffuse::Classifier::") + what;
+        const std::string where = std::string("examples::eval::Classifier::") + what;
         check_input(x, where.c_str());
-        if (batch_size < 1) detail::throw_invalid(where, "batch_size", batch_size, "at least 1");
+        if (batch_size < 1) diffuse::detail::throw_invalid(where, "batch_size", batch_size, "at least 1");
         const Index n = x.dimension(0), per_image = x.size() / n;
         Tensor2<T> out(n, width);  // [N, width]
         struct Restore {  // the caller's mode back, even if a batch throws
@@ -191,33 +197,33 @@ class Classifier {
     void check_input(const Tensor4<T>& x, const char* where) const {
         if (x.dimension(0) < 1 || x.dimension(1) != config_.in_channels || x.dimension(2) < 1 ||
             x.dimension(3) < 1) {
-            detail::throw_invalid(where, "x.shape", shape_string(x.dimensions()),
+            diffuse::detail::throw_invalid(where, "x.shape", diffuse::shape_string(x.dimensions()),
                                   "[N, " + std::to_string(config_.in_channels) + ", H, W] with N, H, W >= 1");
         }
         if (config_.pooling == ClassifierPooling::flatten &&
             (x.dimension(2) != config_.image_size || x.dimension(3) != config_.image_size)) {
             const std::string side = std::to_string(config_.image_size);
-            detail::throw_invalid(where, "x.shape", shape_string(x.dimensions()),
+            diffuse::detail::throw_invalid(where, "x.shape", diffuse::shape_string(x.dimensions()),
                                   "[N, " + std::to_string(config_.in_channels) + ", " + side + ", " + side +
                                       "]: flatten pooling fixes the image size");
         }
     }
 
     void validate() const {
-        constexpr const char* where = "diffuse::Classifier";
+        constexpr const char* where = "examples::eval::Classifier";
         const ClassifierConfig& c = config_;
-        if (c.in_channels < 1) detail::throw_invalid(where, "in_channels", c.in_channels, "at least 1");
-        if (c.channels.empty()) detail::throw_invalid(where, "channels.size()", 0, "at least one conv block");
-        if (c.groups < 1) detail::throw_invalid(where, "groups", c.groups, "at least 1");
+        if (c.in_channels < 1) diffuse::detail::throw_invalid(where, "in_channels", c.in_channels, "at least 1");
+        if (c.channels.empty()) diffuse::detail::throw_invalid(where, "channels.size()", 0, "at least one conv block");
+        if (c.groups < 1) diffuse::detail::throw_invalid(where, "groups", c.groups, "at least 1");
         for (std::size_t i = 0; i < c.channels.size(); ++i) {
             if (c.channels[i] < 1 || c.channels[i] % c.groups != 0) {
-                detail::throw_invalid(where, "channels[" + std::to_string(i) + "]", c.channels[i],
+                diffuse::detail::throw_invalid(where, "channels[" + std::to_string(i) + "]", c.channels[i],
                                       "a positive multiple of groups = " + std::to_string(c.groups));
             }
         }
-        if (c.feature_dim < 1) detail::throw_invalid(where, "feature_dim", c.feature_dim, "at least 1");
-        if (c.num_classes < 2) detail::throw_invalid(where, "num_classes", c.num_classes, "at least 2");
-        if (c.image_size < 1) detail::throw_invalid(where, "image_size", c.image_size, "at least 1");
+        if (c.feature_dim < 1) diffuse::detail::throw_invalid(where, "feature_dim", c.feature_dim, "at least 1");
+        if (c.num_classes < 2) diffuse::detail::throw_invalid(where, "num_classes", c.num_classes, "at least 2");
+        if (c.image_size < 1) diffuse::detail::throw_invalid(where, "image_size", c.image_size, "at least 1");
     }
 
     ClassifierConfig config_;
@@ -225,4 +231,4 @@ class Classifier {
     Eigen::DSizes<Index, 4> last_dims_;  // the last block's output shape [N, C, h, w]
 };
 
-}  // namespace diffuse
+}  // namespace examples::eval
