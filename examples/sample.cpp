@@ -26,6 +26,7 @@
 #include <diffuse/core/threading.hpp>
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/unet.hpp>
+#include <diffuse/samplers/named.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
     app.add_option("--classes", classes, "Classes to sample, one row each (default: all)")->delimiter(',');
     app.add_flag("--unconditional", unconditional, "One row of unconditional samples (the \"no class\" label) instead");
     app.add_option("--count", count, "Samples per class")->capture_default_str();
-    app.add_option("--sampler", sampler.name, "Sampler")->check(CLI::IsMember(examples::sampler_names()))
+    app.add_option("--sampler", sampler.name, "Sampler")->check(CLI::IsMember(diffuse::sampler_names()))
         ->capture_default_str();
     app.add_option("--steps", sampler.steps, "Sampler steps (ddpm: the schedule respaced to this many)")
         ->capture_default_str();

@@ -18,6 +18,7 @@
 #include <diffuse/samplers/dpm_solver.hpp>
 #include <diffuse/samplers/guidance.hpp>
 #include <diffuse/samplers/inpainting.hpp>
+#include <diffuse/samplers/named.hpp>
 #include <diffuse/schedule/respacing.hpp>
 
 #include <algorithm>
@@ -30,11 +31,6 @@ namespace examples {
 
 std::map<std::string, std::string> file_metadata(const std::string& path) {
     return diffuse::read_safetensors_header(path).metadata;
-}
-
-const std::vector<std::string>& sampler_names() {
-    static const std::vector<std::string> names = {"ddpm", "ddim", "dpm++2m"};
-    return names;
 }
 
 diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
@@ -66,41 +62,15 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
                                     const diffuse::Shape4& shape, std::uint64_t seed,
                                     const std::vector<int>& labels, bool keep_intermediates,
                                     const diffuse::ProgressFn<float>& progress) {
-    const int t_max = schedule.num_timesteps();
-    if (sampler.name == "ddpm") {
-        diffuse::DDPMOptions<float> options;
-        options.seed = seed;
-        options.labels = labels;
-        options.thresholding = sampler.thresholding;
-        options.keep_intermediates = keep_intermediates;
-        options.progress = progress;
-        const diffuse::NoiseSchedule<float> respaced =
-            sampler.steps == t_max ? schedule
-                                   : diffuse::respace(schedule, diffuse::spaced_timesteps(t_max, sampler.steps,
-                                                                                          diffuse::Spacing::trailing));
-        return diffuse::ddpm_sample(respaced, model, shape, options);
-    }
-    if (sampler.name == "ddim") {
-        diffuse::DDIMOptions<float> options;
-        options.seed = seed;
-        options.labels = labels;
-        options.thresholding = sampler.thresholding;
-        options.keep_intermediates = keep_intermediates;
-        options.progress = progress;
-        options.steps.spacing = diffuse::Spacing::trailing;
-        return diffuse::ddim_sample(schedule, model, sampler.steps, shape, options);
-    }
-    if (sampler.name == "dpm++2m") {
-        diffuse::DPMSolverOptions<float> options;
-        options.seed = seed;
-        options.labels = labels;
-        options.thresholding = sampler.thresholding;
-        options.keep_intermediates = keep_intermediates;
-        options.progress = progress;
-        options.steps.spacing = diffuse::Spacing::trailing;
-        return diffuse::dpm_solver_sample(schedule, model, sampler.steps, shape, options);
-    }
-    diffuse::detail::throw_invalid("examples::run_sampler", "sampler", sampler.name, "ddpm, ddim or dpm++2m");
+    diffuse::SamplerOptions<float> options;
+    options.seed = seed;
+    options.labels = labels;
+    options.thresholding = sampler.thresholding;
+    options.keep_intermediates = keep_intermediates;
+    options.progress = progress;
+    diffuse::StepSelection selection;
+    selection.spacing = diffuse::Spacing::trailing;
+    return diffuse::sample(sampler.name, schedule, model, sampler.steps, shape, options, selection);
 }
 
 diffuse::ProgressFn<float> count_steps(Phase& phase, Index batch) {
@@ -161,7 +131,7 @@ std::string scores_line(const nlohmann::ordered_json& metrics) {
 
 void add_report_options(CLI::App& app, ReportOptions& report) {
     app.add_option("--sampler", report.sampler.name, "Sampler of the pictures and scores")
-        ->check(CLI::IsMember(sampler_names()))->capture_default_str();
+        ->check(CLI::IsMember(diffuse::sampler_names()))->capture_default_str();
     app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
     add_thresholding_option(app, report.sampler);
     app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
@@ -355,7 +325,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
     {
         const Index n = std::min(o.bpd_images, test.x.dimension(0));
         diffuse::VlbOptions vlb;
-        vlb.reverse.clip_x0 = o.sampler.thresholding == diffuse::Thresholding::clip;  // as the samplers
+        vlb.reverse.thresholding = o.sampler.thresholding;  // as the samplers
         vlb.stride = o.bpd_stride;
         vlb.stratified = true;
         std::vector<double> totals;  // [n] bits/dim of each image

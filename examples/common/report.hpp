@@ -22,9 +22,9 @@
 
 #include <diffuse/core/tensor.hpp>
 #include <diffuse/models/unet.hpp>
+#include <diffuse/process/thresholding.hpp>
 #include <diffuse/samplers/denoiser.hpp>
 #include <diffuse/samplers/options.hpp>
-#include <diffuse/samplers/thresholding.hpp>
 #include <diffuse/schedule/named.hpp>
 #include <diffuse/schedule/noise_schedule.hpp>
 
@@ -78,8 +78,6 @@ struct DiffusionSetup {
 std::map<std::string, std::string> file_metadata(const std::string& path);
 
 // ---- sampling ----------------------------------------------------------------------------------------
-
-const std::vector<std::string>& sampler_names();
 
 /// The model as the samplers call it, in evaluation mode (no dropout). For a class-conditional model
 /// and labels in [0, K): guidance scale 1 calls it as it is, 0 replaces every label by "no class",

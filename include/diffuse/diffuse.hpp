@@ -3,6 +3,8 @@
 
 #include "diffuse/version.hpp"
 
+#include "diffuse/core/channels.hpp"
+#include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/memory.hpp"
 #include "diffuse/core/random.hpp"
@@ -17,8 +19,11 @@
 
 #include "diffuse/process/forward.hpp"
 #include "diffuse/process/gaussian.hpp"
+#include "diffuse/process/hybrid_loss.hpp"
 #include "diffuse/process/parameterization.hpp"
 #include "diffuse/process/posterior.hpp"
+#include "diffuse/process/reverse.hpp"
+#include "diffuse/process/thresholding.hpp"
 #include "diffuse/process/vlb.hpp"
 
 #include "diffuse/nn/timestep_embedding.hpp"
@@ -52,7 +57,7 @@
 #include "diffuse/samplers/dpm_solver.hpp"
 #include "diffuse/samplers/guidance.hpp"
 #include "diffuse/samplers/inpainting.hpp"
+#include "diffuse/samplers/loop.hpp"
 #include "diffuse/samplers/options.hpp"
-#include "diffuse/samplers/thresholding.hpp"
 
 #include "diffuse/testing/gradient_check.hpp"

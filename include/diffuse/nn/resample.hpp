@@ -1,6 +1,7 @@
 #pragma once
 // Nearest-neighbour 2x upsampling and channel concatenation, with their adjoints.
 
+#include "diffuse/core/channels.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
 
@@ -66,15 +67,7 @@ std::pair<Tensor4<T>, Tensor4<T>> split_channels(const Tensor4<T>& dy, Index cha
                               "a channel count in [0, " + std::to_string(dy.dimension(1)) + "], the channels of dy " +
                                   shape_string(dy.dimensions()));
     }
-    const Index n = dy.dimension(0), hw = dy.dimension(2) * dy.dimension(3);
-    const Index cb = dy.dimension(1) - channels_a, sa = channels_a * hw, sb = cb * hw;
-    std::pair<Tensor4<T>, Tensor4<T>> out{Tensor4<T>(n, channels_a, dy.dimension(2), dy.dimension(3)),
-                                          Tensor4<T>(n, cb, dy.dimension(2), dy.dimension(3))};
-    for (Index i = 0; i < n; ++i) {
-        std::copy_n(dy.data() + i * (sa + sb), sa, out.first.data() + i * sa);
-        std::copy_n(dy.data() + i * (sa + sb) + sa, sb, out.second.data() + i * sb);
-    }
-    return out;
+    return {channel_slice(dy, 0, channels_a), channel_slice(dy, channels_a, dy.dimension(1) - channels_a)};
 }
 
 }  // namespace diffuse::nn

@@ -20,15 +20,19 @@
 // approximation diffusers' DDIMInverseScheduler makes). fixed_point_iterations > 0 re-evaluates eps at
 // the new x_i that many times, which converges to the exact inverse of the sampler's step.
 
+#include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/shape.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/samplers/denoiser.hpp"
+#include "diffuse/samplers/loop.hpp"
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 namespace diffuse {
 
@@ -48,12 +52,27 @@ inline void check_eta(const char* where, double eta) {
     }
 }
 
-// out = a x + b y + c z, elementwise over one shape.
+/// The DDIM step of ddim_step, its arguments already checked:
+///   x_{t-1} = sqrt(alphabar_prev) x0_hat + sqrt(1 - alphabar_prev - sigma^2) eps_hat + sigma z.
 template <class T>
-Tensor4<T> combine3(double a, const Tensor4<T>& x, double b, const Tensor4<T>& y, double c, const Tensor4<T>& z) {
-    Tensor4<T> out(x.dimensions());
-    const T at = static_cast<T>(a), bt = static_cast<T>(b), ct = static_cast<T>(c);
-    for (Index k = 0; k < out.size(); ++k) out.data()[k] = at * x.data()[k] + bt * y.data()[k] + ct * z.data()[k];
+StepResult<T> ddim_update(const NoiseSchedule<T>& schedule, const ModelArg<T>& model, const Tensor4<T>& x_t, int i,
+                          const Tensor4<T>& noise, const DDIMOptions<T>& options) {
+    Denoised<T> d = denoise("diffuse::ddim_step", schedule, model, x_t, i, options);
+    const auto& ab = schedule.alphas_cumprod_double();
+    const double ab_t = ab[static_cast<std::size_t>(i)], ab_prev = i > 0 ? ab[static_cast<std::size_t>(i) - 1] : 1.0;
+    if (options.eps_from_thresholded_x0 && options.thresholding != Thresholding::none) {
+        // eps_hat = (x_t - sqrt(alphabar_t) x0_hat) / sqrt(1 - alphabar_t)
+        const T a = static_cast<T>(1.0 / std::sqrt(1.0 - ab_t)), b = static_cast<T>(-std::sqrt(ab_t / (1.0 - ab_t)));
+        d.eps = elementwise([a, b](T x, T x0) { return a * x + b * x0; }, x_t, d.x0);
+    }
+    // sigma = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev)
+    const double sigma = options.eta * std::sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * std::sqrt(1.0 - ab_t / ab_prev);
+    // the direction pointing to x_t: sqrt(1 - ab_prev - sigma^2), never negative for eta <= 1
+    const double dir = std::sqrt(std::max(0.0, 1.0 - ab_prev - sigma * sigma));
+    const T a = static_cast<T>(std::sqrt(ab_prev)), b = static_cast<T>(dir), c = static_cast<T>(sigma);
+    StepResult<T> out;
+    out.x = elementwise([a, b, c](T x0, T eps, T z) { return a * x0 + b * eps + c * z; }, d.x0, d.eps, noise);
+    out.pred_x0 = std::move(d.x0);
     return out;
 }
 
@@ -72,20 +91,7 @@ StepResult<T> ddim_step(const NoiseSchedule<T>& schedule, const ModelArg<T>& mod
     }
     detail::check_eta(where, options.eta);
     detail::check_sampler_options(where, options, x_t.dimension(0));
-    Denoised<T> d = denoise(where, schedule, model, x_t, i, options);
-    const auto& ab = schedule.alphas_cumprod_double();
-    const double ab_t = ab[static_cast<std::size_t>(i)], ab_prev = i > 0 ? ab[static_cast<std::size_t>(i) - 1] : 1.0;
-    if (options.eps_from_thresholded_x0 && options.thresholding != Thresholding::none) {
-        // eps_hat = (x_t - sqrt(alphabar_t) x0_hat) / sqrt(1 - alphabar_t)
-        d.eps = detail::combine3(1.0 / std::sqrt(1.0 - ab_t), x_t, -std::sqrt(ab_t / (1.0 - ab_t)), d.x0, 0.0, d.x0);
-    }
-    // sigma = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev)
-    const double sigma = options.eta * std::sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * std::sqrt(1.0 - ab_t / ab_prev);
-    // the direction pointing to x_t: sqrt(1 - ab_prev - sigma^2), never negative for eta <= 1
-    const double dir = std::sqrt(std::max(0.0, 1.0 - ab_prev - sigma * sigma));
-    StepResult<T> out;
-    out.x = detail::combine3(std::sqrt(ab_prev), d.x0, dir, d.eps, sigma, noise);
-    out.pred_x0 = std::move(d.x0);
+    StepResult<T> out = detail::ddim_update(schedule, model, x_t, i, noise, options);
     detail::check_finite(where, "x after the step at t = " + std::to_string(schedule.timestep_map()[i]), out.x);
     return out;
 }
@@ -101,24 +107,14 @@ Samples<T> ddim_sample_from(const NoiseSchedule<T>& schedule, const ModelArg<T>&
     detail::check_sampler_options(where, options, x_T.dimension(0));
     const NoiseSchedule<T> sampling = detail::sampling_schedule(where, schedule, num_steps, options.steps);
     const Shape4 shape = x_T.dimensions();
-    Samples<T> out;
-    out.x = x_T;  // [N, C, H, W]
-    if (options.keep_intermediates) out.intermediates.push_back(out.x);
     const Tensor4<T> zeros = Tensor4<T>(shape).setZero();
-    for (int k = 0; k < num_steps; ++k) {
+    return detail::sampling_loop(where, "step at", x_T, num_steps, options, [&](int k, const Tensor4<T>& x) {
         const int i = num_steps - 1 - k;
         const bool noisy = options.eta > 0.0 && i > 0;
-        StepResult<T> step = ddim_step(sampling, model, out.x, i,
-                                       noisy ? detail::stream_noise<T>(options.seed, static_cast<std::uint64_t>(k) + 1, shape) : zeros,
-                                       options);
-        out.x = std::move(step.x);
-        if (options.progress) options.progress(k, sampling.timestep_map()[static_cast<std::size_t>(i)], step.pred_x0);
-        if (options.keep_intermediates) {
-            out.intermediates.push_back(out.x);
-            out.predicted_x0.push_back(std::move(step.pred_x0));
-        }
-    }
-    return out;
+        StepResult<T> step =
+            detail::ddim_update(sampling, model, x, i, noisy ? detail::move_noise<T>(options.seed, k, shape) : zeros, options);
+        return detail::Move<T>{std::move(step.x), std::move(step.pred_x0), sampling.timestep_map()[static_cast<std::size_t>(i)]};
+    });
 }
 
 /// The same from pure noise x_T ~ N(0, I) of the given shape, stream 0 of options.seed.
@@ -148,31 +144,20 @@ Samples<T> ddim_invert(const NoiseSchedule<T>& schedule, const ModelArg<T>& mode
     SamplerOptions<T> plain = options;
     plain.thresholding = Thresholding::none;
     const auto& ab = sampling.alphas_cumprod_double();
-    Samples<T> out;
-    out.x = x0;  // [N, C, H, W]
-    if (options.keep_intermediates) out.intermediates.push_back(out.x);
-    for (int i = 0; i < num_steps; ++i) {
+    return detail::sampling_loop(where, "inversion step to", x0, num_steps, options, [&](int i, const Tensor4<T>& x_from) {
+        // from x_from [N, C, H, W] at step i - 1 to step i
         const double ab_from = i > 0 ? ab[static_cast<std::size_t>(i) - 1] : 1.0, ab_to = ab[static_cast<std::size_t>(i)];
-        const Tensor4<T> x_from = out.x;  // [N, C, H, W] at step i - 1
-        Tensor4<T> x_to = x_from;         // [N, C, H, W], the guess of x at step i the model is evaluated at
-        Denoised<T> d;
+        const T to_x0_x = static_cast<T>(1.0 / std::sqrt(ab_from)), to_x0_eps = static_cast<T>(-std::sqrt((1.0 - ab_from) / ab_from));
+        const T to_x_x0 = static_cast<T>(std::sqrt(ab_to)), to_x_eps = static_cast<T>(std::sqrt(1.0 - ab_to));
+        detail::Move<T> move{x_from, {}, sampling.timestep_map()[static_cast<std::size_t>(i)]};  // x: the guess of x at step i the model is evaluated at
         for (int iteration = 0; iteration <= options.fixed_point_iterations; ++iteration) {
-            d = denoise(where, sampling, model, x_to, i, plain);
+            const Denoised<T> d = denoise(where, sampling, model, move.x, i, plain);
             // x0_hat from x_from with this eps, then forward to step i along the same eps
-            const Tensor4<T> x0_hat =
-                detail::combine3(1.0 / std::sqrt(ab_from), x_from, -std::sqrt((1.0 - ab_from) / ab_from), d.eps, 0.0, d.eps);
-            x_to = detail::combine3(std::sqrt(ab_to), x0_hat, std::sqrt(1.0 - ab_to), d.eps, 0.0, d.eps);
-            d.x0 = x0_hat;
+            move.pred_x0 = elementwise([=](T x, T eps) { return to_x0_x * x + to_x0_eps * eps; }, x_from, d.eps);
+            move.x = elementwise([=](T x0_hat, T eps) { return to_x_x0 * x0_hat + to_x_eps * eps; }, move.pred_x0, d.eps);
         }
-        out.x = std::move(x_to);
-        detail::check_finite(where, "x after the inversion step to t = " + std::to_string(sampling.timestep_map()[i]), out.x);
-        if (options.progress) options.progress(i, sampling.timestep_map()[static_cast<std::size_t>(i)], d.x0);
-        if (options.keep_intermediates) {
-            out.intermediates.push_back(out.x);
-            out.predicted_x0.push_back(d.x0);
-        }
-    }
-    return out;
+        return move;
+    });
 }
 
 }  // namespace diffuse

@@ -9,8 +9,8 @@
 #include "diffuse/core/shape.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/process/parameterization.hpp"
+#include "diffuse/process/thresholding.hpp"
 #include "diffuse/samplers/options.hpp"
-#include "diffuse/samplers/thresholding.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
 #include <cmath>

@@ -13,14 +13,18 @@
 // a linear schedule, +15% in variance against -0.3% first order). The last model call's x0 prediction
 // at the smallest selected timestep is the sample (the jump to sigma = 0, where e^{-h} = 0).
 
+#include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/shape.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/samplers/denoiser.hpp"
+#include "diffuse/samplers/loop.hpp"
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 namespace diffuse {
 
@@ -45,39 +49,32 @@ Samples<T> dpm_solver_sample_from(const NoiseSchedule<T>& schedule, const ModelA
     const auto sigma = [&](int i) { return std::sqrt(1.0 - ab[static_cast<std::size_t>(i)]); };
     const auto lambda = [&](int i) { return std::log(alpha(i)) - std::log(sigma(i)); };
 
-    Samples<T> out;
-    out.x = x_T;  // [N, C, H, W]
-    if (options.keep_intermediates) out.intermediates.push_back(out.x);
     Tensor4<T> x0_prev;  // [N, C, H, W], the previous step's x0 prediction
     double h_prev = 0.0;
-    for (int k = 0; k < num_steps; ++k) {
+    return detail::sampling_loop(where, "step at", x_T, num_steps, options, [&](int k, const Tensor4<T>& x) {
         const int i = num_steps - 1 - k;  // from selected step i to i - 1
-        Denoised<T> d = denoise(where, sampling, model, out.x, i, options);
+        Denoised<T> d = denoise(where, sampling, model, x, i, options);
+        detail::Move<T> move{{}, {}, sampling.timestep_map()[static_cast<std::size_t>(i)]};
         if (i == 0) {
-            out.x = d.x0;  // sigma = 0 after the last step
+            move.x = d.x0;  // sigma = 0 after the last step
         } else {
             const double h = lambda(i - 1) - lambda(i);
             const double decay = sigma(i - 1) / sigma(i), gain = alpha(i - 1) * -std::expm1(-h);  // alpha_t (1 - e^{-h})
-            const bool second_order = k > 0 && i - 1 > 0;
-            const double r = h_prev / h;
-            const double c_now = second_order ? 1.0 + 1.0 / (2.0 * r) : 1.0, c_prev = second_order ? -1.0 / (2.0 * r) : 0.0;
-            Tensor4<T> next(out.x.dimensions());  // [N, C, H, W]
-            const T a = static_cast<T>(decay), b = static_cast<T>(gain * c_now), c = static_cast<T>(gain * c_prev);
-            for (Index e = 0; e < next.size(); ++e) {
-                next.data()[e] = a * out.x.data()[e] + b * d.x0.data()[e] + (second_order ? c * x0_prev.data()[e] : T(0));
+            const T a = static_cast<T>(decay);
+            if (k > 0 && i - 1 > 0) {  // second order: D = (1 + 1/(2r)) x0_s - 1/(2r) x0_prev, r = h_prev / h
+                const double r = h_prev / h;
+                const T b = static_cast<T>(gain * (1.0 + 1.0 / (2.0 * r))), c = static_cast<T>(gain * (-1.0 / (2.0 * r)));
+                move.x = elementwise([a, b, c](T xs, T x0, T x0p) { return a * xs + b * x0 + c * x0p; }, x, d.x0, x0_prev);
+            } else {
+                const T b = static_cast<T>(gain);
+                move.x = elementwise([a, b](T xs, T x0) { return a * xs + b * x0; }, x, d.x0);
             }
-            out.x = std::move(next);
             h_prev = h;
         }
-        detail::check_finite(where, "x after the step at t = " + std::to_string(sampling.timestep_map()[i]), out.x);
-        if (options.progress) options.progress(k, sampling.timestep_map()[static_cast<std::size_t>(i)], d.x0);
-        if (options.keep_intermediates) {
-            out.intermediates.push_back(out.x);
-            out.predicted_x0.push_back(d.x0);
-        }
-        x0_prev = std::move(d.x0);
-    }
-    return out;
+        x0_prev = d.x0;
+        move.pred_x0 = std::move(d.x0);
+        return move;
+    });
 }
 
 /// The same from pure noise x_T ~ N(0, I) of the given shape, stream 0 of options.seed.

@@ -7,9 +7,11 @@
 // like any other: guidance is affine with weights summing to 1, so it applies alike to eps, x0 and v
 // outputs. The "no class" index is num_classes, the U-Net's extra embedding row.
 
+#include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/samplers/denoiser.hpp"
+#include "diffuse/samplers/options.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -57,14 +59,10 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double sc
             detail::throw_invalid(call, "the model's output shape", shape_string(both.dimensions()),
                                   std::to_string(2 * batch) + " samples, the doubled batch");
         }
-        Tensor4<T> out(batch, both.dimension(1), both.dimension(2), both.dimension(3));  // [N, C', H, W]
-        const Index half = out.size();
+        const Shape4 half = {batch, both.dimension(1), both.dimension(2), both.dimension(3)};  // [N, C', H, W]
+        const Eigen::TensorMap<const Tensor4<T>> cond(both.data(), half), uncond(both.data() + cond.size(), half);
         const T s = static_cast<T>(scale);
-        for (Index k = 0; k < half; ++k) {
-            const T cond = both.data()[k], uncond = both.data()[half + k];
-            out.data()[k] = uncond + s * (cond - uncond);
-        }
-        return out;
+        return elementwise([s](T c, T u) { return u + s * (c - u); }, cond, uncond);
     };
 }
 

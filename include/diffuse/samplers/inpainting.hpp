@@ -10,6 +10,7 @@
 // (jump_length = 10, resample_count = 10 in the paper; resample_count = 1 means no jumps).
 // Outpainting is the same on a grown canvas whose new border is unknown.
 
+#include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/shape.hpp"
@@ -17,6 +18,7 @@
 #include "diffuse/process/forward.hpp"
 #include "diffuse/samplers/ddpm.hpp"
 #include "diffuse/samplers/denoiser.hpp"
+#include "diffuse/samplers/loop.hpp"
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
@@ -24,6 +26,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffuse {
@@ -107,37 +110,31 @@ Samples<T> inpaint(const NoiseSchedule<T>& schedule, const ModelArg<T>& model, c
     const int n_steps = schedule.num_timesteps();
     const std::vector<int> levels = repaint_levels(n_steps, options.jump_length, options.resample_count);
     const Shape4 shape = known.dimensions();
-    Samples<T> out;
-    out.x = detail::stream_noise<T>(options.seed, 0, shape);  // [N, C, H, W] at level n_steps - 1
-    if (options.keep_intermediates) out.intermediates.push_back(out.x);
     const Index batch = known.dimension(0);
-    for (std::size_t k = 0; k + 1 < levels.size(); ++k) {
-        const int from = levels[k], to = levels[k + 1];
-        Generator generator(derive_seed(options.seed, static_cast<std::uint64_t>(k) + 1));
-        if (to < from) {
-            // denoise from level `from`, then paste the known image noised to level `to`
-            const Tensor4<T> z = generator.randn<T, 4>(shape);  // [N, C, H, W]
-            StepResult<T> step = ddpm_step(schedule, model, out.x, from, z, options);
-            out.x = std::move(step.x);
-            if (to >= 0) {
-                Tensor4<T> noise;  // [N, C, H, W]
-                const Tensor4<T> known_t = q_sample(schedule, known, Timesteps(static_cast<std::size_t>(batch), to), generator, noise);
-                detail::paste_known(out.x, known_t, mask);
-            } else {
-                detail::paste_known(out.x, known, mask);
-            }
-            if (options.progress) options.progress(static_cast<int>(k), schedule.timestep_map()[static_cast<std::size_t>(from)], step.pred_x0);
-            if (options.keep_intermediates) out.predicted_x0.push_back(std::move(step.pred_x0));
-        } else {
+    const auto moves = static_cast<int>(levels.size()) - 1;
+    return detail::sampling_loop(where, "step at", detail::stream_noise<T>(options.seed, 0, shape), moves, options,
+                                 [&](int k, const Tensor4<T>& x) {
+        const int from = levels[static_cast<std::size_t>(k)], to = levels[static_cast<std::size_t>(k) + 1];
+        Generator generator = detail::move_generator(options.seed, k);
+        const Tensor4<T> z = generator.randn<T, 4>(shape);  // [N, C, H, W]
+        if (to > from) {
             // forward one step: x_to = sqrt(1 - beta_to) x_from + sqrt(beta_to) z
-            const Tensor4<T> z = generator.randn<T, 4>(shape);  // [N, C, H, W]
             const double beta = schedule.betas_double()[static_cast<std::size_t>(to)];
             const T a = static_cast<T>(std::sqrt(1.0 - beta)), b = static_cast<T>(std::sqrt(beta));
-            for (Index e = 0; e < out.x.size(); ++e) out.x.data()[e] = a * out.x.data()[e] + b * z.data()[e];
+            return detail::Move<T>{elementwise([a, b](T xs, T zs) { return a * xs + b * zs; }, x, z), {},
+                                   schedule.timestep_map()[static_cast<std::size_t>(to)]};
         }
-        if (options.keep_intermediates) out.intermediates.push_back(out.x);
-    }
-    return out;
+        // denoise from level `from`, then paste the known image noised to level `to`
+        StepResult<T> step = detail::ddpm_update(schedule, model, x, from, z, options);
+        if (to >= 0) {
+            Tensor4<T> noise;  // [N, C, H, W]
+            const Tensor4<T> known_t = q_sample(schedule, known, Timesteps(static_cast<std::size_t>(batch), to), generator, noise);
+            detail::paste_known(step.x, known_t, mask);
+        } else {
+            detail::paste_known(step.x, known, mask);
+        }
+        return detail::Move<T>{std::move(step.x), std::move(step.pred_x0), schedule.timestep_map()[static_cast<std::size_t>(from)]};
+    });
 }
 
 /// How far the canvas grows on each side, in pixels.

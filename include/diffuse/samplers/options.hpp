@@ -11,7 +11,7 @@
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/process/parameterization.hpp"
-#include "diffuse/samplers/thresholding.hpp"
+#include "diffuse/process/thresholding.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 #include "diffuse/schedule/respacing.hpp"
 

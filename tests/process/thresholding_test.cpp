@@ -3,7 +3,7 @@
 #include "../support/reference.hpp"
 
 #include <diffuse/core/random.hpp>
-#include <diffuse/samplers/thresholding.hpp>
+#include <diffuse/process/thresholding.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -19,7 +19,7 @@ using ref::LD;
 }  // namespace
 
 TEST_CASE("Dynamic thresholding divides each sample by max(its 99.5th percentile of |x0|, 1) after clipping to it",
-          "[samplers][thresholding]") {
+          "[process][thresholding]") {
     // Sample 0 is wide (percentile > 1), sample 1 lies in [-1, 1] (unchanged). The percentile is numpy's
     // linear interpolation at position p (n - 1) of the sorted |x0|.
     diffuse::Tensor4<double> x0 = diffuse::Generator(1).randn<double, 4>({2, 3, 8, 8});
@@ -44,7 +44,7 @@ TEST_CASE("Dynamic thresholding divides each sample by max(its 99.5th percentile
     }
 }
 
-TEST_CASE("Clipping clamps x0 to the range from -1 to 1 and threshold_x0 dispatches on the kind", "[samplers][thresholding]") {
+TEST_CASE("Clipping clamps x0 to the range from -1 to 1 and threshold_x0 dispatches on the kind", "[process][thresholding]") {
     diffuse::Tensor4<float> x0(1, 1, 1, 4);
     x0.setValues({{{{-3.0f, -0.5f, 0.25f, 7.0f}}}});
     const auto clipped = diffuse::clip_x0(x0);

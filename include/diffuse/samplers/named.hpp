@@ -1,0 +1,59 @@
+#pragma once
+// Samplers by name, for command lines and configuration files (the twin of schedule/named.hpp):
+// "ddpm" (ancestral, Ho et al. 2020, on the schedule respaced to the step count), "ddim" (eta = 0,
+// Song et al. 2021) and "dpm++2m" (DPM-Solver++(2M), Lu et al. 2022), each from pure noise with the
+// options every sampler takes (seed, labels, prediction, thresholding, progress, kept intermediates).
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/core/tensor.hpp"
+#include "diffuse/samplers/ddim.hpp"
+#include "diffuse/samplers/ddpm.hpp"
+#include "diffuse/samplers/denoiser.hpp"
+#include "diffuse/samplers/dpm_solver.hpp"
+#include "diffuse/samplers/options.hpp"
+#include "diffuse/schedule/noise_schedule.hpp"
+
+#include <string>
+#include <vector>
+
+namespace diffuse {
+
+/// The names sample() knows, in the order the documentation lists them.
+inline const std::vector<std::string>& sampler_names() {
+    static const std::vector<std::string> names = {"ddpm", "ddim", "dpm++2m"};
+    return names;
+}
+
+/// Samples of the given shape [N, C, H, W] from the named sampler with num_steps model calls over
+/// the training schedule `schedule`, the timesteps chosen by `selection` (DDPM runs every step of the
+/// schedule when num_steps is its length and no timesteps are given, else the respaced schedule).
+template <class T>
+Samples<T> sample(const std::string& name, const NoiseSchedule<T>& schedule, const ModelArg<T>& model, int num_steps,
+                  const Shape4& shape, const SamplerOptions<T>& options = {}, const StepSelection& selection = {}) {
+    constexpr const char* where = "diffuse::sample";
+    if (name == "ddpm") {
+        DDPMOptions<T> ddpm;
+        static_cast<SamplerOptions<T>&>(ddpm) = options;
+        if (num_steps == schedule.num_timesteps() && selection.timesteps.empty()) {
+            return ddpm_sample(schedule, model, shape, ddpm);
+        }
+        return ddpm_sample(detail::sampling_schedule(where, schedule, num_steps, selection), model, shape, ddpm);
+    }
+    if (name == "ddim") {
+        DDIMOptions<T> ddim;
+        static_cast<SamplerOptions<T>&>(ddim) = options;
+        ddim.steps = selection;
+        return ddim_sample(schedule, model, num_steps, shape, ddim);
+    }
+    if (name == "dpm++2m") {
+        DPMSolverOptions<T> dpm;
+        static_cast<SamplerOptions<T>&>(dpm) = options;
+        dpm.steps = selection;
+        return dpm_solver_sample(schedule, model, num_steps, shape, dpm);
+    }
+    std::string known;
+    for (const auto& n : sampler_names()) known += (known.empty() ? "" : ", ") + n;
+    detail::throw_invalid(where, "name", "\"" + name + "\"", "one of " + known);
+}
+
+}  // namespace diffuse
