@@ -66,12 +66,11 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(out_dir);
 
         const auto metadata = examples::file_metadata(checkpoint);
-        const examples::DiffusionSetup setup = examples::DiffusionSetup::from_metadata(metadata, checkpoint);
         const auto kind = metadata.find("diffuse.checkpoint");
         const bool training_state = kind != metadata.end() && kind->second == "training_state";
         diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
         diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
-        const diffuse::NoiseSchedule<float> schedule = setup.make();
+        const diffuse::NoiseSchedule<float> schedule(examples::checkpoint_schedule(metadata, checkpoint).betas);
 
         examples::LabelledImages train, test;
         try {

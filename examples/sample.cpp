@@ -107,18 +107,14 @@ int main(int argc, char** argv) {
     return examples::run(app, argc, argv, [&] {
         if (threads > 0) diffuse::set_num_threads(threads);
         const auto metadata = examples::file_metadata(checkpoint);
-        examples::DiffusionSetup setup;
-        if (!schedule.empty() && timesteps > 0) {
-            setup = {schedule, timesteps};
-        } else {
-            setup = examples::DiffusionSetup::from_metadata(metadata, checkpoint);
-        }
+        const diffuse::Betas betas = !schedule.empty() && timesteps > 0 ? diffuse::make_betas(schedule, timesteps)
+                                                                        : examples::checkpoint_schedule(metadata, checkpoint).betas;
         const auto kind = metadata.find("diffuse.checkpoint");
         const bool training_state = kind != metadata.end() && kind->second == "training_state";
         diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
         diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
         model.set_training(false);
-        const diffuse::NoiseSchedule<float> noise_schedule = setup.make();
+        const diffuse::NoiseSchedule<float> noise_schedule(betas);
         const Index num_classes = model.config().num_classes;
         if (count < 1) diffuse::detail::throw_invalid("diffuse_sample", "--count", count, ">= 1");
 

@@ -16,6 +16,7 @@
 //
 //   diffuse_train --minutes 10 --out out/train
 
+#include "common/classifier.hpp"
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/progress.hpp"
@@ -24,8 +25,8 @@
 #include <diffuse/core/memory.hpp>
 #include <diffuse/core/random.hpp>
 #include <diffuse/core/threading.hpp>
+#include <diffuse/data/shuffle.hpp>
 #include <diffuse/io/checkpoint.hpp>
-#include "common/classifier.hpp"
 #include <diffuse/models/unet.hpp>
 #include <diffuse/nn/parameter.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -70,48 +71,23 @@ diffuse::UNetConfig model_config(const std::string& name) {
     return c;
 }
 
-/// The order of the training images in epoch `epoch`: a permutation of 0 .. n-1 drawn (Fisher-Yates)
-/// from a stream of the data seed of its own, so epoch e's order is a function of (seed, e) alone.
-std::vector<Index> epoch_order(std::uint64_t seed, std::uint64_t epoch, Index n) {
-    diffuse::Generator generator(diffuse::derive_seed(diffuse::derive_seed(seed, 0x6461746131ULL), epoch));
-    std::vector<double> u(static_cast<std::size_t>(n));
-    generator.uniform(u.data(), n);
-    std::vector<Index> order(static_cast<std::size_t>(n));
-    for (Index i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-    for (Index i = n - 1; i > 0; --i) {
-        const Index j = std::min(i, static_cast<Index>(u[static_cast<std::size_t>(i)] * static_cast<double>(i + 1)));
-        std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
-    }
-    return order;
-}
-
-/// Where the data stream is: the epoch and the position in its order of the next image.
-struct DataCursor {
-    std::uint64_t epoch = 0;
-    Index position = 0;
-};
-
-/// The next `batch` images and labels, crossing into the next epoch (and its new order) when needed.
+/// The next `batch` images and labels in the resumable shuffled order (diffuse/data/shuffle.hpp),
+/// its stream "data1" of the run's seed.
 class Batches {
   public:
     Batches(const diffuse::IdxImages& images, const std::vector<int>& labels, Index count, std::uint64_t seed,
-            DataCursor cursor)
-        : images_(images), labels_(labels), count_(count), seed_(seed), cursor_(cursor),
-          order_(epoch_order(seed, cursor.epoch, count)) {}
+            diffuse::DataCursor cursor)
+        : images_(images), labels_(labels), order_(count, diffuse::derive_seed(seed, 0x6461746131ULL), cursor) {}
 
-    const DataCursor& cursor() const { return cursor_; }
+    const diffuse::DataCursor& cursor() const { return order_.cursor(); }
 
     void next(Index batch, diffuse::Tensor4<float>& x, std::vector<int>& y) {
         const Index pixels = images_.rows * images_.cols;
         x = diffuse::Tensor4<float>(batch, 1, images_.rows, images_.cols);  // [B, 1, H, W]
         y.resize(static_cast<std::size_t>(batch));
+        const std::vector<Index> indices = order_.next(batch);
         for (Index b = 0; b < batch; ++b) {
-            if (cursor_.position == count_) {
-                ++cursor_.epoch;
-                cursor_.position = 0;
-                order_ = epoch_order(seed_, cursor_.epoch, count_);
-            }
-            const Index i = order_[static_cast<std::size_t>(cursor_.position++)];
+            const Index i = indices[static_cast<std::size_t>(b)];
             const std::uint8_t* in = images_.pixels.data() + i * pixels;
             // p -> p / 127.5 - 1, as diffuse::images_to_tensor does
             for (Index k = 0; k < pixels; ++k) x.data()[b * pixels + k] = static_cast<float>(in[k]) / 127.5f - 1.0f;
@@ -122,10 +98,7 @@ class Batches {
   private:
     const diffuse::IdxImages& images_;
     const std::vector<int>& labels_;
-    Index count_;
-    std::uint64_t seed_;
-    DataCursor cursor_;
-    std::vector<Index> order_;
+    diffuse::ShuffledIndices order_;
 };
 
 std::string metadata_at(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
@@ -148,14 +121,8 @@ void truncate_loss_csv(const std::string& path, long keep) {
     for (const std::string& l : lines) out << l << '\n';
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    diffuse::keep_freed_memory();
-    CLI::App app{"Trains the reference U-Net (class-conditional, classifier-free guidance) on Fashion-MNIST for a "
-                 "wall-clock budget or a number of steps, then writes samples, the denoising process, an inpainting "
-                 "demo, the loss curve and metrics.json into --out.",
-                 "diffuse_train"};
+/// The command line, with its defaults.
+struct Arguments {
     std::string data_dir = examples::default_data_dir;
     std::string out_dir = "out/train";
     std::string config_name = "reference";
@@ -179,301 +146,358 @@ int main(int argc, char** argv) {
     examples::ReportOptions report;
     std::string plots_dir = DIFFUSE_EXAMPLES_PLOTS_DIR;
     double log_seconds = 10.0;
+};
 
-    app.add_option("--data-dir", data_dir, "Directory of the IDX files (train-images-idx3-ubyte.gz, ...): "
-                                           "Fashion-MNIST, MNIST or your own")->capture_default_str();
-    app.add_option("--out", out_dir, "Output folder")->capture_default_str();
-    app.add_option("--minutes", minutes, "Wall-clock budget of the whole run, final pictures and evaluation "
-                                         "included (not counted: training a missing classifier)")->capture_default_str();
-    app.add_option("--steps", steps, "Train until this many steps instead (counted from step 0, so a resumed run "
-                                     "stops where an uninterrupted one would); 0: use --minutes")->capture_default_str();
-    app.add_option("--batch-size", batch_size, "Images per step")->capture_default_str();
-    app.add_option("--lr", lr, "Adam's learning rate after the warm-up")->capture_default_str();
-    app.add_option("--warmup", warmup, "Steps of linear learning-rate warm-up")->capture_default_str();
-    app.add_option("--ema-decay", ema_decay, "EMA decay, with warm-up: min(decay, (1 + n) / (10 + n)) at update n")
+void add_options(CLI::App& app, Arguments& a) {
+    app.add_option("--data-dir", a.data_dir, "Directory of the IDX files (train-images-idx3-ubyte.gz, ...): "
+                                             "Fashion-MNIST, MNIST or your own")->capture_default_str();
+    app.add_option("--out", a.out_dir, "Output folder")->capture_default_str();
+    app.add_option("--minutes", a.minutes, "Wall-clock budget of the whole run, final pictures and evaluation "
+                                           "included (not counted: training a missing classifier)")->capture_default_str();
+    app.add_option("--steps", a.steps, "Train until this many steps instead (counted from step 0, so a resumed run "
+                                       "stops where an uninterrupted one would); 0: use --minutes")->capture_default_str();
+    app.add_option("--batch-size", a.batch_size, "Images per step")->capture_default_str();
+    app.add_option("--lr", a.lr, "Adam's learning rate after the warm-up")->capture_default_str();
+    app.add_option("--warmup", a.warmup, "Steps of linear learning-rate warm-up")->capture_default_str();
+    app.add_option("--ema-decay", a.ema_decay, "EMA decay, with warm-up: min(decay, (1 + n) / (10 + n)) at update n")
         ->capture_default_str();
-    app.add_option("--seed", seed, "Seed of the weights, the data order, t, the noise and dropout")->capture_default_str();
-    app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
-    app.add_option("--checkpoint-every", checkpoint_every, "Steps between checkpoints (one is also written at the end)")
+    app.add_option("--seed", a.seed, "Seed of the weights, the data order, t, the noise and dropout")->capture_default_str();
+    app.add_option("--threads", a.threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
+    app.add_option("--checkpoint-every", a.checkpoint_every, "Steps between checkpoints (one is also written at the end)")
         ->capture_default_str();
-    app.add_option("--resume", resume, "Continue from this checkpoint (its configuration and options are used)");
-    app.add_option("--schedule", schedule, "Noise schedule")->check(CLI::IsMember({"linear", "cosine"}))->capture_default_str();
-    app.add_option("--timesteps", timesteps, "Diffusion steps T")->capture_default_str();
-    app.add_option("--config", config_name, "U-Net size: reference (1.6 M parameters), small, or tiny (for tests)")
+    app.add_option("--resume", a.resume, "Continue from this checkpoint (its configuration and options are used)");
+    app.add_option("--schedule", a.schedule, "Noise schedule")->check(CLI::IsMember({"linear", "cosine"}))->capture_default_str();
+    app.add_option("--timesteps", a.timesteps, "Diffusion steps T")->capture_default_str();
+    app.add_option("--config", a.config_name, "U-Net size: reference (1.6 M parameters), small, or tiny (for tests)")
         ->check(CLI::IsMember({"reference", "small", "tiny"}))->capture_default_str();
-    app.add_option("--max-images", max_images, "Train on the first this many training images (0: all)")->capture_default_str();
-    app.add_option("--test-images", test_images, "Test images for the scores (at most 10000)")->capture_default_str();
-    app.add_option("--classifier", classifier_path, "Evaluation classifier weights (safetensors, from "
-                                                    "diffuse_train_classifier); trained and saved here if missing "
-                                                    "[default: <out>/../classifier.safetensors]");
-    app.add_option("--classifier-epochs", classifier_epochs, "Epochs when the classifier must be trained")->capture_default_str();
-    app.add_flag("!--no-eval", evaluate, "Pictures only: no classifier, no metrics.json figures");
-    examples::add_report_options(app, report);
-    app.add_option("--plots-dir", plots_dir, "Where loss.gp is")->capture_default_str();
-    app.add_option("--log-seconds", log_seconds, "Seconds between progress lines when stderr is not a terminal")
+    app.add_option("--max-images", a.max_images, "Train on the first this many training images (0: all)")->capture_default_str();
+    app.add_option("--test-images", a.test_images, "Test images for the scores (at most 10000)")->capture_default_str();
+    app.add_option("--classifier", a.classifier_path, "Evaluation classifier weights (safetensors, from "
+                                                      "diffuse_train_classifier); trained and saved here if missing "
+                                                      "[default: <out>/../classifier.safetensors]");
+    app.add_option("--classifier-epochs", a.classifier_epochs, "Epochs when the classifier must be trained")->capture_default_str();
+    app.add_flag("!--no-eval", a.evaluate, "Pictures only: no classifier, no metrics.json figures");
+    examples::add_report_options(app, a.report);
+    app.add_option("--plots-dir", a.plots_dir, "Where loss.gp is")->capture_default_str();
+    app.add_option("--log-seconds", a.log_seconds, "Seconds between progress lines when stderr is not a terminal")
         ->capture_default_str();
+}
+
+/// A resumed run takes the configuration and the data settings from its checkpoint (the trainer's
+/// options too, later); returns where the data order was.
+diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
+    const auto m = examples::file_metadata(a.resume);
+    a.config_name = metadata_at(m, "diffuse_train.config", a.resume);
+    a.batch_size = std::stol(metadata_at(m, "diffuse_train.batch_size", a.resume));
+    a.max_images = std::stol(metadata_at(m, "diffuse_train.max_images", a.resume));
+    a.seed = std::stoull(metadata_at(m, "diffuse_train.seed", a.resume));
+    const diffuse::StoredSchedule stored = examples::checkpoint_schedule(m, a.resume);
+    a.schedule = stored.name;
+    a.timesteps = static_cast<int>(stored.betas.size());
+    diffuse::DataCursor cursor;
+    cursor.epoch = std::stoull(metadata_at(m, "diffuse_train.epoch", a.resume));
+    cursor.position = std::stol(metadata_at(m, "diffuse_train.position", a.resume));
+    return cursor;
+}
+
+/// The trainer's options: from the command line, or from the checkpoint a run resumes.
+diffuse::optim::TrainerOptions trainer_options(const Arguments& a) {
+    if (!a.resume.empty()) return diffuse::trainer_options_from_checkpoint(a.resume);
+    diffuse::optim::TrainerOptions options;
+    options.adam.lr = a.lr;
+    options.warmup_steps = a.warmup;
+    options.ema_decay = a.ema_decay;
+    options.label_dropout = 0.1;
+    options.seed = a.seed;
+    return options;
+}
+
+/// When to stop: at a step count, or before the wall-clock budget, keeping time for the pictures and
+/// evaluation that follow.
+struct Budget {
+    long steps = 0;                   // > 0: stop there
+    Clock::time_point start;          // the budget runs from here
+    double seconds = 0.0;             // the whole run's, when steps is 0
+    double report_forwards = 0.0;     // image-forwards of the report after training
+};
+
+/// What the training loop did.
+struct TrainingRun {
+    long taken = 0;              // steps taken in this run
+    double step_seconds = 0.0;   // their time, steps alone
+    double smoothed = 0.0;       // the smoothed loss at the end
+    long last_checkpoint = 0;    // the step of the last checkpoint written
+    bool stopped_non_finite = false;
+    double seconds = 0.0;        // the loop's wall-clock time
+
+    double seconds_per_step() const { return taken > 0 ? step_seconds / static_cast<double>(taken) : 0.0; }
+    /// One image's sampling forward pass, from the training's cost: a step (forward and backward,
+    /// caches, dropout) costs about 4 sampling forwards per image, as measured.
+    double seconds_per_forward(Index batch) const { return seconds_per_step() / (4.0 * static_cast<double>(batch)); }
+};
+
+/// Trains until the budget says stop, one batch a step, appending to loss.csv, drawing the progress
+/// bar and saving a checkpoint every `checkpoint_every` steps; stops early, without saving, when a
+/// step is not finite.
+template <class Trainer, class Save>
+TrainingRun train(Trainer& trainer, Batches& batches, const Arguments& a, const Budget& budget,
+                  std::ofstream& loss_csv, Save&& save) {
+    TrainingRun run;
+    run.last_checkpoint = trainer.step_count();
+    const long first_step = trainer.step_count();
+    examples::ProgressBar bar(a.log_seconds);
+    diffuse::Tensor4<float> x;
+    std::vector<int> y;
+    double loss_average = 0.0;
+    const auto train_start = Clock::now();
+    for (;;) {
+        const long step = trainer.step_count();
+        const double elapsed = std::chrono::duration<double>(Clock::now() - budget.start).count();
+        const double reserve = 1.15 * budget.report_forwards * run.seconds_per_forward(a.batch_size) + 5.0;
+        if (budget.steps > 0) {
+            if (step >= budget.steps) break;
+        } else if (run.taken > 0 && elapsed + run.seconds_per_step() + reserve > budget.seconds) {
+            break;
+        }
+        batches.next(a.batch_size, x, y);
+        const auto t0 = Clock::now();
+        diffuse::optim::StepStats stats;
+        try {
+            stats = trainer.step(x, y);
+        } catch (const diffuse::numerical_error& e) {
+            bar.finish();
+            std::cerr << "diffuse_train: training stopped: " << e.what() << '\n';
+            run.stopped_non_finite = true;
+            break;
+        }
+        if (!std::isfinite(stats.loss)) {
+            bar.finish();
+            std::cerr << "diffuse_train: training stopped: the loss is " << stats.loss << " at step " << step + 1 << '\n';
+            run.stopped_non_finite = true;
+            break;
+        }
+        run.step_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        ++run.taken;
+        // the smoothed loss: an exponential average over about 50 steps of this run, divided by
+        // 1 - 0.98^n as Adam corrects its moments, so the first steps are not pulled towards 0
+        loss_average = 0.98 * loss_average + 0.02 * stats.loss;
+        run.smoothed = loss_average / (1.0 - std::pow(0.98, static_cast<double>(run.taken)));
+        loss_csv << trainer.step_count() << ',' << stats.loss << ',' << run.smoothed << ',' << stats.lr << ','
+                 << stats.grad_norm << ',' << std::chrono::duration<double>(Clock::now() - train_start).count() << '\n';
+        const double now = std::chrono::duration<double>(Clock::now() - budget.start).count();
+        double fraction, left;
+        if (budget.steps > 0) {
+            fraction = static_cast<double>(trainer.step_count() - first_step) / static_cast<double>(budget.steps - first_step);
+            left = run.seconds_per_step() * static_cast<double>(budget.steps - trainer.step_count());
+        } else {
+            fraction = now / budget.seconds;
+            left = budget.seconds - now;
+        }
+        bar.update(trainer.step_count(), run.smoothed, static_cast<double>(a.batch_size) / run.seconds_per_step(), fraction, left);
+        if (a.checkpoint_every > 0 && trainer.step_count() % a.checkpoint_every == 0) {
+            loss_csv.flush();
+            save();
+            run.last_checkpoint = trainer.step_count();
+        }
+    }
+    bar.finish();
+    run.seconds = std::chrono::duration<double>(Clock::now() - train_start).count();
+    return run;
+}
+
+/// loss.png from loss.csv, by gnuplot when it is there.
+void draw_loss_curve(const Arguments& a, const std::string& loss_path) {
+    const std::string gp = a.plots_dir + "/loss.gp";
+    const std::string command = "gnuplot -e \"data='" + loss_path + "'; out='" + a.out_dir + "/loss.png'\" '" + gp + "'";
+    if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
+        std::printf("gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)\n");
+    } else if (std::system(command.c_str()) != 0) {
+        std::printf("gnuplot failed: %s\n", command.c_str());
+    }
+}
+
+/// metrics.json's account of the training, before the report's figures join it.
+nlohmann::ordered_json training_metrics(const Arguments& a, Index parameters,
+                                        const diffuse::optim::TrainerOptions& options, long step, Index n_train,
+                                        const TrainingRun& run, const std::string& checkpoint_path) {
+    const double images_per_second =
+        run.taken > 0 ? static_cast<double>(run.taken * a.batch_size) / run.step_seconds : 0.0;
+    nlohmann::ordered_json metrics;
+    metrics["checkpoint"] = checkpoint_path;
+    metrics["weights"] = "ema";
+    metrics["step"] = step;
+    metrics["images_seen"] = step * a.batch_size;
+    metrics["training"] = {{"config", a.config_name},
+                           {"parameters", parameters},
+                           {"batch_size", a.batch_size},
+                           {"lr", options.adam.lr},
+                           {"warmup_steps", options.warmup_steps},
+                           {"ema_decay", options.ema_decay},
+                           {"schedule", a.schedule},
+                           {"timesteps", a.timesteps},
+                           {"training_images", n_train},
+                           {"threads", diffuse::num_threads()},
+                           {"seconds_this_run", run.seconds},
+                           {"seconds_per_step", run.seconds_per_step()},
+                           {"images_per_second", images_per_second},
+                           {"smoothed_loss", run.smoothed}};
+    if (a.evaluate) {
+        const auto header = examples::file_metadata(a.classifier_path);
+        const auto accuracy = header.find("diffuse.classifier.test_accuracy");
+        metrics["classifier"] = {{"path", a.classifier_path},
+                                 {"test_accuracy", accuracy == header.end() ? nlohmann::ordered_json()
+                                                                            : nlohmann::ordered_json(std::stod(accuracy->second))}};
+    }
+    return metrics;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    diffuse::keep_freed_memory();
+    CLI::App app{"Trains the reference U-Net (class-conditional, classifier-free guidance) on Fashion-MNIST for a "
+                 "wall-clock budget or a number of steps, then writes samples, the denoising process, an inpainting "
+                 "demo, the loss curve and metrics.json into --out.",
+                 "diffuse_train"};
+    Arguments a;
+    add_options(app, a);
 
     return examples::run(app, argc, argv, [&] {
         const auto run_start = Clock::now();
-        if (threads > 0) diffuse::set_num_threads(threads);
-        if (classifier_path.empty()) {
-            const std::filesystem::path parent = std::filesystem::path(out_dir).parent_path();
-            classifier_path = (parent.empty() ? std::filesystem::path(".") : parent).string() + "/classifier.safetensors";
+        if (a.threads > 0) diffuse::set_num_threads(a.threads);
+        if (a.classifier_path.empty()) {
+            const std::filesystem::path parent = std::filesystem::path(a.out_dir).parent_path();
+            a.classifier_path = (parent.empty() ? std::filesystem::path(".") : parent).string() + "/classifier.safetensors";
         }
-        std::filesystem::create_directories(out_dir);
-        const std::string checkpoint_path = out_dir + "/checkpoint.safetensors";
-
-        // Resuming takes the configuration, the trainer's options and the data settings from the file.
-        DataCursor cursor;
-        if (!resume.empty()) {
-            const auto m = examples::file_metadata(resume);
-            config_name = metadata_at(m, "diffuse_train.config", resume);
-            batch_size = std::stol(metadata_at(m, "diffuse_train.batch_size", resume));
-            max_images = std::stol(metadata_at(m, "diffuse_train.max_images", resume));
-            seed = std::stoull(metadata_at(m, "diffuse_train.seed", resume));
-            cursor.epoch = std::stoull(metadata_at(m, "diffuse_train.epoch", resume));
-            cursor.position = std::stol(metadata_at(m, "diffuse_train.position", resume));
-            const examples::DiffusionSetup setup = examples::DiffusionSetup::from_metadata(m, resume);
-            schedule = setup.schedule;
-            timesteps = setup.timesteps;
-        }
-        if (batch_size < 1) diffuse::detail::throw_invalid("diffuse_train", "--batch-size", batch_size, ">= 1");
-        if (!(minutes > 0.0) && steps <= 0) diffuse::detail::throw_invalid("diffuse_train", "--minutes", minutes, "> 0, or --steps");
+        std::filesystem::create_directories(a.out_dir);
+        const std::string checkpoint_path = a.out_dir + "/checkpoint.safetensors";
+        const diffuse::DataCursor cursor = a.resume.empty() ? diffuse::DataCursor{} : take_settings_from_checkpoint(a);
+        if (a.batch_size < 1) diffuse::detail::throw_invalid("diffuse_train", "--batch-size", a.batch_size, ">= 1");
+        if (!(a.minutes > 0.0) && a.steps <= 0) diffuse::detail::throw_invalid("diffuse_train", "--minutes", a.minutes, "> 0, or --steps");
 
         // The data.
-        examples::LabelledImages train, test;
+        examples::LabelledImages train_data, test;
         try {
-            train = examples::read_labelled(data_dir, "train");
-            test = examples::read_labelled(data_dir, "t10k");
+            train_data = examples::read_labelled(a.data_dir, "train");
+            test = examples::read_labelled(a.data_dir, "t10k");
         } catch (const examples::missing_dataset& e) {
             std::cerr << "diffuse_train: " << e.what() << '\n';
             std::exit(missing_data_exit_code);
         }
-        const Index n_train = max_images > 0 ? std::min(max_images, train.images.count) : train.images.count;
-        const Index n_test = std::min(test_images, test.images.count);
+        const Index n_train = a.max_images > 0 ? std::min(a.max_images, train_data.images.count) : train_data.images.count;
+        const Index n_test = std::min(a.test_images, test.images.count);
         examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
                                    std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
 
         // The classifier first, so that training it (once) does not count against the budget.
         examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
         const auto classifier_start = Clock::now();
-        const bool classifier_missing = evaluate && !std::filesystem::exists(classifier_path);
-        if (evaluate) {
-            const auto x = diffuse::images_to_tensor<float>(train.images, 0, n_train);
-            examples::load_or_train_classifier(classifier_path, classifier, x,
-                                               std::vector<int>(train.labels.begin(), train.labels.begin() + n_train),
-                                               test_set.x, test_set.y, classifier_epochs);
+        const bool classifier_missing = a.evaluate && !std::filesystem::exists(a.classifier_path);
+        if (a.evaluate) {
+            const auto x = diffuse::images_to_tensor<float>(train_data.images, 0, n_train);
+            examples::load_or_train_classifier(a.classifier_path, classifier, x,
+                                               std::vector<int>(train_data.labels.begin(), train_data.labels.begin() + n_train),
+                                               test_set.x, test_set.y, a.classifier_epochs);
         }
-        // The budget runs from the start, less the time a missing classifier took to train.
-        const auto budget_start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
-        const double budget_seconds = minutes * 60.0;
 
         // The model and its trainer.
-        const examples::DiffusionSetup setup{schedule, timesteps};
-        const diffuse::NoiseSchedule<float> noise_schedule = setup.make();
-        diffuse::UNet<float> model(resume.empty() ? model_config(config_name) : diffuse::config_from_checkpoint(resume), seed);
-        diffuse::optim::TrainerOptions options;
-        options.adam.lr = lr;
-        options.warmup_steps = warmup;
-        options.ema_decay = ema_decay;
-        options.label_dropout = 0.1;
-        options.seed = seed;
-        if (!resume.empty()) {
-            options = diffuse::trainer_options_from_checkpoint(resume);
-        }
+        const diffuse::NoiseSchedule<float> noise_schedule(diffuse::make_betas(a.schedule, a.timesteps));
+        diffuse::UNet<float> model(a.resume.empty() ? model_config(a.config_name) : diffuse::config_from_checkpoint(a.resume), a.seed);
+        const diffuse::optim::TrainerOptions options = trainer_options(a);
         diffuse::optim::Trainer<diffuse::UNet<float>> trainer(model, noise_schedule, options);
-        if (!resume.empty()) diffuse::load_checkpoint(resume, trainer);
+        if (!a.resume.empty()) diffuse::load_checkpoint(a.resume, trainer);
         const long first_step = trainer.step_count();
-        if (!resume.empty() && cursor.epoch * static_cast<std::uint64_t>(n_train) + static_cast<std::uint64_t>(cursor.position) !=
-                                   static_cast<std::uint64_t>(first_step * batch_size)) {
-            throw std::runtime_error("\"" + resume + "\": the data position (epoch " + std::to_string(cursor.epoch) +
+        if (!a.resume.empty() && cursor.epoch * static_cast<std::uint64_t>(n_train) + static_cast<std::uint64_t>(cursor.position) !=
+                                     static_cast<std::uint64_t>(first_step * a.batch_size)) {
+            throw std::runtime_error("\"" + a.resume + "\": the data position (epoch " + std::to_string(cursor.epoch) +
                                      ", image " + std::to_string(cursor.position) + ") does not match step " +
-                                     std::to_string(first_step) + " at batch " + std::to_string(batch_size) + " of " +
+                                     std::to_string(first_step) + " at batch " + std::to_string(a.batch_size) + " of " +
                                      std::to_string(n_train) + " images");
         }
-        Batches batches(train.images, train.labels, n_train, seed, cursor);
+        Batches batches(train_data.images, train_data.labels, n_train, a.seed, cursor);
 
         std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %d classes; %lld training images from %s; %s "
                     "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads\n",
-                    config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
-                    static_cast<int>(model.config().num_classes), static_cast<long long>(n_train), data_dir.c_str(),
-                    schedule.c_str(), timesteps, static_cast<long long>(batch_size), options.adam.lr,
+                    a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
+                    static_cast<int>(model.config().num_classes), static_cast<long long>(n_train), a.data_dir.c_str(),
+                    a.schedule.c_str(), a.timesteps, static_cast<long long>(a.batch_size), options.adam.lr,
                     options.warmup_steps, options.ema_decay, diffuse::num_threads());
-        if (!resume.empty()) std::printf("resumed from %s at step %ld\n", resume.c_str(), first_step);
-        if (steps > 0) {
-            std::printf("budget: until step %ld\n", steps);
+        if (!a.resume.empty()) std::printf("resumed from %s at step %ld\n", a.resume.c_str(), first_step);
+        if (a.steps > 0) {
+            std::printf("budget: until step %ld\n", a.steps);
         } else {
-            std::printf("budget: %.1f minutes in all, pictures and evaluation included\n", minutes);
+            std::printf("budget: %.1f minutes in all, pictures and evaluation included\n", a.minutes);
         }
         std::fflush(stdout);
 
-        const auto save = [&](const std::string& path) {
-            std::map<std::string, std::string> m;
-            setup.add_to(m);
-            m["diffuse_train.config"] = config_name;
-            m["diffuse_train.batch_size"] = std::to_string(batch_size);
-            m["diffuse_train.max_images"] = std::to_string(max_images);
-            m["diffuse_train.seed"] = std::to_string(seed);
+        const auto save = [&] {
+            std::map<std::string, std::string> m = diffuse::schedule_metadata(noise_schedule, a.schedule);
+            m["diffuse_train.config"] = a.config_name;
+            m["diffuse_train.batch_size"] = std::to_string(a.batch_size);
+            m["diffuse_train.max_images"] = std::to_string(a.max_images);
+            m["diffuse_train.seed"] = std::to_string(a.seed);
             m["diffuse_train.epoch"] = std::to_string(batches.cursor().epoch);
             m["diffuse_train.position"] = std::to_string(batches.cursor().position);
-            m["diffuse_train.data_dir"] = data_dir;
-            diffuse::save_checkpoint(path, trainer, m);
+            m["diffuse_train.data_dir"] = a.data_dir;
+            diffuse::save_checkpoint(checkpoint_path, trainer, m);
         };
 
-        // Training.
-        const std::string loss_path = out_dir + "/loss.csv";
+        // Training. The budget runs from the start, less the time a missing classifier took to train,
+        // and keeps time for the pictures and evaluation: their forward passes at the training's cost.
+        const std::string loss_path = a.out_dir + "/loss.csv";
         if (first_step == 0) {
             std::ofstream(loss_path, std::ios::trunc) << "step,loss,loss_smoothed,lr,grad_norm,seconds\n";
         } else {
             truncate_loss_csv(loss_path, first_step);
         }
         std::ofstream loss_csv(loss_path, std::ios::app);
-        // Seconds the pictures and evaluation will take: their forward passes at the training's
-        // measured cost per image-forward. A training step is a forward and a backward (about 3
-        // forwards), but a sampling forward keeps no caches and has no dropout: measured, a step costs
-        // about 4 sampling forwards per image.
-        const double report_forwards =
-            examples::report_forward_count(report, timesteps, model.config().num_classes > 0) +
-            (evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
-        examples::ProgressBar bar(log_seconds);
-        diffuse::Tensor4<float> x;
-        std::vector<int> y;
-        double loss_average = 0.0, smoothed = 0.0, step_seconds = 0.0;
-        long last_checkpoint = first_step;
-        long taken = 0;
-        bool stopped_non_finite = false;
-        const auto train_start = Clock::now();
-        for (;;) {
-            const long step = trainer.step_count();
-            const double elapsed = std::chrono::duration<double>(Clock::now() - budget_start).count();
-            const double per_forward = taken > 0 ? step_seconds / static_cast<double>(taken) / (4.0 * static_cast<double>(batch_size)) : 0.0;
-            const double reserve = 1.15 * report_forwards * per_forward + 5.0;
-            if (steps > 0) {
-                if (step >= steps) break;
-            } else if (taken > 0 && elapsed + step_seconds / static_cast<double>(taken) + reserve > budget_seconds) {
-                break;
-            }
-            batches.next(batch_size, x, y);
-            const auto t0 = Clock::now();
-            diffuse::optim::StepStats stats;
-            try {
-                stats = trainer.step(x, y);
-            } catch (const diffuse::numerical_error& e) {
-                bar.finish();
-                std::cerr << "diffuse_train: training stopped: " << e.what() << '\n';
-                stopped_non_finite = true;
-                break;
-            }
-            if (!std::isfinite(stats.loss)) {
-                bar.finish();
-                std::cerr << "diffuse_train: training stopped: the loss is " << stats.loss << " at step " << step + 1 << '\n';
-                stopped_non_finite = true;
-                break;
-            }
-            step_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-            ++taken;
-            // the smoothed loss: an exponential average over about 50 steps of this run, divided by
-            // 1 - 0.98^n as Adam corrects its moments, so the first steps are not pulled towards 0
-            loss_average = 0.98 * loss_average + 0.02 * stats.loss;
-            smoothed = loss_average / (1.0 - std::pow(0.98, static_cast<double>(taken)));
-            const double shown = smoothed;
-            loss_csv << trainer.step_count() << ',' << stats.loss << ',' << shown << ',' << stats.lr << ','
-                     << stats.grad_norm << ',' << std::chrono::duration<double>(Clock::now() - train_start).count()
-                     << '\n';
-            const double per_step = step_seconds / static_cast<double>(taken);
-            const double now = std::chrono::duration<double>(Clock::now() - budget_start).count();
-            double fraction, left;
-            if (steps > 0) {
-                fraction = static_cast<double>(trainer.step_count() - first_step) / static_cast<double>(steps - first_step);
-                left = per_step * static_cast<double>(steps - trainer.step_count());
-            } else {
-                fraction = now / budget_seconds;
-                left = budget_seconds - now;
-            }
-            bar.update(trainer.step_count(), shown, static_cast<double>(batch_size) / per_step, fraction, left);
-            if (checkpoint_every > 0 && trainer.step_count() % checkpoint_every == 0) {
-                loss_csv.flush();
-                save(checkpoint_path);
-                last_checkpoint = trainer.step_count();
-            }
-        }
+        Budget budget;
+        budget.steps = a.steps;
+        budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
+        budget.seconds = a.minutes * 60.0;
+        budget.report_forwards = examples::report_forward_count(a.report, a.timesteps, model.config().num_classes > 0) +
+                                 (a.evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
+        const TrainingRun run = train(trainer, batches, a, budget, loss_csv, save);
         loss_csv.close();
-        bar.finish();
-        if (stopped_non_finite) {
+        if (run.stopped_non_finite) {
             std::cerr << "diffuse_train: the last good checkpoint is "
-                      << (std::filesystem::exists(checkpoint_path) ? checkpoint_path + " (step " + std::to_string(last_checkpoint) + ")"
+                      << (std::filesystem::exists(checkpoint_path) ? checkpoint_path + " (step " + std::to_string(run.last_checkpoint) + ")"
                                                                    : std::string("none (no checkpoint was written yet)"))
                       << "; lower --lr or raise --warmup and --resume from it\n";
             std::exit(1);
         }
-        save(checkpoint_path);
-        const double train_seconds = std::chrono::duration<double>(Clock::now() - train_start).count();
-        const double images_per_second = taken > 0 ? static_cast<double>(taken * batch_size) / step_seconds : 0.0;
+        save();
         std::printf("trained steps %ld to %ld (%ld steps, %lld images) in %.0f s: %.2f s/step, %.1f images/s; "
                     "smoothed loss %.4f\nwrote %s\n",
-                    first_step, trainer.step_count(), taken, static_cast<long long>(taken * batch_size), train_seconds,
-                    taken > 0 ? step_seconds / static_cast<double>(taken) : 0.0, images_per_second, smoothed,
+                    first_step, trainer.step_count(), run.taken, static_cast<long long>(run.taken * a.batch_size),
+                    run.seconds, run.seconds_per_step(),
+                    run.taken > 0 ? static_cast<double>(run.taken * a.batch_size) / run.step_seconds : 0.0, run.smoothed,
                     checkpoint_path.c_str());
-
-        // The loss curve, drawn by gnuplot when it is there.
-        const std::string gp = plots_dir + "/loss.gp";
-        const std::string command = "gnuplot -e \"data='" + loss_path + "'; out='" + out_dir + "/loss.png'\" '" + gp + "'";
-        if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
-            std::printf("gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)\n");
-        } else if (std::system(command.c_str()) != 0) {
-            std::printf("gnuplot failed: %s\n", command.c_str());
-        }
+        draw_loss_curve(a, loss_path);
 
         // The pictures and figures, with the EMA's weights.
         const auto report_start = Clock::now();
-        diffuse::UNet<float> ema_model(model.config(), seed);
+        diffuse::UNet<float> ema_model(model.config(), a.seed);
         trainer.ema().copy_to(ema_model);
-        report.seed = seed;
-        report.evaluate = evaluate;
-        report.log_seconds = log_seconds;
+        a.report.seed = a.seed;
+        a.report.evaluate = a.evaluate;
+        a.report.log_seconds = a.log_seconds;
         const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
-            train.images, 0, std::min<Index>(report.per_class * 10, train.images.count));
-        nlohmann::ordered_json metrics;
-        metrics["checkpoint"] = checkpoint_path;
-        metrics["weights"] = "ema";
-        metrics["step"] = trainer.step_count();
-        metrics["images_seen"] = trainer.step_count() * batch_size;
-        metrics["training"] = {{"config", config_name},
-                               {"parameters", diffuse::nn::parameter_count(model)},
-                               {"batch_size", batch_size},
-                               {"lr", options.adam.lr},
-                               {"warmup_steps", options.warmup_steps},
-                               {"ema_decay", options.ema_decay},
-                               {"schedule", schedule},
-                               {"timesteps", timesteps},
-                               {"training_images", n_train},
-                               {"threads", diffuse::num_threads()},
-                               {"seconds_this_run", train_seconds},
-                               {"seconds_per_step", taken > 0 ? step_seconds / static_cast<double>(taken) : 0.0},
-                               {"images_per_second", images_per_second},
-                               {"smoothed_loss", smoothed}};
-        if (evaluate) {
-            const auto header = examples::file_metadata(classifier_path);
-            const auto accuracy = header.find("diffuse.classifier.test_accuracy");
-            metrics["classifier"] = {{"path", classifier_path},
-                                     {"test_accuracy", accuracy == header.end() ? nlohmann::ordered_json() : nlohmann::ordered_json(std::stod(accuracy->second))}};
-        }
+            train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
+        nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
         const auto figures = examples::write_report(ema_model, noise_schedule, test_set, real_x,
-                                                    evaluate ? &classifier : nullptr, out_dir, report);
+                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report);
         for (const auto& [key, value] : figures.items()) metrics[key] = value;
         const double report_seconds = examples::seconds_since(report_start);
         metrics["report_seconds"] = report_seconds;
-        metrics["report_seconds_predicted"] =
-            report_forwards * (taken > 0 ? step_seconds / static_cast<double>(taken) / (4.0 * static_cast<double>(batch_size)) : 0.0);
+        metrics["report_seconds_predicted"] = budget.report_forwards * run.seconds_per_forward(a.batch_size);
         metrics["total_seconds"] = examples::seconds_since(run_start);
-        examples::write_json(out_dir + "/metrics.json", metrics);
+        examples::write_json(a.out_dir + "/metrics.json", metrics);
 
         std::printf("pictures and evaluation took %.0f s (%.0f s in all)\n", report_seconds, examples::seconds_since(run_start));
-        if (evaluate) {
-            std::printf("%s\n", examples::scores_line(metrics).c_str());
-        }
+        if (a.evaluate) std::printf("%s\n", examples::scores_line(metrics).c_str());
         std::printf("wrote into %s: checkpoint.safetensors, loss.csv, loss.png, samples_by_class.png, "
                     "samples_unconditional.png, denoising.png, inpainting.png, metrics.json\n",
-                    out_dir.c_str());
+                    a.out_dir.c_str());
     });
 }

@@ -7,15 +7,15 @@
 //     {'descr': '<u1', 'fortran_order': False, 'shape': (3, 2), }
 // padded with spaces and ended by '\n' so that magic + version + length + header is a multiple of 64
 // bytes; then the data, row-major, little-endian. Files are written atomically (a temporary in the
-// same directory, then a rename), so a reader never sees half a file.
+// same directory, fsync'd, then a rename), so a reader never sees half a file.
 
 #include <diffuse/core/error.hpp>
 #include <diffuse/core/tensor.hpp>
+#include <diffuse/io/atomic_file.hpp>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -78,37 +78,26 @@ std::string npy_header(const std::vector<diffuse::Index>& shape) {
     return out + dict;
 }
 
-/// Writes values (row-major, product(shape) of them) as a .npy file at `path`, atomically: the bytes
-/// go to "<path>.tmp" first, which is renamed over `path` once complete.
+/// Writes values (row-major, product(shape) of them) as a .npy file at `path`, atomically
+/// (diffuse::write_file_atomically: a temporary beside it, fsync'd and renamed over it).
 template <class T>
 void write_npy(const std::string& path, const std::vector<diffuse::Index>& shape, const T* values) {
     diffuse::Index count = 1;
     for (const diffuse::Index s : shape) count *= s;
     const std::string header = npy_header<T>(shape);
-    const std::string temporary = path + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-        if (!out) throw std::runtime_error("cannot create \"" + temporary + "\"");
-        out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    diffuse::write_file_atomically(path, [&](auto&& write) {
+        write(header.data(), header.size());
         if (detail::little_endian_host() || sizeof(T) == 1) {
-            out.write(reinterpret_cast<const char*>(values), static_cast<std::streamsize>(count * sizeof(T)));
-        } else {
-            for (diffuse::Index i = 0; i < count; ++i) {
-                char bytes[sizeof(T)];
-                std::memcpy(bytes, values + i, sizeof(T));
-                for (std::size_t b = 0; b < sizeof(T); ++b) out.put(bytes[sizeof(T) - 1 - b]);
-            }
+            write(values, static_cast<std::size_t>(count) * sizeof(T));
+            return;
         }
-        out.flush();
-        if (!out) {
-            std::remove(temporary.c_str());
-            throw std::runtime_error("cannot write \"" + temporary + "\"");
+        for (diffuse::Index i = 0; i < count; ++i) {
+            char bytes[sizeof(T)], swapped[sizeof(T)];
+            std::memcpy(bytes, values + i, sizeof(T));
+            for (std::size_t b = 0; b < sizeof(T); ++b) swapped[b] = bytes[sizeof(T) - 1 - b];
+            write(swapped, sizeof(T));
         }
-    }
-    if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-        std::remove(temporary.c_str());
-        throw std::runtime_error("cannot rename \"" + temporary + "\" to \"" + path + "\"");
-    }
+    }, "examples::write_npy");
 }
 
 template <class T>

@@ -10,6 +10,7 @@
 #include "common/train_classifier.hpp"
 
 #include <diffuse/core/random.hpp>
+#include <diffuse/io/atomic_file.hpp>
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/io/safetensors.hpp>
 #include <diffuse/process/vlb.hpp>
@@ -31,6 +32,17 @@ namespace examples {
 
 std::map<std::string, std::string> file_metadata(const std::string& path) {
     return diffuse::read_safetensors_header(path).metadata;
+}
+
+diffuse::StoredSchedule checkpoint_schedule(const std::map<std::string, std::string>& metadata, const std::string& path) {
+    if (metadata.count("diffuse.schedule") > 0) return diffuse::schedule_from_checkpoint(path);
+    const auto schedule = metadata.find("diffuse_train.schedule");
+    const auto timesteps = metadata.find("diffuse_train.timesteps");
+    if (schedule == metadata.end() || timesteps == metadata.end()) {
+        throw std::runtime_error("\"" + path + "\" has no diffuse.schedule (nor an earlier diffuse_train's schedule) in its "
+                                 "metadata; pass --schedule and --timesteps");
+    }
+    return {schedule->second, diffuse::make_betas(schedule->second, std::stoi(timesteps->second))};
 }
 
 diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
@@ -157,140 +169,155 @@ double report_forward_count(const ReportOptions& o, int timesteps, bool conditio
     return count;
 }
 
-nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
-                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
-                                    examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                    const ReportOptions& o) {
-    namespace fs = std::filesystem;
-    const auto start = std::chrono::steady_clock::now();
-    const Index classes = model.config().num_classes;
-    const Index side = model.config().image_size, channels = model.config().in_channels;
-    nlohmann::ordered_json metrics;
-    metrics["sampler"] = {{"name", o.sampler.name},
-                          {"steps", o.sampler.steps},
-                          {"thresholding", diffuse::to_string(o.sampler.thresholding)},
-                          {"spacing", "trailing"},
-                          {"guidance_scale", o.guidance_scale},
-                          {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
-                          {"seed", o.seed}};
-    const diffuse::ModelFn<float> guided = guided_model(model, o.guidance_scale);
-    const diffuse::ModelFn<float> plain = guided_model(model, 1.0);
+namespace {
 
-    // 1. Class-conditional samples, class-major: per_class of class 0, then of class 1, ...
-    diffuse::Tensor4<float> by_class;
-    std::vector<int> requested;
-    diffuse::Tensor4<float> denoising;
-    std::vector<int> denoising_t;
-    if (classes > 0) {
-        const Index n = classes * o.per_class;
-        by_class = diffuse::Tensor4<float>(n, channels, side, side);  // [K per_class, C, H, W]
-        for (Index k = 0; k < classes; ++k) requested.insert(requested.end(), static_cast<std::size_t>(o.per_class), static_cast<int>(k));
-        Phase phase("samples by class", n, o.sampler.steps, (n + o.chunk - 1) / o.chunk * o.sampler.steps, o.log_seconds);
-        for (Index first = 0, chunk_index = 0; first < n; first += o.chunk, ++chunk_index) {
-            const Index count = std::min(o.chunk, n - first);
-            const std::vector<int> labels(requested.begin() + first, requested.begin() + first + count);
-            const bool keep = chunk_index == 0;  // the denoising figure comes from the first chunk
-            const diffuse::Samples<float> s =
-                run_sampler(schedule, guided, o.sampler, {count, channels, side, side},
-                            diffuse::derive_seed(o.seed, static_cast<std::uint64_t>(chunk_index)), labels, keep,
-                            count_steps(phase, count));
-            copy_images(s.x, 0, count, by_class, first);
-            if (keep) {
-                // rows: the first sample of each class in the chunk, up to denoising_rows of them;
-                // columns: evenly spaced states from x_T (state 0) to x_0 (the last state)
-                std::vector<Index> rows;
-                for (Index i = 0; i < count && static_cast<Index>(rows.size()) < o.denoising_rows; i += o.per_class) rows.push_back(i);
-                const Index states = static_cast<Index>(s.intermediates.size());
-                const Index columns = std::min(o.denoising_columns, states);
-                denoising = diffuse::Tensor4<float>(static_cast<Index>(rows.size()) * columns, channels, side, side);
-                const std::vector<int> visited =
-                    diffuse::spaced_timesteps(schedule.num_timesteps(), o.sampler.steps, diffuse::Spacing::trailing);
-                for (Index c = 0; c < columns; ++c) {
-                    const Index state = columns == 1 ? states - 1 : static_cast<Index>(std::lround(static_cast<double>(c) * (states - 1) / (columns - 1)));
-                    // state k holds x at the (k+1)-th noisiest visited timestep; the last state is x_0
-                    denoising_t.push_back(state + 1 < states ? visited[visited.size() - 1 - static_cast<std::size_t>(state)] : -1);
-                    for (std::size_t r = 0; r < rows.size(); ++r) {
-                        copy_images(s.intermediates[static_cast<std::size_t>(state)], rows[r], 1, denoising,
-                                    static_cast<Index>(r) * columns + c);
-                    }
+/// What the report needs of the run, shared by its parts.
+struct ReportContext {
+    const diffuse::NoiseSchedule<float>& schedule;
+    const ReportOptions& options;
+    const std::string& out_dir;
+    Index classes, side, channels;
+    diffuse::ModelFn<float> guided;  // with the options' guidance scale
+    diffuse::ModelFn<float> plain;   // the model as it is
+};
+
+/// Class-conditional samples and the labels asked for, class-major: per_class of class 0, then of class 1, ...
+struct ClassSamples {
+    diffuse::Tensor4<float> x;    // [K per_class, C, H, W]
+    std::vector<int> requested;   // [K per_class]
+};
+
+/// 1. samples_by_class.png, and denoising.png from the first chunk's intermediate states.
+ClassSamples sample_by_class(const ReportContext& r, nlohmann::ordered_json& metrics) {
+    const ReportOptions& o = r.options;
+    const diffuse::NoiseSchedule<float>& schedule = r.schedule;
+    const Index classes = r.classes, side = r.side, channels = r.channels;
+    const Index n = classes * o.per_class;
+    ClassSamples out;
+    diffuse::Tensor4<float>& by_class = out.x;
+    std::vector<int>& requested = out.requested;
+    diffuse::Tensor4<float> denoising;  // [rows * columns, C, H, W]
+    std::vector<int> denoising_t;       // the timestep of each column, -1 for x0
+    by_class = diffuse::Tensor4<float>(n, channels, side, side);  // [K per_class, C, H, W]
+    for (Index k = 0; k < classes; ++k) requested.insert(requested.end(), static_cast<std::size_t>(o.per_class), static_cast<int>(k));
+    Phase phase("samples by class", n, o.sampler.steps, (n + o.chunk - 1) / o.chunk * o.sampler.steps, o.log_seconds);
+    for (Index first = 0, chunk_index = 0; first < n; first += o.chunk, ++chunk_index) {
+        const Index count = std::min(o.chunk, n - first);
+        const std::vector<int> labels(requested.begin() + first, requested.begin() + first + count);
+        const bool keep = chunk_index == 0;  // the denoising figure comes from the first chunk
+        const diffuse::Samples<float> s =
+            run_sampler(schedule, r.guided, o.sampler, {count, channels, side, side},
+                        diffuse::derive_seed(o.seed, static_cast<std::uint64_t>(chunk_index)), labels, keep,
+                        count_steps(phase, count));
+        copy_images(s.x, 0, count, by_class, first);
+        if (keep) {
+            // rows: the first sample of each class in the chunk, up to denoising_rows of them;
+            // columns: evenly spaced states from x_T (state 0) to x_0 (the last state)
+            std::vector<Index> rows;
+            for (Index i = 0; i < count && static_cast<Index>(rows.size()) < o.denoising_rows; i += o.per_class) rows.push_back(i);
+            const Index states = static_cast<Index>(s.intermediates.size());
+            const Index columns = std::min(o.denoising_columns, states);
+            denoising = diffuse::Tensor4<float>(static_cast<Index>(rows.size()) * columns, channels, side, side);
+            const std::vector<int> visited =
+                diffuse::spaced_timesteps(schedule.num_timesteps(), o.sampler.steps, diffuse::Spacing::trailing);
+            for (Index c = 0; c < columns; ++c) {
+                const Index state = columns == 1 ? states - 1 : static_cast<Index>(std::lround(static_cast<double>(c) * (states - 1) / (columns - 1)));
+                // state k holds x at the (k+1)-th noisiest visited timestep; the last state is x_0
+                denoising_t.push_back(state + 1 < states ? visited[visited.size() - 1 - static_cast<std::size_t>(state)] : -1);
+                for (std::size_t row = 0; row < rows.size(); ++row) {
+                    copy_images(s.intermediates[static_cast<std::size_t>(state)], rows[row], 1, denoising,
+                                static_cast<Index>(row) * columns + c);
                 }
             }
         }
-        phase.finish();
-        write_png_grid(out_dir + "/samples_by_class.png", by_class, o.per_class, 3, 2);
-        write_png_grid(out_dir + "/denoising.png", denoising, static_cast<Index>(denoising_t.size()), 3, 2);
-        metrics["samples_by_class"] = {{"file", "samples_by_class.png"},
-                                       {"rows", "one per class, 0 (T-shirt/top) to 9 (Ankle boot)"},
-                                       {"per_class", o.per_class}};
-        nlohmann::ordered_json columns = nlohmann::ordered_json::array();
-        for (const int t : denoising_t) {
-            if (t < 0) columns.push_back("x0"); else columns.push_back("x_t at t = " + std::to_string(t));
-        }
-        metrics["denoising"] = {{"file", "denoising.png"}, {"columns", columns}};
     }
-
-    // 2. Unconditional samples: the "no class" label (or an unconditional model).
-    {
-        const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(o.unconditional), static_cast<int>(classes))
-                                                    : std::vector<int>();
-        Phase phase("unconditional samples", o.unconditional, o.sampler.steps, o.sampler.steps, o.log_seconds);
-        const diffuse::Samples<float> s = run_sampler(schedule, plain, o.sampler, {o.unconditional, channels, side, side},
-                                                      diffuse::derive_seed(o.seed, 1000), labels, false,
-                                                      count_steps(phase, o.unconditional));
-        phase.finish();
-        write_png_grid(out_dir + "/samples_unconditional.png", s.x, 10, 3, 2);
-        metrics["samples_unconditional"] = {{"file", "samples_unconditional.png"}, {"count", o.unconditional}};
+    phase.finish();
+    write_png_grid(r.out_dir + "/samples_by_class.png", by_class, o.per_class, 3, 2);
+    write_png_grid(r.out_dir + "/denoising.png", denoising, static_cast<Index>(denoising_t.size()), 3, 2);
+    metrics["samples_by_class"] = {{"file", "samples_by_class.png"},
+                                   {"rows", "one per class, 0 (T-shirt/top) to 9 (Ankle boot)"},
+                                   {"per_class", o.per_class}};
+    nlohmann::ordered_json columns = nlohmann::ordered_json::array();
+    for (const int t : denoising_t) {
+        if (t < 0) columns.push_back("x0"); else columns.push_back("x_t at t = " + std::to_string(t));
     }
+    metrics["denoising"] = {{"file", "denoising.png"}, {"columns", columns}};
+    return out;
+}
 
-    // 3. Inpainting: the top half of test images kept, the bottom half generated (RePaint), each for
-    //    its true class with the same guidance. Rows: original, masked, completed.
-    {
-        const Index n = std::min(o.inpaint_count, test.x.dimension(0));
-        diffuse::Tensor4<float> known(n, channels, side, side);
-        copy_images(test.x, 0, n, known, 0);
-        diffuse::Tensor4<float> mask(n, 1, side, side);  // [N, 1, H, W], 1 = known
-        for (Index i = 0; i < n; ++i)
-            for (Index y = 0; y < side; ++y)
-                for (Index x = 0; x < side; ++x) mask(i, 0, y, x) = y < side / 2 ? 1.0f : 0.0f;
-        diffuse::InpaintOptions<float> options;
-        options.seed = diffuse::derive_seed(o.seed, 2000);
-        options.jump_length = o.inpaint_jump;
-        options.resample_count = o.inpaint_resample;
-        options.thresholding = o.sampler.thresholding;
-        if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
-        const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
-            schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
-        // the model is called on every denoising move of RePaint's schedule (a fall in level)
-        const std::vector<int> levels = diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump, o.inpaint_resample);
-        long denoising_moves = 0;
-        for (std::size_t k = 0; k + 1 < levels.size(); ++k) denoising_moves += levels[k + 1] < levels[k] ? 1 : 0;
-        Phase phase("inpainting", n, denoising_moves, denoising_moves, o.log_seconds);
-        options.progress = count_steps(phase, n);
-        const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? guided : plain, known, mask, options);
-        phase.finish();
-        diffuse::Tensor4<float> figure(3 * n, channels, side, side);
-        copy_images(known, 0, n, figure, 0);
-        diffuse::Tensor4<float> masked = known;
-        for (Index i = 0; i < n; ++i)
-            for (Index c = 0; c < channels; ++c)
-                for (Index y = side / 2; y < side; ++y)
-                    for (Index x = 0; x < side; ++x) masked(i, c, y, x) = 0.0f;  // mid-gray: unknown
-        copy_images(masked, 0, n, figure, n);
-        copy_images(s.x, 0, n, figure, 2 * n);
-        write_png_grid(out_dir + "/inpainting.png", figure, n, 3, 2);
-        metrics["inpainting"] = {{"file", "inpainting.png"},
-                                 {"rows", "original | top half kept, bottom half masked | completed"},
-                                 {"images", "the first " + std::to_string(n) + " test images, each with its class"},
-                                 {"repaint", {{"steps", o.inpaint_steps}, {"jump_length", o.inpaint_jump}, {"resample_count", o.inpaint_resample}}}};
-    }
-    metrics["pictures_seconds"] = seconds_since(start);
-    if (!o.evaluate || classes == 0 || classifier == nullptr) return metrics;
+/// 2. samples_unconditional.png: the "no class" label (or an unconditional model).
+void sample_unconditional(const ReportContext& r, nlohmann::ordered_json& metrics) {
+    const ReportOptions& o = r.options;
+    const diffuse::NoiseSchedule<float>& schedule = r.schedule;
+    const Index classes = r.classes, side = r.side, channels = r.channels;
+    const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(o.unconditional), static_cast<int>(classes))
+                                                : std::vector<int>();
+    Phase phase("unconditional samples", o.unconditional, o.sampler.steps, o.sampler.steps, o.log_seconds);
+    const diffuse::Samples<float> s = run_sampler(schedule, r.plain, o.sampler, {o.unconditional, channels, side, side},
+                                                  diffuse::derive_seed(o.seed, 1000), labels, false,
+                                                  count_steps(phase, o.unconditional));
+    phase.finish();
+    write_png_grid(r.out_dir + "/samples_unconditional.png", s.x, 10, 3, 2);
+    metrics["samples_unconditional"] = {{"file", "samples_unconditional.png"}, {"count", o.unconditional}};
+}
 
-    // 4. The figures. Class agreement: the classifier's class of each class-conditional sample.
-    const auto eval_start = std::chrono::steady_clock::now();
+/// 3. inpainting.png: the top half of test images kept, the bottom half generated (RePaint), each for
+/// its true class with the same guidance. Rows: original, masked, completed.
+void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
+    const ReportOptions& o = r.options;
+    const diffuse::NoiseSchedule<float>& schedule = r.schedule;
+    const Index classes = r.classes, side = r.side, channels = r.channels;
+    const Index n = std::min(o.inpaint_count, test.x.dimension(0));
+    diffuse::Tensor4<float> known(n, channels, side, side);
+    copy_images(test.x, 0, n, known, 0);
+    diffuse::Tensor4<float> mask(n, 1, side, side);  // [N, 1, H, W], 1 = known
+    for (Index i = 0; i < n; ++i)
+        for (Index y = 0; y < side; ++y)
+            for (Index x = 0; x < side; ++x) mask(i, 0, y, x) = y < side / 2 ? 1.0f : 0.0f;
+    diffuse::InpaintOptions<float> options;
+    options.seed = diffuse::derive_seed(o.seed, 2000);
+    options.jump_length = o.inpaint_jump;
+    options.resample_count = o.inpaint_resample;
+    options.thresholding = o.sampler.thresholding;
+    if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
+    const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
+        schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
+    // the model is called on every denoising move of RePaint's schedule (a fall in level)
+    const std::vector<int> levels = diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump, o.inpaint_resample);
+    long denoising_moves = 0;
+    for (std::size_t k = 0; k + 1 < levels.size(); ++k) denoising_moves += levels[k + 1] < levels[k] ? 1 : 0;
+    Phase phase("inpainting", n, denoising_moves, denoising_moves, o.log_seconds);
+    options.progress = count_steps(phase, n);
+    const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? r.guided : r.plain, known, mask, options);
+    phase.finish();
+    diffuse::Tensor4<float> figure(3 * n, channels, side, side);
+    copy_images(known, 0, n, figure, 0);
+    diffuse::Tensor4<float> masked = known;
+    for (Index i = 0; i < n; ++i)
+        for (Index c = 0; c < channels; ++c)
+            for (Index y = side / 2; y < side; ++y)
+                for (Index x = 0; x < side; ++x) masked(i, c, y, x) = 0.0f;  // mid-gray: unknown
+    copy_images(masked, 0, n, figure, n);
+    copy_images(s.x, 0, n, figure, 2 * n);
+    write_png_grid(r.out_dir + "/inpainting.png", figure, n, 3, 2);
+    metrics["inpainting"] = {{"file", "inpainting.png"},
+                             {"rows", "original | top half kept, bottom half masked | completed"},
+                             {"images", "the first " + std::to_string(n) + " test images, each with its class"},
+                             {"repaint", {{"steps", o.inpaint_steps}, {"jump_length", o.inpaint_jump}, {"resample_count", o.inpaint_resample}}}};
+}
+
+/// 4. Class agreement (the classifier's class of each class-conditional sample) and the Frechet
+/// distance between classifier features (its penultimate layer) of the generated samples and of the
+/// test images; the same for as many real training images, the floor at this sample size.
+void classifier_scores(const ReportContext& r, const ClassSamples& samples, const TestSet& test,
+                       const diffuse::Tensor4<float>& real_x, examples::eval::Classifier<float>& classifier,
+                       nlohmann::ordered_json& metrics) {
+    const Index classes = r.classes, side = r.side, channels = r.channels;
+    const diffuse::Tensor4<float>& by_class = samples.x;
+    const std::vector<int>& requested = samples.requested;
     const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
-    Phase scoring("classifier features", 2 * by_class.dimension(0) + test.x.dimension(0) + real_n, 1, 4, o.log_seconds);
-    const std::vector<int> predicted = classifier->predict(by_class);
+    Phase scoring("classifier features", 2 * by_class.dimension(0) + test.x.dimension(0) + real_n, 1, 4, r.options.log_seconds);
+    const std::vector<int> predicted = classifier.predict(by_class);
     scoring.step(by_class.dimension(0));
     const std::vector<double> per_class = examples::eval::per_class_accuracy(predicted, requested, static_cast<int>(classes));
     metrics["class_agreement"] = {{"value", examples::eval::sample_class_agreement(predicted, requested)},
@@ -298,15 +325,13 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                   {"per_class", per_class},
                                   {"what", "share of the class-conditional samples the classifier assigns to the class they were generated for"}};
 
-    // Frechet distance between classifier features (its penultimate layer) of the generated samples
-    // and of the test images; the same for as many real training images, the floor at this sample size.
-    const auto test_stats = examples::eval::feature_statistics(classifier->features(test.x));
+    const auto test_stats = examples::eval::feature_statistics(classifier.features(test.x));
     scoring.step(test.x.dimension(0));
-    const auto generated_stats = examples::eval::feature_statistics(classifier->features(by_class));
+    const auto generated_stats = examples::eval::feature_statistics(classifier.features(by_class));
     scoring.step(by_class.dimension(0));
     diffuse::Tensor4<float> real(real_n, channels, side, side);
     copy_images(real_x, 0, real_n, real, 0);
-    const auto real_stats = examples::eval::feature_statistics(classifier->features(real));
+    const auto real_stats = examples::eval::feature_statistics(classifier.features(real));
     scoring.step(real_n);
     scoring.finish();
     metrics["frechet_distance"] = {
@@ -316,69 +341,93 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
         {"real_samples", real_n},
         {"test_images", test.x.dimension(0)},
         {"features", "the evaluation classifier's penultimate activations, " +
-                         std::to_string(classifier->config().feature_dim) + " dimensions"},
+                         std::to_string(classifier.config().feature_dim) + " dimensions"},
         {"what", "real_vs_test is the distance of as many real training images: the floor at this sample size"}};
+}
 
-    // Bits per dimension of the variational bound on the first bpd_images test images, with the "no
-    // class" label (the unconditional model): the T - 1 KL terms in blocks of bpd_stride steps, each
-    // image evaluating one step drawn in each block (an unbiased stratified estimate of their sum).
-    {
-        const Index n = std::min(o.bpd_images, test.x.dimension(0));
-        diffuse::VlbOptions vlb;
-        vlb.reverse.thresholding = o.sampler.thresholding;  // as the samplers
-        vlb.stride = o.bpd_stride;
-        vlb.stratified = true;
-        std::vector<double> totals;  // [n] bits/dim of each image
-        std::size_t terms = 0;
-        // a model call per term and batch: ceil((T - 1) / stride) blocks of KL terms and the decoder term
-        const int stride = std::max(1, o.bpd_stride);
-        const long per_image = (schedule.num_timesteps() - 1 + stride - 1) / stride + 1;
-        Phase phase("bits/dim", n, per_image, (n + o.chunk - 1) / o.chunk * per_image, o.log_seconds);
-        const auto counted = [&plain, &phase](const diffuse::Tensor4<float>& x, const diffuse::Timesteps& t,
-                                              const std::vector<int>& labels) {
-            diffuse::Tensor4<float> out = plain(x, t, labels);  // [N, C, H, W]
-            phase.step(x.dimension(0));
-            return out;
-        };
-        for (Index first = 0; first < n; first += o.chunk) {
-            vlb.seed = diffuse::derive_seed(o.seed, 3000 + static_cast<std::uint64_t>(first));
-            const Index count = std::min(o.chunk, n - first);
-            diffuse::Tensor4<float> x0(count, channels, side, side);
-            copy_images(test.x, first, count, x0, 0);
-            const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(count), static_cast<int>(classes))
-                                                        : std::vector<int>();
-            const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, counted, x0, labels, vlb);
-            totals.insert(totals.end(), vb.total_bpd.begin(), vb.total_bpd.end());
-            terms = vb.timesteps.size();
-        }
-        phase.finish();
-        double mean = 0.0, squares = 0.0;
-        for (const double v : totals) mean += v / static_cast<double>(n);
-        for (const double v : totals) squares += (v - mean) * (v - mean);
-        const double standard_error = n > 1 ? std::sqrt(squares / static_cast<double>(n - 1) / static_cast<double>(n)) : 0.0;
-        metrics["bits_per_dim"] = {{"value", mean},
-                                   {"standard_error", standard_error},
-                                   {"test_images", n},
-                                   {"stride", o.bpd_stride},
-                                   {"timesteps_evaluated", terms},
-                                   {"estimate", "each image: the prior, the decoder term, and per block of stride KL terms "
-                                                "the term at one step drawn uniformly in the block, times the block's size"},
-                                   {"labels", "none (the no-class label): the unconditional model"},
-                                   {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
+/// 5. Bits per dimension of the variational bound on the first bpd_images test images, with the "no
+/// class" label (the unconditional model): the T - 1 KL terms in blocks of bpd_stride steps, each
+/// image evaluating one step drawn in each block (an unbiased stratified estimate of their sum).
+void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
+    const ReportOptions& o = r.options;
+    const diffuse::NoiseSchedule<float>& schedule = r.schedule;
+    const Index classes = r.classes, side = r.side, channels = r.channels;
+    const Index n = std::min(o.bpd_images, test.x.dimension(0));
+    diffuse::VlbOptions vlb;
+    vlb.reverse.thresholding = o.sampler.thresholding;  // as the samplers
+    vlb.stride = o.bpd_stride;
+    vlb.stratified = true;
+    std::vector<double> totals;  // [n] bits/dim of each image
+    std::size_t terms = 0;
+    // a model call per term and batch: ceil((T - 1) / stride) blocks of KL terms and the decoder term
+    const int stride = std::max(1, o.bpd_stride);
+    const long per_image = (schedule.num_timesteps() - 1 + stride - 1) / stride + 1;
+    Phase phase("bits/dim", n, per_image, (n + o.chunk - 1) / o.chunk * per_image, o.log_seconds);
+    const auto counted = [&r, &phase](const diffuse::Tensor4<float>& x, const diffuse::Timesteps& t,
+                                      const std::vector<int>& labels) {
+        diffuse::Tensor4<float> out = r.plain(x, t, labels);  // [N, C, H, W]
+        phase.step(x.dimension(0));
+        return out;
+    };
+    for (Index first = 0; first < n; first += o.chunk) {
+        vlb.seed = diffuse::derive_seed(o.seed, 3000 + static_cast<std::uint64_t>(first));
+        const Index count = std::min(o.chunk, n - first);
+        diffuse::Tensor4<float> x0(count, channels, side, side);
+        copy_images(test.x, first, count, x0, 0);
+        const std::vector<int> labels = classes > 0 ? std::vector<int>(static_cast<std::size_t>(count), static_cast<int>(classes))
+                                                    : std::vector<int>();
+        const diffuse::VariationalBound vb = diffuse::variational_bound(schedule, counted, x0, labels, vlb);
+        totals.insert(totals.end(), vb.total_bpd.begin(), vb.total_bpd.end());
+        terms = vb.timesteps.size();
     }
+    phase.finish();
+    double mean = 0.0, squares = 0.0;
+    for (const double v : totals) mean += v / static_cast<double>(n);
+    for (const double v : totals) squares += (v - mean) * (v - mean);
+    const double standard_error = n > 1 ? std::sqrt(squares / static_cast<double>(n - 1) / static_cast<double>(n)) : 0.0;
+    metrics["bits_per_dim"] = {{"value", mean},
+                               {"standard_error", standard_error},
+                               {"test_images", n},
+                               {"stride", o.bpd_stride},
+                               {"timesteps_evaluated", terms},
+                               {"estimate", "each image: the prior, the decoder term, and per block of stride KL terms "
+                                            "the term at one step drawn uniformly in the block, times the block's size"},
+                               {"labels", "none (the no-class label): the unconditional model"},
+                               {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
+}
+
+}  // namespace
+
+nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
+                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                                    examples::eval::Classifier<float>* classifier, const std::string& out_dir,
+                                    const ReportOptions& o) {
+    const auto start = std::chrono::steady_clock::now();
+    const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
+                          model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0)};
+    nlohmann::ordered_json metrics;
+    metrics["sampler"] = {{"name", o.sampler.name},
+                          {"steps", o.sampler.steps},
+                          {"thresholding", diffuse::to_string(o.sampler.thresholding)},
+                          {"spacing", "trailing"},
+                          {"guidance_scale", o.guidance_scale},
+                          {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
+                          {"seed", o.seed}};
+    const ClassSamples samples = r.classes > 0 ? sample_by_class(r, metrics) : ClassSamples{};
+    sample_unconditional(r, metrics);
+    inpainting_demo(r, test, metrics);
+    metrics["pictures_seconds"] = seconds_since(start);
+    if (!o.evaluate || r.classes == 0 || classifier == nullptr) return metrics;
+
+    const auto eval_start = std::chrono::steady_clock::now();
+    classifier_scores(r, samples, test, real_x, *classifier, metrics);
+    bits_per_dim(r, test, metrics);
     metrics["evaluation_seconds"] = seconds_since(eval_start);
     return metrics;
 }
 
 void write_json(const std::string& path, const nlohmann::ordered_json& j) {
-    const std::string temporary = path + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::trunc);
-        if (!out) throw std::runtime_error("cannot create \"" + temporary + "\"");
-        out << j.dump(2) << '\n';
-        if (!out.flush()) throw std::runtime_error("cannot write \"" + temporary + "\"");
-    }
-    std::filesystem::rename(temporary, path);
+    diffuse::write_string_atomically(path, j.dump(2) + "\n", "examples::write_json");
 }
 
 }  // namespace examples

@@ -21,6 +21,7 @@
 #include <CLI/CLI.hpp>
 
 #include <diffuse/core/tensor.hpp>
+#include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/process/thresholding.hpp>
 #include <diffuse/samplers/denoiser.hpp>
@@ -47,32 +48,11 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 
 // ---- the diffusion process a checkpoint was trained with -------------------------------------------
 
-/// The noise schedule of a run; the trainer stores it in the checkpoint's metadata, so that sampling
-/// and evaluation rebuild the same tables from the file alone.
-struct DiffusionSetup {
-    std::string schedule = "cosine";
-    int timesteps = 1000;
-
-    diffuse::NoiseSchedule<float> make() const { return diffuse::NoiseSchedule<float>(diffuse::make_betas(schedule, timesteps)); }
-
-    void add_to(std::map<std::string, std::string>& metadata) const {
-        metadata["diffuse_train.schedule"] = schedule;
-        metadata["diffuse_train.timesteps"] = std::to_string(timesteps);
-    }
-
-    static DiffusionSetup from_metadata(const std::map<std::string, std::string>& metadata, const std::string& path) {
-        DiffusionSetup s;
-        const auto schedule = metadata.find("diffuse_train.schedule");
-        const auto timesteps = metadata.find("diffuse_train.timesteps");
-        if (schedule == metadata.end() || timesteps == metadata.end()) {
-            throw std::runtime_error("\"" + path + "\" has no diffuse_train.schedule / diffuse_train.timesteps in its "
-                                     "metadata (it was not written by diffuse_train); pass --schedule and --timesteps");
-        }
-        s.schedule = schedule->second;
-        s.timesteps = std::stoi(timesteps->second);
-        return s;
-    }
-};
+/// The noise schedule a diffuse_train checkpoint was trained on and its name: the library's
+/// diffuse.schedule entry (diffuse::schedule_from_checkpoint), or in a file an earlier diffuse_train
+/// wrote, its diffuse_train.schedule and diffuse_train.timesteps. Sampling and evaluation rebuild the
+/// same tables from the file alone.
+diffuse::StoredSchedule checkpoint_schedule(const std::map<std::string, std::string>& metadata, const std::string& path);
 
 /// The metadata strings of a safetensors file (its header only is read).
 std::map<std::string, std::string> file_metadata(const std::string& path);

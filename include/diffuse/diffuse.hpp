@@ -12,6 +12,8 @@
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/core/threading.hpp"
 
+#include "diffuse/data/shuffle.hpp"
+
 #include "diffuse/schedule/betas.hpp"
 #include "diffuse/schedule/named.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
@@ -41,7 +43,7 @@
 #include "diffuse/nn/res_block.hpp"
 #include "diffuse/nn/resample.hpp"
 #include "diffuse/nn/silu.hpp"
-#include "diffuse/nn/time_embedding.hpp"
+#include "diffuse/nn/time_mlp.hpp"
 
 #include "diffuse/models/unet.hpp"
 

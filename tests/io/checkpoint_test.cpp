@@ -385,3 +385,44 @@ TEST_CASE("a checkpoint saved before the first step has no EMA or optimizer tens
     }
     REQUIRE(weights_of(resumed) == weights_of(straight));
 }
+
+TEST_CASE("a checkpoint stores the trainer's schedule, which reads back to the same betas, and refuses another on resume",
+          "[io][checkpoint][schedule]") {
+    TempDir dir("schedule");
+    const std::string path = dir.file("checkpoint.safetensors");
+    const diffuse::NoiseSchedule<float> cosine(diffuse::cosine_betas(100));
+    UNet<float> model(checkpoint_unet_config(), 1);
+    diffuse::optim::Trainer<UNet<float>> trainer(model, cosine, tiny_options());
+    trainer.step(batch(0), labels(0));
+
+    // unnamed by default, named when the caller says
+    diffuse::save_checkpoint(path, trainer);
+    diffuse::StoredSchedule stored = diffuse::schedule_from_checkpoint(path);
+    CHECK(stored.name.empty());
+    REQUIRE(stored.betas == cosine.betas_double());  // every double back exactly
+    diffuse::save_checkpoint(path, trainer, diffuse::schedule_metadata(cosine, "cosine"));
+    stored = diffuse::schedule_from_checkpoint(path);
+    CHECK(stored.name == "cosine");
+    REQUIRE(stored.betas == diffuse::cosine_betas(100));
+    const diffuse::NoiseSchedule<float> rebuilt(stored.betas);
+    REQUIRE(rebuilt.alphas_cumprod_double() == cosine.alphas_cumprod_double());
+
+    // a weights file holds one only when given
+    const std::string weights = dir.file("weights.safetensors");
+    diffuse::save_weights(weights, model);
+    REQUIRE_THAT(load_rejection([&] { (void)diffuse::schedule_from_checkpoint(weights); }), Contains("diffuse.schedule"));
+    diffuse::save_weights(weights, model, diffuse::schedule_metadata(cosine, "cosine"));
+    REQUIRE(diffuse::schedule_from_checkpoint(weights).betas == cosine.betas_double());
+
+    // resuming on other betas is refused, naming where they part, and changes nothing
+    const diffuse::NoiseSchedule<float> linear(diffuse::linear_betas(100));
+    UNet<float> other(checkpoint_unet_config(), 1);
+    diffuse::optim::Trainer<UNet<float>> on_linear(other, linear, tiny_options());
+    const auto before = weights_of(other);
+    REQUIRE_THAT(load_rejection([&] { diffuse::load_checkpoint(path, on_linear); }),
+                 Contains("another noise schedule") && Contains("T = 100 in the file, 100 in the trainer") &&
+                     Contains("from t = 0"));
+    REQUIRE(weights_of(other) == before);
+    REQUIRE(on_linear.step_count() == 0);
+    diffuse::load_checkpoint(path, trainer);  // its own schedule: accepted
+}

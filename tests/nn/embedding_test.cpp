@@ -3,7 +3,7 @@
 #include "../support/layers.hpp"
 
 #include <diffuse/nn/embedding.hpp>
-#include <diffuse/nn/time_embedding.hpp>
+#include <diffuse/nn/time_mlp.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -25,7 +25,7 @@ TEST_CASE("Embedding looks up one row per label and accumulates its gradient int
 
 TEST_CASE("The time-embedding MLP's parameter gradients match finite differences", "[nn][time_embedding][gradient]") {
     diffuse::Generator gen(72);
-    diffuse::nn::TimeEmbedding<double> temb(8, 32, gen);
+    diffuse::nn::TimeMLP<double> temb(8, 32, gen);
     const std::vector<int> t = {0, 17, 999};
     const auto report = diffuse::testing::check_gradients(
         temb, {}, [&] { return temb.forward(t); }, [&](const auto& g) { temb.backward(g); });

@@ -62,11 +62,11 @@ TEMPLATE_TEST_CASE("timestep_embedding is sin then cos of t exp(-ln(10000) i / (
     const std::vector<int> t = {0, 1, 37, 500, 999};
     for (const Index dim : {Index{128}, Index{4}, Index{6}, Index{320}}) {
         INFO("dim " << dim);
-        check_embedding(diffuse::timestep_embedding<TestType>(t, dim), t, dim, false);
+        check_embedding(diffuse::nn::timestep_embedding<TestType>(t, dim), t, dim, false);
     }
     // Spot values that need no formula: t = 0 gives sin 0 = 0 and cos 0 = 1; the first frequency is 1,
     // so column 0 is sin(t); with freq_shift 1 the last frequency is exactly 1 / 10000.
-    const auto emb = diffuse::timestep_embedding<TestType>(std::vector<int>{0, 37}, 8);
+    const auto emb = diffuse::nn::timestep_embedding<TestType>(std::vector<int>{0, 37}, 8);
     CHECK(emb(0, 0) == TestType(0));
     CHECK(emb(0, 4) == TestType(1));
     CHECK(emb(1, 0) == Approx(std::sin(37.0)).margin(1e-7));
@@ -75,12 +75,12 @@ TEMPLATE_TEST_CASE("timestep_embedding is sin then cos of t exp(-ln(10000) i / (
 
 TEMPLATE_TEST_CASE("timestep_embedding with cos_first puts the cosine half first", "[nn][embedding]", float,
                    double) {
-    diffuse::TimestepEmbeddingOptions options;
+    diffuse::nn::TimestepEmbeddingOptions options;
     options.cos_first = true;
     const std::vector<int> t = {0, 3, 250, 999};
     for (const Index dim : {Index{64}, Index{7}}) {
         INFO("dim " << dim);
-        check_embedding(diffuse::timestep_embedding<TestType>(t, dim, options), t, dim, true);
+        check_embedding(diffuse::nn::timestep_embedding<TestType>(t, dim, options), t, dim, true);
     }
 }
 
@@ -89,7 +89,7 @@ TEMPLATE_TEST_CASE("timestep_embedding with an odd dim appends one zero column",
     const std::vector<int> t = {1, 10, 999};
     for (const Index dim : {Index{5}, Index{129}}) {
         INFO("dim " << dim);
-        const auto emb = diffuse::timestep_embedding<TestType>(t, dim);
+        const auto emb = diffuse::nn::timestep_embedding<TestType>(t, dim);
         check_embedding(emb, t, dim, false);
         for (Index n = 0; n < 3; ++n) CHECK(emb(n, dim - 1) == TestType(0));
     }
@@ -98,27 +98,27 @@ TEMPLATE_TEST_CASE("timestep_embedding with an odd dim appends one zero column",
 TEMPLATE_TEST_CASE("timestep_embedding embeds fractional timesteps by the same formula", "[nn][embedding]",
                    float, double) {
     const std::vector<double> t = {0.5, 12.25, 998.999, 1e-3};
-    check_embedding(diffuse::timestep_embedding<TestType>(t, 32), t, 32, false);
+    check_embedding(diffuse::nn::timestep_embedding<TestType>(t, 32), t, 32, false);
     const std::vector<float> t_float = {0.5f, 7.75f};
-    check_embedding(diffuse::timestep_embedding<TestType>(t_float, 10), t_float, 10, false);
+    check_embedding(diffuse::nn::timestep_embedding<TestType>(t_float, 10), t_float, 10, false);
 }
 
 TEST_CASE(
     "timestep_embedding with freq_shift 0 uses the Transformer's frequencies exp(-ln(max_period) i / half)",
     "[nn][embedding]") {
-    diffuse::TimestepEmbeddingOptions options;
+    diffuse::nn::TimestepEmbeddingOptions options;
     options.freq_shift = 0;
     options.max_period = 1000;
     const std::vector<int> t = {0, 5, 999};
-    check_embedding(diffuse::timestep_embedding<double>(t, 16, options), t, 16, false, 1000, 0);
+    check_embedding(diffuse::nn::timestep_embedding<double>(t, 16, options), t, 16, false, 1000, 0);
     // dim 2 is allowed here: half = 1 > freq_shift = 0, a single frequency 1.
-    const auto emb = diffuse::timestep_embedding<double>(t, 2, options);
+    const auto emb = diffuse::nn::timestep_embedding<double>(t, 2, options);
     CHECK(emb(1, 0) == Approx(std::sin(5.0)).margin(1e-15));
     CHECK(emb(1, 1) == Approx(std::cos(5.0)).margin(1e-15));
 }
 
 TEST_CASE("timestep_embedding of an empty batch has no rows", "[nn][embedding]") {
-    const auto emb = diffuse::timestep_embedding<float>(std::vector<int>{}, 8);
+    const auto emb = diffuse::nn::timestep_embedding<float>(std::vector<int>{}, 8);
     CHECK(emb.dimension(0) == 0);
     CHECK(emb.dimension(1) == 8);
 }
@@ -128,13 +128,13 @@ TEST_CASE("timestep_embedding rejects a dim too small for its frequencies", "[nn
     // DDPM's spacing ln(10000) / (half - 1) needs half >= 2, so dim >= 4.
     for (const Index dim : {Index{0}, Index{1}, Index{2}, Index{3}}) {
         INFO("dim " << dim);
-        REQUIRE_THROWS_AS(diffuse::timestep_embedding<float>(std::vector<int>{1}, dim),
+        REQUIRE_THROWS_AS(diffuse::nn::timestep_embedding<float>(std::vector<int>{1}, dim),
                           diffuse::invalid_argument);
-        REQUIRE_THROWS_WITH(diffuse::timestep_embedding<float>(std::vector<int>{1}, dim),
+        REQUIRE_THROWS_WITH(diffuse::nn::timestep_embedding<float>(std::vector<int>{1}, dim),
                             Contains("dim = " + std::to_string(dim)));
     }
-    diffuse::TimestepEmbeddingOptions options;
+    diffuse::nn::TimestepEmbeddingOptions options;
     options.max_period = 0;
-    REQUIRE_THROWS_WITH(diffuse::timestep_embedding<float>(std::vector<int>{1}, 8, options),
+    REQUIRE_THROWS_WITH(diffuse::nn::timestep_embedding<float>(std::vector<int>{1}, 8, options),
                         Contains("max_period = 0"));
 }

@@ -1,6 +1,8 @@
 // The model's reverse step: p_mean_variance thresholds the x0 prediction as asked (none, clip,
 // Imagen's dynamic thresholding) before taking the posterior mean, and rejects a bad percentile.
 
+#include "../support/bits.hpp"
+
 #include <diffuse/core/random.hpp>
 #include <diffuse/process/parameterization.hpp>
 #include <diffuse/process/posterior.hpp>
@@ -11,16 +13,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <cstring>
 
-namespace {
-
-bool equal_bits(const diffuse::Tensor4<double>& a, const diffuse::Tensor4<double>& b) {
-    return a.dimensions() == b.dimensions() &&
-           std::memcmp(a.data(), b.data(), sizeof(double) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-}  // namespace
+using diffuse::testing_support::same_bits;
 
 TEST_CASE("p_mean_variance takes the posterior mean at the x0 prediction thresholded as asked", "[process][reverse]") {
     const diffuse::NoiseSchedule<double> schedule(diffuse::linear_betas(50));
@@ -37,8 +31,8 @@ TEST_CASE("p_mean_variance takes the posterior mean at the x0 prediction thresho
         options.dynamic_percentile = 0.9;
         const auto step = diffuse::p_mean_variance(schedule, eps, x_t, t, options);
         const auto x0 = diffuse::threshold_x0(raw, kind, 0.9);
-        CHECK(equal_bits(step.pred_x0, x0));
-        CHECK(equal_bits(step.mean, diffuse::q_posterior_mean(schedule, x0, x_t, t)));
+        CHECK(same_bits(step.pred_x0, x0));
+        CHECK(same_bits(step.mean, diffuse::q_posterior_mean(schedule, x0, x_t, t)));
     }
     diffuse::ReverseOptions bad;
     bad.thresholding = diffuse::Thresholding::dynamic;

@@ -2,6 +2,7 @@
 // told the original timestep; model_fn wrapping anything with forward(x, t, labels), calling a model
 // with a training mode in evaluation mode and giving it its mode back.
 
+#include "../support/bits.hpp"
 #include "../support/reference.hpp"
 
 #include <diffuse/core/random.hpp>
@@ -17,6 +18,8 @@
 #include <vector>
 
 namespace {
+
+using diffuse::testing_support::same_bits;
 
 using diffuse::Index;
 using ref::LD;
@@ -41,10 +44,6 @@ diffuse::UNet<float> dropout_unet() {
     c.image_size = 4;
     c.dropout = 0.5;
     return diffuse::UNet<float>(c, 1);
-}
-
-bool same_bits(const diffuse::Tensor4<float>& a, const diffuse::Tensor4<float>& b) {
-    return a.dimensions() == b.dimensions() && std::equal(a.data(), a.data() + a.size(), b.data());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Samplers by name: sample() gives, bit for bit, what the named sampler's own function gives with
 // the same options, and rejects an unknown name listing the known ones.
 
+#include "../support/bits.hpp"
 #include "analytic.hpp"
 
 #include <diffuse/samplers/ddim.hpp>
@@ -13,17 +14,9 @@
 
 #include <catch2/catch.hpp>
 
-#include <cstring>
 #include <string>
 
-namespace {
-
-bool same_bits(const diffuse::Tensor4<float>& a, const diffuse::Tensor4<float>& b) {
-    return a.dimensions() == b.dimensions() &&
-           std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-}  // namespace
+using diffuse::testing_support::same_bits;
 
 TEST_CASE("sample() by name gives what ddpm_sample, ddim_sample and dpm_solver_sample give", "[samplers][named]") {
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));

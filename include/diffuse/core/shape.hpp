@@ -4,8 +4,10 @@
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
 
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace diffuse {
 
@@ -18,6 +20,16 @@ void check_same_shape(std::string_view where, std::string_view name_a, const Ten
                               "the shape of " + std::string(name_a) + ", " +
                                   shape_string(a.dimensions()));
     }
+}
+
+/// True when x's dimensions are `shape` (a layer's record of its forward input, of any rank).
+template <class T, int Rank>
+bool has_shape(const Tensor<T, Rank>& x, const std::vector<Index>& shape) {
+    if (shape.size() != static_cast<std::size_t>(Rank)) return false;
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (x.dimension(static_cast<Index>(i)) != shape[i]) return false;
+    }
+    return true;
 }
 
 /// Throws unless there is one timestep per sample and each lies in [0, num_timesteps).

@@ -23,7 +23,8 @@ template <class T> using Tensor1 = Tensor<T, 1>;  // [D]
 template <class T> using Tensor2 = Tensor<T, 2>;  // [N, D]
 template <class T> using Tensor4 = Tensor<T, 4>;  // [N, C, H, W]
 
-/// A 1-D table indexed by timestep (betas, alphas_cumprod, ...), [T].
+/// A 1-D array with Eigen's array arithmetic: a schedule's tables indexed by timestep (betas,
+/// alphas_cumprod, ..., [T]), or a parameter's values flattened and Adam's moments of them ([P]).
 template <class T>
 using Table = Eigen::Array<T, Eigen::Dynamic, 1>;
 

@@ -189,7 +189,7 @@ struct Gemm {
     static void rows_product(Index m, Index k, const T* a_packed, const T* const* rows, EdgeMask mask, Index q0,
                              Index q1, T* c, Index ldc, bool accumulate) {
         const Index kc = kc_block(k);
-        T* strip = scratch<T, 7>(static_cast<std::size_t>(kc * nr));  // [kc][NR]
+        T* strip = scratch<T, Scratch::gemm_strip>(static_cast<std::size_t>(kc * nr));  // [kc][NR]
         for (Index k0 = 0; k0 < k; k0 += kc) {
             const Index kb = std::min(kc, k - k0);
             const bool acc = accumulate || k0 > 0;
@@ -223,7 +223,7 @@ struct Gemm {
     static void rows_times_transposed(Index m, Index n, Index p, const T* const* a_rows, EdgeMask mask, const T* b,
                                       T* c, Index ldc) {
         const Index strips = (n + nr - 1) / nr;
-        T* bt = scratch<T, 8>(static_cast<std::size_t>(strips * p * nr));  // [strips][P][NR]: B^T packed
+        T* bt = scratch<T, Scratch::gemm_packed_b>(static_cast<std::size_t>(strips * p * nr));  // [strips][P][NR]: B^T packed
         for (Index s = 0; s < strips; ++s) {
             const Index cols = std::min(nr, n - s * nr);
             T* dst = bt + s * p * nr;
@@ -236,7 +236,7 @@ struct Gemm {
             }
         }
         const Index kc = kc_block(p);
-        T* panel = scratch<T, 9>(static_cast<std::size_t>(kc * mr));  // [kc][MR]
+        T* panel = scratch<T, Scratch::gemm_panel>(static_cast<std::size_t>(kc * mr));  // [kc][MR]
         for (Index q0 = 0; q0 < p; q0 += kc) {
             const Index kb = std::min(kc, p - q0);
             for (Index i0 = 0; i0 < m; i0 += mr) {

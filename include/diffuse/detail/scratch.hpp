@@ -15,9 +15,23 @@
 
 namespace diffuse::detail {
 
-/// A buffer of at least n elements owned by the calling thread; `slot` tells apart buffers that are
-/// needed at the same time. Contents are unspecified.
-template <class T, int Slot>
+/// The scratch buffers: one per use that can be live while another is (per element type). Uses that
+/// are never live at once share one (conv_planes).
+enum class Scratch {
+    conv_input_planes,  // conv2d forward: every sample's shifted input planes, [N, plane]
+    conv_plane_rows,    // conv2d: pointers to the K rows of X_col, [K]
+    conv_planes,        // conv2d: one sample's shifted planes, of x (forward, backward) or of dy (backward)
+    conv_dy_rows,       // conv2d backward: pointers to dY's rows, [Cout * 9]
+    conv_columns,       // conv2d backward: W^T dY before col2im, [K, P]
+    gemm_strip,         // GEMM: a packed strip of B, [kc][NR]
+    gemm_packed_b,      // GEMM: B^T packed, [strips][P][NR]
+    gemm_panel,         // GEMM: a packed panel of A, [kc][MR]
+    silu_sigmoid,       // SiLU backward: sigmoid(x), [n]
+};
+
+/// A buffer of at least n elements owned by the calling thread, the one of use `Slot`. Contents are
+/// unspecified.
+template <class T, Scratch Slot>
 T* scratch(std::size_t n) {
     thread_local std::vector<T, Eigen::aligned_allocator<T>> buffer;
     if (buffer.size() < n) buffer.resize(n);

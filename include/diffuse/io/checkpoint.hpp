@@ -31,6 +31,9 @@
 //     diffuse.unet_config             the UNetConfig as JSON, so config_from_checkpoint can rebuild
 //                                     the model from the file alone (U-Net models)
 //     diffuse.trainer_options         the TrainerOptions as JSON (training states)
+//     diffuse.schedule                the noise schedule as JSON, {"name": ..., "betas": [...]}: always in
+//                                     a training state (the trainer's), in a weights file when given
+//                                     (schedule_metadata); schedule_from_checkpoint reads it back
 //     diffuse.weights                 "model" or "ema": which weights a weights file holds
 //
 // Loading checks every tensor the model (and optimizer, EMA) expects: present, the same dtype, the
@@ -48,6 +51,8 @@
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/trainer.hpp"
 #include "diffuse/process/parameterization.hpp"
+#include "diffuse/schedule/betas.hpp"
+#include "diffuse/schedule/noise_schedule.hpp"
 #include "diffuse/version.hpp"
 
 #include <nlohmann/json.hpp>
@@ -355,6 +360,50 @@ inline optim::TrainerOptions trainer_options_from_checkpoint(const std::string& 
                                      path);
 }
 
+/// A noise schedule as a checkpoint stores it: its betas, from which NoiseSchedule rebuilds every
+/// table, and the name a program describes it by ("cosine"; empty for betas of one's own).
+struct StoredSchedule {
+    std::string name;
+    Betas betas;  // [T], in double
+};
+
+namespace detail {
+
+inline StoredSchedule schedule_from_json(const char* where, const std::string& path, const std::string& text) {
+    const nlohmann::json j = config_object(where, path, "diffuse.schedule", text, {"name", "betas"});
+    StoredSchedule out;
+    if (!j["name"].is_string()) throw_checkpoint(where, path, "metadata diffuse.schedule: \"name\" is not a string");
+    out.name = j["name"].get<std::string>();
+    if (!j["betas"].is_array() || j["betas"].empty()) {
+        throw_checkpoint(where, path, "metadata diffuse.schedule: \"betas\" is not a non-empty array");
+    }
+    for (const auto& b : j["betas"]) {
+        if (!b.is_number()) throw_checkpoint(where, path, "metadata diffuse.schedule: a beta is not a number: " + b.dump());
+        out.betas.push_back(b.get<double>());
+    }
+    return out;
+}
+
+}  // namespace detail
+
+/// The metadata entry that stores `schedule` (pass it to save_weights; save_checkpoint writes the
+/// trainer's own). The betas are written as JSON numbers that read back to the same doubles.
+template <class T>
+std::map<std::string, std::string> schedule_metadata(const NoiseSchedule<T>& schedule, const std::string& name = "") {
+    nlohmann::json j;
+    j["name"] = name;
+    j["betas"] = schedule.betas_double();
+    return {{"diffuse.schedule", j.dump()}};
+}
+
+/// The schedule a checkpoint was saved with; reads only the file's header. A sampling program
+/// rebuilds it from the file alone: NoiseSchedule<float> schedule(schedule_from_checkpoint(path).betas).
+inline StoredSchedule schedule_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::schedule_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    return detail::schedule_from_json(where, path, detail::metadata_entry(where, path, header.metadata, "diffuse.schedule"));
+}
+
 /// Saves `model`'s weights, under their own names, with `metadata` added (atomically).
 template <template <class> class Module, class T>
 void save_weights(const std::string& path, Module<T>& model, const std::map<std::string, std::string>& metadata = {}) {
@@ -456,7 +505,8 @@ void save_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer,
     file.metadata() = detail::base_metadata(detail::training_state_kind);
     detail::add_model_metadata(trainer.model(), file.metadata());
     file.metadata()["diffuse.trainer_options"] = trainer_options_to_json(trainer.options());
-    for (const auto& [key, value] : metadata) file.metadata()[key] = value;
+    for (const auto& [key, value] : schedule_metadata(trainer.schedule())) file.metadata()[key] = value;
+    for (const auto& [key, value] : metadata) file.metadata()[key] = value;  // may name the schedule
     save_safetensors(path, file);
 }
 
@@ -477,6 +527,21 @@ void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer)
     if (version != detail::checkpoint_version) {
         detail::throw_checkpoint(where, path, "diffuse.checkpoint_version is \"" + version + "\", expected \"" +
                                                   detail::checkpoint_version + "\"");
+    }
+
+    // A run resumed on another schedule would go on training a different model without a word.
+    const auto stored_schedule = file.metadata().find("diffuse.schedule");
+    if (stored_schedule != file.metadata().end()) {
+        const Betas stored = detail::schedule_from_json(where, path, stored_schedule->second).betas;
+        const Betas& own = trainer.schedule().betas_double();
+        if (stored != own) {
+            std::size_t i = 0;
+            while (i < stored.size() && i < own.size() && stored[i] == own[i]) ++i;
+            detail::throw_checkpoint(where, path, "the file was saved with another noise schedule than the trainer's: T = " +
+                                                      std::to_string(stored.size()) + " in the file, " +
+                                                      std::to_string(own.size()) + " in the trainer; the betas differ " +
+                                                      "from t = " + std::to_string(i));
+        }
     }
 
     // The counters first: they say whether the EMA and the optimizer have state to restore.

@@ -25,12 +25,12 @@
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
+#include "diffuse/io/atomic_file.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -46,14 +46,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#if defined(_WIN32)
-#include <io.h>       // _commit, _fileno
-#include <process.h>  // _getpid
-#else
-#include <fcntl.h>    // open (to fsync the directory)
-#include <unistd.h>   // fsync, getpid
-#endif
 
 namespace diffuse {
 
@@ -391,9 +383,9 @@ inline std::optional<std::uint64_t> json_unsigned(const nlohmann::json& value) {
     return value.get<std::uint64_t>();
 }
 
-/// Parses and checks the JSON header `text` of a file whose buffer has buffer_size bytes.
-inline SafetensorsHeader parse_safetensors_header(const char* where, const std::string& source,
-                                                  const std::string& text, std::uint64_t buffer_size) {
+/// The header's JSON, parsed: refuses a NUL byte, invalid JSON, a key twice in one object and
+/// anything but an object at the top.
+inline nlohmann::json parse_header_json(const char* where, const std::string& source, const std::string& text) {
     using json = nlohmann::json;
     // nlohmann keeps the last of duplicate keys without a word; the callback sees each key, so a
     // stack of the keys seen in each open object finds them (the reference format forbids them).
@@ -440,110 +432,120 @@ inline SafetensorsHeader parse_safetensors_header(const char* where, const std::
         throw_safetensors(where, source, "the header is JSON of type " + std::string(header.type_name()) +
                                              ", expected an object of tensors");
     }
+    return header;
+}
 
-    SafetensorsHeader out;
-    out.buffer_size = buffer_size;
-    for (const auto& [name, info] : header.items()) {
-        if (name == "__metadata__") {
-            if (!info.is_object()) {
-                throw_safetensors(where, source, "\"__metadata__\" is of type " + std::string(info.type_name()) +
-                                                     ", expected an object of strings");
-            }
-            for (const auto& [key, value] : info.items()) {
-                if (!value.is_string()) {
-                    throw_safetensors(where, source, "\"__metadata__\" entry " + quote_name(key) + " is of type " +
-                                                         value.type_name() + ", expected a string");
-                }
-                out.metadata.emplace(key, value.get<std::string>());
-            }
-            continue;
+/// The "__metadata__" object: strings only.
+inline void parse_metadata(const char* where, const std::string& source, const nlohmann::json& info,
+                           std::map<std::string, std::string>& metadata) {
+    if (!info.is_object()) {
+        throw_safetensors(where, source, "\"__metadata__\" is of type " + std::string(info.type_name()) +
+                                             ", expected an object of strings");
+    }
+    for (const auto& [key, value] : info.items()) {
+        if (!value.is_string()) {
+            throw_safetensors(where, source, "\"__metadata__\" entry " + quote_name(key) + " is of type " +
+                                                 value.type_name() + ", expected a string");
         }
-        const std::string tensor = "tensor " + quote_name(name) + ": ";
-        if (!info.is_object()) {
-            throw_safetensors(where, source, tensor + "its entry is of type " + std::string(info.type_name()) +
-                                                 ", expected an object with dtype, shape and data_offsets");
-        }
-        for (const auto& [key, value] : info.items()) {
-            (void)value;
-            if (key != "dtype" && key != "shape" && key != "data_offsets") {
-                throw_safetensors(where, source, tensor + "unknown key " + quote_name(key) +
-                                                     ", expected only dtype, shape and data_offsets");
-            }
-        }
-        for (const char* key : {"dtype", "shape", "data_offsets"}) {
-            if (!info.contains(key)) throw_safetensors(where, source, tensor + "no \"" + key + "\"");
-        }
-        SafetensorsEntry entry;
-        entry.name = name;
-        const json& dtype = info.at("dtype");
-        if (!dtype.is_string()) {
-            throw_safetensors(where, source, tensor + "dtype is of type " + std::string(dtype.type_name()) +
-                                                 ", expected a string such as \"F32\"");
-        }
-        const auto known = dtype_from_name(dtype.get<std::string>());
-        if (!known) {
-            throw_safetensors(where, source, tensor + "unknown dtype " + quote_name(dtype.get<std::string>()) +
-                                                 ", expected one of BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, "
-                                                 "BF16, I32, U32, F32, F64, I64, U64");
-        }
-        entry.dtype = *known;
+        metadata.emplace(key, value.get<std::string>());
+    }
+}
 
-        const json& shape = info.at("shape");
-        if (!shape.is_array()) {
-            throw_safetensors(where, source, tensor + "shape is of type " + std::string(shape.type_name()) +
-                                                 ", expected an array of sizes");
+/// One tensor's entry: its keys, dtype and shape, and data_offsets that span exactly its bytes inside
+/// a buffer of buffer_size bytes.
+inline SafetensorsEntry parse_entry(const char* where, const std::string& source, const std::string& name,
+                                    const nlohmann::json& info, std::uint64_t buffer_size) {
+    using json = nlohmann::json;
+    const std::string tensor = "tensor " + quote_name(name) + ": ";
+    if (!info.is_object()) {
+        throw_safetensors(where, source, tensor + "its entry is of type " + std::string(info.type_name()) +
+                                             ", expected an object with dtype, shape and data_offsets");
+    }
+    for (const auto& [key, value] : info.items()) {
+        (void)value;
+        if (key != "dtype" && key != "shape" && key != "data_offsets") {
+            throw_safetensors(where, source, tensor + "unknown key " + quote_name(key) +
+                                                 ", expected only dtype, shape and data_offsets");
         }
-        // numel * dtype size, refusing anything that overflows 64 bits on the way
-        std::uint64_t bytes = dtype_size(entry.dtype);
-        bool overflow = false;
-        for (const json& d : shape) {
-            const auto size = json_unsigned(d);
-            if (!size || *size > static_cast<std::uint64_t>(std::numeric_limits<Index>::max())) {
-                throw_safetensors(where, source, tensor + "shape " + shape.dump() +
-                                                     " has an entry that is not a size (a non-negative integer)");
-            }
-            entry.shape.push_back(static_cast<Index>(*size));
-            if (*size != 0 && bytes > std::numeric_limits<std::uint64_t>::max() / *size) overflow = true;
-            bytes = overflow ? 0 : bytes * *size;
-        }
+    }
+    for (const char* key : {"dtype", "shape", "data_offsets"}) {
+        if (!info.contains(key)) throw_safetensors(where, source, tensor + "no \"" + key + "\"");
+    }
+    SafetensorsEntry entry;
+    entry.name = name;
+    const json& dtype = info.at("dtype");
+    if (!dtype.is_string()) {
+        throw_safetensors(where, source, tensor + "dtype is of type " + std::string(dtype.type_name()) +
+                                             ", expected a string such as \"F32\"");
+    }
+    const auto known = dtype_from_name(dtype.get<std::string>());
+    if (!known) {
+        throw_safetensors(where, source, tensor + "unknown dtype " + quote_name(dtype.get<std::string>()) +
+                                             ", expected one of BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, "
+                                             "BF16, I32, U32, F32, F64, I64, U64");
+    }
+    entry.dtype = *known;
 
-        const json& offsets = info.at("data_offsets");
-        const auto begin = offsets.is_array() && offsets.size() == 2 ? json_unsigned(offsets[0]) : std::nullopt;
-        const auto end = offsets.is_array() && offsets.size() == 2 ? json_unsigned(offsets[1]) : std::nullopt;
-        if (!begin || !end) {
-            throw_safetensors(where, source, tensor + "data_offsets " + offsets.dump() +
-                                                 ", expected [begin, end], two non-negative integers");
+    const json& shape = info.at("shape");
+    if (!shape.is_array()) {
+        throw_safetensors(where, source, tensor + "shape is of type " + std::string(shape.type_name()) +
+                                             ", expected an array of sizes");
+    }
+    // numel * dtype size, refusing anything that overflows 64 bits on the way
+    std::uint64_t bytes = dtype_size(entry.dtype);
+    bool overflow = false;
+    for (const json& d : shape) {
+        const auto size = json_unsigned(d);
+        if (!size || *size > static_cast<std::uint64_t>(std::numeric_limits<Index>::max())) {
+            throw_safetensors(where, source, tensor + "shape " + shape.dump() +
+                                                 " has an entry that is not a size (a non-negative integer)");
         }
-        entry.begin = *begin;
-        entry.end = *end;
-        const std::string where_it_is = "data_offsets [" + std::to_string(entry.begin) + ", " +
-                                        std::to_string(entry.end) + "]";
-        if (entry.end < entry.begin) throw_safetensors(where, source, tensor + where_it_is + " end before they begin");
-        if (overflow || bytes != entry.end - entry.begin) {
-            throw_safetensors(where, source,
-                              tensor + "shape " + shape_text(entry.shape) + " of " + dtype_name(entry.dtype) +
-                                  (overflow ? std::string(" needs more than 2^64 bytes")
-                                            : " needs " + std::to_string(bytes) + " bytes") +
-                                  ", but its " + where_it_is + " span " + std::to_string(entry.end - entry.begin));
-        }
-        if (entry.end > buffer_size) {
-            throw_safetensors(where, source,
-                              tensor + where_it_is + " run past the end of the " + std::to_string(buffer_size) +
-                                  "-byte buffer after the header (is the file truncated?)");
-        }
-        out.entries.push_back(std::move(entry));
+        entry.shape.push_back(static_cast<Index>(*size));
+        if (*size != 0 && bytes > std::numeric_limits<std::uint64_t>::max() / *size) overflow = true;
+        bytes = overflow ? 0 : bytes * *size;
     }
 
+    const json& offsets = info.at("data_offsets");
+    const auto begin = offsets.is_array() && offsets.size() == 2 ? json_unsigned(offsets[0]) : std::nullopt;
+    const auto end = offsets.is_array() && offsets.size() == 2 ? json_unsigned(offsets[1]) : std::nullopt;
+    if (!begin || !end) {
+        throw_safetensors(where, source, tensor + "data_offsets " + offsets.dump() +
+                                             ", expected [begin, end], two non-negative integers");
+    }
+    entry.begin = *begin;
+    entry.end = *end;
+    const std::string where_it_is = "data_offsets [" + std::to_string(entry.begin) + ", " +
+                                    std::to_string(entry.end) + "]";
+    if (entry.end < entry.begin) throw_safetensors(where, source, tensor + where_it_is + " end before they begin");
+    if (overflow || bytes != entry.end - entry.begin) {
+        throw_safetensors(where, source,
+                          tensor + "shape " + shape_text(entry.shape) + " of " + dtype_name(entry.dtype) +
+                              (overflow ? std::string(" needs more than 2^64 bytes")
+                                        : " needs " + std::to_string(bytes) + " bytes") +
+                              ", but its " + where_it_is + " span " + std::to_string(entry.end - entry.begin));
+    }
+    if (entry.end > buffer_size) {
+        throw_safetensors(where, source,
+                          tensor + where_it_is + " run past the end of the " + std::to_string(buffer_size) +
+                              "-byte buffer after the header (is the file truncated?)");
+    }
+    return entry;
+}
+
+/// Sorts the entries by offset and checks that they tile the buffer: each starts where the one
+/// before ends, and the last ends at buffer_size.
+inline void check_tiling(const char* where, const std::string& source, std::vector<SafetensorsEntry>& entries,
+                         std::uint64_t buffer_size) {
     // The tensors must tile the buffer: sorted by offset, each starts where the one before ends.
-    std::sort(out.entries.begin(), out.entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+    std::sort(entries.begin(), entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
         return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
     });
     std::uint64_t at = 0;
-    for (std::size_t i = 0; i < out.entries.size(); ++i) {
-        const SafetensorsEntry& e = out.entries[i];
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        const SafetensorsEntry& e = entries[i];
         const std::string range = "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
         if (e.begin < at) {
-            const SafetensorsEntry& before = out.entries[i - 1];
+            const SafetensorsEntry& before = entries[i - 1];
             throw_safetensors(where, source, "tensor " + quote_name(e.name) + ": data_offsets " + range +
                                                  " overlap those of tensor " + quote_name(before.name) + ", [" +
                                                  std::to_string(before.begin) + ", " + std::to_string(before.end) + "]");
@@ -560,6 +562,22 @@ inline SafetensorsHeader parse_safetensors_header(const char* where, const std::
                                              std::to_string(buffer_size) + "-byte buffer after the header: " +
                                              std::to_string(buffer_size - at) + " trailing bytes belong to no tensor");
     }
+}
+
+/// Parses and checks the JSON header `text` of a file whose buffer has buffer_size bytes.
+inline SafetensorsHeader parse_safetensors_header(const char* where, const std::string& source,
+                                                  const std::string& text, std::uint64_t buffer_size) {
+    const nlohmann::json header = parse_header_json(where, source, text);
+    SafetensorsHeader out;
+    out.buffer_size = buffer_size;
+    for (const auto& [name, info] : header.items()) {
+        if (name == "__metadata__") {
+            parse_metadata(where, source, info, out.metadata);
+        } else {
+            out.entries.push_back(parse_entry(where, source, name, info, buffer_size));
+        }
+    }
+    check_tiling(where, source, out.entries, buffer_size);
     return out;
 }
 
@@ -657,73 +675,6 @@ void write_safetensors(const PreparedSafetensors& prepared, Write&& write) {
     for (const auto* entry : prepared.order) write(entry->second.bytes.data(), entry->second.bytes.size());
 }
 
-inline unsigned long current_process_id() {
-#if defined(_WIN32)
-    return static_cast<unsigned long>(_getpid());
-#else
-    return static_cast<unsigned long>(getpid());
-#endif
-}
-
-/// A number no other temporary file of this process has had.
-inline unsigned long next_temporary_number() {
-    static std::atomic<unsigned long> counter{0};
-    return counter.fetch_add(1);
-}
-
-[[noreturn]] inline void throw_system(int error, const char* where, const std::string& path, const std::string& what) {
-    throw std::system_error(error, std::generic_category(), std::string(where) + ": \"" + path + "\": " + what);
-}
-
-/// Writes `path` atomically: write(sink) fills `<path>.tmp.<pid>.<n>` in the same directory, which is
-/// flushed, fsync'd and renamed over `path`; the directory is fsync'd too, so the rename survives a
-/// power cut. On any failure the temporary is removed and `path` is left as it was. A process killed
-/// mid-write leaves its temporary behind (and `path` as it was).
-template <class Fill>
-void write_file_atomically(const char* where, const std::string& path, Fill&& fill) {
-    const std::string temp =
-        path + ".tmp." + std::to_string(current_process_id()) + "." + std::to_string(next_temporary_number());
-    errno = 0;
-    std::FILE* file = std::fopen(temp.c_str(), "wbx");  // x: never reuse a file someone else made
-    if (file == nullptr) throw_system(errno, where, path, "cannot create the temporary file \"" + temp + "\"");
-    try {
-        fill([&](const void* data, std::size_t n) {
-            if (n > 0 && std::fwrite(data, 1, n, file) != n) {
-                throw_system(errno, where, path, "cannot write the temporary file \"" + temp + "\"");
-            }
-        });
-        if (std::fflush(file) != 0) throw_system(errno, where, path, "cannot write the temporary file \"" + temp + "\"");
-#if defined(_WIN32)
-        if (_commit(_fileno(file)) != 0) throw_system(errno, where, path, "cannot flush \"" + temp + "\" to disk");
-#else
-        if (fsync(fileno(file)) != 0) throw_system(errno, where, path, "cannot flush \"" + temp + "\" to disk");
-#endif
-        const int closed = std::fclose(file);
-        file = nullptr;
-        if (closed != 0) throw_system(errno, where, path, "cannot close the temporary file \"" + temp + "\"");
-        std::error_code error;
-        std::filesystem::rename(temp, path, error);  // atomic replacement (POSIX rename, MoveFileEx)
-        if (error) {
-            throw std::system_error(error, std::string(where) + ": \"" + path + "\": cannot rename \"" + temp +
-                                               "\" over it");
-        }
-    } catch (...) {
-        if (file != nullptr) std::fclose(file);
-        std::remove(temp.c_str());
-        throw;
-    }
-#if !defined(_WIN32)
-    // Best effort: the file is complete and in place; this only makes the rename itself durable.
-    std::string directory = std::filesystem::path(path).parent_path().string();
-    if (directory.empty()) directory = ".";
-    const int fd = ::open(directory.c_str(), O_RDONLY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        ::close(fd);
-    }
-#endif
-}
-
 }  // namespace detail
 
 /// The file's bytes as the reference writer lays them out (what save_safetensors writes).
@@ -751,7 +702,7 @@ inline SafeTensors parse_safetensors(const std::vector<std::uint8_t>& bytes, con
 inline void save_safetensors(const std::string& path, const SafeTensors& file) {
     constexpr const char* where = "diffuse::save_safetensors";
     const detail::PreparedSafetensors prepared = detail::prepare_safetensors(where, file);
-    detail::write_file_atomically(where, path, [&](auto&& write) { detail::write_safetensors(prepared, write); });
+    write_file_atomically(path, [&](auto&& write) { detail::write_safetensors(prepared, write); }, where);
 }
 
 /// Reads and checks a whole file.

@@ -1,6 +1,6 @@
 #pragma once
 // The DDPM U-Net (Ho et al. 2020, appendix B; parameter names as in the PyTorch port of its code):
-//   temb  = TimeEmbedding(t) (+ class embedding)                       [N, 4 ch]
+//   temb  = TimeMLP(t) (+ class embedding)                              [N, 4 ch]
 //   h     = conv_in(x)
 //   down  level l: num_res_blocks x (ResBlock -> ch * mult[l], Attention at the listed resolutions),
 //                  then a stride-2 3x3 conv, except at the last level; every output is kept for a skip
@@ -22,7 +22,7 @@
 #include "diffuse/nn/res_block.hpp"
 #include "diffuse/nn/resample.hpp"
 #include "diffuse/nn/silu.hpp"
-#include "diffuse/nn/time_embedding.hpp"
+#include "diffuse/nn/time_mlp.hpp"
 
 #include <algorithm>
 #include <memory>
@@ -62,7 +62,7 @@ class UNet {
         validate();
         Generator init(seed);
         const Index ch = config_.model_channels, temb_ch = 4 * ch;
-        temb = nn::TimeEmbedding<T>(ch, temb_ch, init);
+        temb = nn::TimeMLP<T>(ch, temb_ch, init);
         if (config_.num_classes > 0) class_embedding = nn::Embedding<T>(config_.num_classes + 1, temb_ch, init);
         conv_in = nn::Conv2d<T>(config_.in_channels, ch, 3, 1, init);
 
@@ -322,7 +322,7 @@ class UNet {
         nn::Conv2d<T> resample;                         // stride-2 conv (down) or conv after 2x (up)
     };
 
-    nn::TimeEmbedding<T> temb;
+    nn::TimeMLP<T> temb;
     nn::Embedding<T> class_embedding;
     nn::Conv2d<T> conv_in;
     std::vector<Level> down;

@@ -155,14 +155,14 @@ class Conv2d {
         const Index plane = plane_size(in_, g);
         const T* planes = x.data();
         if (!pointwise() && tiles > 1) {
-            T* built = detail::scratch<T, 3>(static_cast<std::size_t>(g.n * plane));  // [N, plane]
+            T* built = detail::scratch<T, detail::Scratch::conv_input_planes>(static_cast<std::size_t>(g.n * plane));  // [N, plane]
             parallel_for(g.n, 1, [&](Index first, Index last) {
                 for (Index n = first; n < last; ++n) build_planes(x.data() + n * g.c * g.h * g.w, in_, g, built + n * plane);
             });
             planes = built;
         }
         parallel_for(g.n * tiles, 1, [&](Index first, Index last) {
-            const T** rows = detail::scratch<const T*, 4>(static_cast<std::size_t>(g.k));  // [K]
+            const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
             for (Index task = first; task < last; ++task) {
                 const Index n = task / tiles, tile = task % tiles;
                 const Index q0 = strips * tile / tiles * Gemm::nr;
@@ -170,7 +170,7 @@ class Conv2d {
                 if (pointwise() || tiles > 1) {
                     plane_rows(planes + n * plane, in_, g, rows);
                 } else {
-                    T* own = detail::scratch<T, 5>(static_cast<std::size_t>(plane));
+                    T* own = detail::scratch<T, detail::Scratch::conv_planes>(static_cast<std::size_t>(plane));
                     build_planes(x.data() + n * g.c * g.h * g.w, in_, g, own);
                     plane_rows(own, in_, g, rows);
                 }
@@ -282,20 +282,20 @@ class Conv2d {
             for (Index q = 0; q < g.p; ++q) sum += dys[o * g.p + q];
             db[o] += sum;
         }
-        const T** rows = detail::scratch<const T*, 4>(static_cast<std::size_t>(g.k));  // [K]
+        const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
         const T* xs = x_.data() + n * g.c * g.h * g.w;
         if (pointwise()) {
             plane_rows(xs, in_, g, rows);
         } else {
-            T* planes = detail::scratch<T, 5>(static_cast<std::size_t>(plane_size(in_, g)));
+            T* planes = detail::scratch<T, detail::Scratch::conv_planes>(static_cast<std::size_t>(plane_size(in_, g)));
             build_planes(xs, in_, g, planes);
             plane_rows(planes, in_, g, rows);
         }
         Gemm::rows_times_transposed(g.k, out_, g.p, rows, mask(g), dys, dwt, out_);  // dW^T += X_col . dY^T
 
-        const T** dy_rows = detail::scratch<const T*, 6>(static_cast<std::size_t>(out_ * 9));
+        const T** dy_rows = detail::scratch<const T*, detail::Scratch::conv_dy_rows>(static_cast<std::size_t>(out_ * 9));
         if (shifted()) {  // dx = conv(dy, W'), the same shifted-plane GEMM as the forward pass
-            T* planes = detail::scratch<T, 5>(static_cast<std::size_t>(plane_size(out_, g)));
+            T* planes = detail::scratch<T, detail::Scratch::conv_planes>(static_cast<std::size_t>(plane_size(out_, g)));
             build_planes(dys, out_, g, planes);
             plane_rows(planes, out_, g, dy_rows);
             Gemm::rows_product(in_, out_ * 9, packed_.data(), dy_rows, mask(g), 0, g.p, dxs, g.p, false);
@@ -306,7 +306,7 @@ class Conv2d {
             Gemm::rows_product(in_, out_, packed_.data(), dy_rows, {}, 0, g.p, dxs, g.p, false);
             return;
         }
-        T* dcols = detail::scratch<T, 6>(static_cast<std::size_t>(g.k * g.p));  // [K, P]
+        T* dcols = detail::scratch<T, detail::Scratch::conv_columns>(static_cast<std::size_t>(g.k * g.p));  // [K, P]
         Gemm::rows_product(g.k, out_, packed_.data(), dy_rows, {}, 0, g.p, dcols, g.p, false);
         std::fill_n(dxs, g.c * g.h * g.w, T(0));
         col2im(dcols, g, dxs);  // dX = col2im(W^T . dY)

@@ -5,6 +5,7 @@
 // and a gradient check sees one fixed function.
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/shape.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
 
@@ -46,7 +47,7 @@ class Dropout {
     template <int Rank>
     Tensor<T, Rank> backward(Tensor<T, Rank> dy) {
         if (!active_) return dy;
-        if (!same_shape(dy)) {
+        if (!has_shape(dy, shape_)) {
             detail::throw_invalid("diffuse::nn::Dropout::backward", "dy.shape", shape_string(dy.dimensions()),
                                   "the shape of the forward pass's input, " + shape_string(shape_));
         }
@@ -58,15 +59,6 @@ class Dropout {
     void for_each_parameter(const std::string&, Fn&&) {}
 
   private:
-    template <int Rank>
-    bool same_shape(const Tensor<T, Rank>& dy) const {
-        if (shape_.size() != static_cast<std::size_t>(Rank)) return false;
-        for (std::size_t i = 0; i < shape_.size(); ++i) {
-            if (dy.dimension(static_cast<Index>(i)) != shape_[i]) return false;
-        }
-        return true;
-    }
-
     double p_;
     bool training_ = true;
     bool active_ = false;

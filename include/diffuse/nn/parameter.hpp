@@ -1,7 +1,10 @@
 #pragma once
 // The layer contract, stated once for every layer in nn/ and models/:
 //  - forward(x) returns y and caches exactly what backward needs;
-//  - backward(dy) returns dx and ACCUMULATES (+=) every parameter gradient; zero_grad() is explicit;
+//  - backward(dy) returns dx and ACCUMULATES (+=) every parameter gradient; zero_grad() is explicit.
+//    Four layers differ, as their inputs do: Embedding and TimeMLP return nothing (labels and
+//    timesteps have no gradient), ResBlock returns (dx, dtemb) (it has two inputs), and
+//    SoftmaxCrossEntropy's backward takes the loss's upstream gradient and returns dlogits;
 //  - parameters have PyTorch-style dotted names ("down.0.res.1.conv1.weight") and are visited by name
 //    with for_each_parameter(prefix, fn); optimizer state, EMA and checkpoints key on those names.
 // The scalar type T is a template parameter so that gradient checks run the same code in double.

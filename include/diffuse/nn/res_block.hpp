@@ -49,7 +49,8 @@ class ResBlock {
                              has_shortcut() ? &skip : &x);  // + the residual
     }
 
-    /// dy -> (dx, dtemb).
+    /// dy [N, Cout, H, W] -> (dx [N, Cin, H, W], dtemb [N, temb_channels]): a gradient for each of
+    /// the block's two inputs.
     std::pair<Tensor4<T>, Tensor2<T>> backward(const Tensor4<T>& dy) {
         Tensor4<T> dh = norm2.backward(dropout.backward(conv2.backward(dy)));
         const Index n = dh.dimension(0), c = dh.dimension(1), hw = dh.dimension(2) * dh.dimension(3);

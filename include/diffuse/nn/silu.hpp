@@ -1,8 +1,9 @@
 #pragma once
 // SiLU (swish): y = x sigmoid(x);  dy/dx = sigmoid(x) (1 + x (1 - sigmoid(x))).
 
-#include "diffuse/core/tensor.hpp"
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/shape.hpp"
+#include "diffuse/core/tensor.hpp"
 #include "diffuse/core/threading.hpp"
 #include "diffuse/detail/scratch.hpp"
 
@@ -40,14 +41,14 @@ class SiLU {
     Tensor<T, Rank> backward(const Tensor<T, Rank>& dy) {
         constexpr const char* where = "diffuse::nn::SiLU::backward";
         if (x_.size() == 0 && dy.size() > 0) detail::throw_no_forward_cache(where);
-        if ((dy.size() > 0 || x_.size() > 0) && !same_shape(dy)) {
+        if ((dy.size() > 0 || x_.size() > 0) && !has_shape(dy, shape_)) {
             detail::throw_invalid(where, "dy.shape", shape_string(dy.dimensions()),
                                   "the shape of the forward pass's input, " + shape_string(shape_));
         }
         Tensor<T, Rank> dx(dy.dimensions());
         chunks(dy.size(), [&](Index at, Index n) {
             const auto v = in(x_.data() + at, n);
-            T* s = detail::scratch<T, 10>(static_cast<std::size_t>(n));  // sigmoid(x), [n]
+            T* s = detail::scratch<T, detail::Scratch::silu_sigmoid>(static_cast<std::size_t>(n));  // sigmoid(x), [n]
             out(s, n) = T(1) / (T(1) + (-v).exp());
             out(dx.data() + at, n) = in(dy.data() + at, n) * in(s, n) * (T(1) + v * (T(1) - in(s, n)));
         });
@@ -58,15 +59,6 @@ class SiLU {
     void for_each_parameter(const std::string&, Fn&&) {}
 
   private:
-    template <int Rank>
-    bool same_shape(const Tensor<T, Rank>& dy) const {
-        if (shape_.size() != static_cast<std::size_t>(Rank)) return false;
-        for (std::size_t i = 0; i < shape_.size(); ++i) {
-            if (dy.dimension(static_cast<Index>(i)) != shape_[i]) return false;
-        }
-        return true;
-    }
-
     using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
     static Eigen::Map<const Array> in(const T* p, Index n) { return {p, n}; }
     static Eigen::Map<Array> out(T* p, Index n) { return {p, n}; }

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace diffuse {
+namespace diffuse::nn {
 
 struct TimestepEmbeddingOptions {
     double max_period = 10000.0;
@@ -53,4 +53,4 @@ Tensor2<T> timestep_embedding(const std::vector<Time>& t, Index dim,
     return emb;
 }
 
-}  // namespace diffuse
+}  // namespace diffuse::nn

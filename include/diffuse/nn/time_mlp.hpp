@@ -14,10 +14,10 @@
 namespace diffuse::nn {
 
 template <class T = float>
-class TimeEmbedding {
+class TimeMLP {
   public:
-    TimeEmbedding() = default;
-    TimeEmbedding(Index channels, Index embedding_channels, Generator& init,
+    TimeMLP() = default;
+    TimeMLP(Index channels, Index embedding_channels, Generator& init,
                   TimestepEmbeddingOptions options = {})
         : dense0(channels, embedding_channels, init), dense1(embedding_channels, embedding_channels, init),
           channels_(channels), options_(options) {}
@@ -31,7 +31,8 @@ class TimeEmbedding {
         return dense1.forward(silu.forward(dense0.forward(timestep_embedding<T>(t, channels_, options_))));
     }
 
-    /// d(embedding): [N, embedding_channels]
+    /// demb: [N, embedding_channels]; accumulates the parameter gradients and returns nothing, the
+    /// timesteps having no gradient.
     void backward(const Tensor2<T>& demb) { dense0.backward(silu.backward(dense1.backward(demb))); }
 
     template <class Fn>
