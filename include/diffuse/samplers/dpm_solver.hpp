@@ -60,15 +60,14 @@ Samples<T> dpm_solver_sample_from(const NoiseSchedule<T>& schedule, const ModelA
         } else {
             const double h = lambda(i - 1) - lambda(i);
             const double decay = sigma(i - 1) / sigma(i), gain = alpha(i - 1) * -std::expm1(-h);  // alpha_t (1 - e^{-h})
-            const T a = static_cast<T>(decay);
-            if (k > 0 && i - 1 > 0) {  // second order: D = (1 + 1/(2r)) x0_s - 1/(2r) x0_prev, r = h_prev / h
-                const double r = h_prev / h;
-                const T b = static_cast<T>(gain * (1.0 + 1.0 / (2.0 * r))), c = static_cast<T>(gain * (-1.0 / (2.0 * r)));
-                move.x = elementwise([a, b, c](T xs, T x0, T x0p) { return a * xs + b * x0 + c * x0p; }, x, d.x0, x0_prev);
-            } else {
-                const T b = static_cast<T>(gain);
-                move.x = elementwise([a, b](T xs, T x0) { return a * xs + b * x0; }, x, d.x0);
-            }
+            // second order: D = (1 + 1/(2r)) x0_s - 1/(2r) x0_prev, r = h_prev / h; first order: D = x0_s
+            const bool second_order = k > 0 && i - 1 > 0;
+            const double r = h_prev / h;
+            const T a = static_cast<T>(decay), b = static_cast<T>(gain * (second_order ? 1.0 + 1.0 / (2.0 * r) : 1.0)),
+                    c = static_cast<T>(gain * (second_order ? -1.0 / (2.0 * r) : 0.0));
+            move.x = elementwise(
+                [a, b, c, second_order](T xs, T x0, T x0p) { return a * xs + b * x0 + (second_order ? c * x0p : T(0)); },
+                x, d.x0, second_order ? x0_prev : d.x0);
             h_prev = h;
         }
         x0_prev = d.x0;
