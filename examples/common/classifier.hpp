@@ -1,5 +1,5 @@
 #pragma once
-// A small CNN classifier for the evaluation of generated images (issue 5): trained on the real data,
+// A small CNN classifier for the evaluation of generated images: trained on the real data,
 // it says which class a sample looks like, and its penultimate activations are the features whose
 // Frechet distance compares generated and real images (as FID does with Inception's pool features).
 //   h = x                                                            [N, Cin, H, W]
@@ -11,15 +11,15 @@
 //       global pooling (lr 2e-3 to 4e-3), 91.7-91.8% flattened.
 //   logits = head(f)                                                  [N, K]
 
-#include "diffuse/core/error.hpp"
-#include "diffuse/core/random.hpp"
-#include "diffuse/core/tensor.hpp"
-#include "diffuse/nn/conv2d.hpp"
-#include "diffuse/nn/group_norm.hpp"
-#include "diffuse/nn/linear.hpp"
-#include "diffuse/nn/parameter.hpp"
-#include "diffuse/nn/pooling.hpp"
-#include "diffuse/nn/silu.hpp"
+#include <diffuse/core/error.hpp>
+#include <diffuse/core/random.hpp>
+#include <diffuse/core/tensor.hpp>
+#include <diffuse/nn/conv2d.hpp>
+#include <diffuse/nn/group_norm.hpp>
+#include <diffuse/nn/linear.hpp>
+#include <diffuse/nn/parameter.hpp>
+#include <diffuse/nn/pooling.hpp>
+#include <diffuse/nn/silu.hpp>
 
 #include <algorithm>
 #include <array>

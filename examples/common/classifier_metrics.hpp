@@ -4,8 +4,8 @@
 // were generated for, and the accuracy is the share of samples that the classifier takes for the class
 // they were asked to be (sample_class_agreement).
 
-#include "diffuse/core/error.hpp"
-#include "diffuse/core/tensor.hpp"
+#include <diffuse/core/error.hpp>
+#include <diffuse/core/tensor.hpp>
 
 #include <limits>
 #include <string>

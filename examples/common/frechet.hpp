@@ -14,8 +14,8 @@
 // largest eigenvalue are taken as zero. Anything more negative means the matrix is not a covariance,
 // and throws, naming the eigenvalue; nothing is silently clamped.
 
-#include "diffuse/core/error.hpp"
-#include "diffuse/core/tensor.hpp"
+#include <diffuse/core/error.hpp>
+#include <diffuse/core/tensor.hpp>
 
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>

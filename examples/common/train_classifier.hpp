@@ -1,18 +1,19 @@
 #pragma once
-// Training and scoring the evaluation classifier (models/classifier.hpp) on labelled images:
+// Training and scoring the evaluation classifier (common/classifier.hpp) on labelled images:
 // minibatches in a fresh random order each epoch, softmax cross-entropy, Adam with a linear warm-up
 // and a cosine decay to zero over the whole run,
 //     lr_s = lr min(1, s / warmup) (1 + cos(pi (s - 1) / S)) / 2,   s = 1 .. S steps.
 
-#include "diffuse/core/error.hpp"
-#include "diffuse/core/random.hpp"
-#include "diffuse/core/tensor.hpp"
-#include "classifier_metrics.hpp"
-#include "classifier.hpp"
-#include "diffuse/nn/cross_entropy.hpp"
-#include "diffuse/nn/parameter.hpp"
-#include "diffuse/optim/adam.hpp"
-#include "diffuse/optim/lr_schedule.hpp"
+#include "common/classifier.hpp"
+#include "common/classifier_metrics.hpp"
+
+#include <diffuse/core/error.hpp>
+#include <diffuse/core/random.hpp>
+#include <diffuse/core/tensor.hpp>
+#include <diffuse/nn/cross_entropy.hpp>
+#include <diffuse/nn/parameter.hpp>
+#include <diffuse/optim/adam.hpp>
+#include <diffuse/optim/lr_schedule.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -21,13 +22,7 @@
 #include <numeric>
 #include <vector>
 
-namespace examples::eval {
-
-using diffuse::Generator;
-using diffuse::Index;
-using diffuse::Tensor2;
-using diffuse::Tensor4;
-namespace nn = diffuse::nn;
+namespace examples::eval {  // Index, Tensor4, nn, ... as common/classifier.hpp declares them
 
 struct ClassifierTrainingOptions {
     int epochs = 2;
