@@ -40,3 +40,35 @@ TEST_CASE("ResBlock's output does not depend on the dropout stream in evaluation
     const auto d = block.forward(x, temb, diffuse::Generator(2));
     REQUIRE(std::equal(c.data(), c.data() + c.size(), d.data()));
 }
+
+TEST_CASE("A ResBlock without an embedding term matches finite differences and has no temb_proj", "[nn][res_block][gradient]") {
+    for (const diffuse::Index out : {4, 6}) {
+        diffuse::Generator gen(83);
+        diffuse::nn::ResBlock<double> block(4, out, 0, 2, 0.0, gen);
+        REQUIRE_FALSE(block.has_embedding());
+        auto x = gen.randn<double, 4>({2, 4, 4, 3});
+        const diffuse::Generator stream(99);
+        diffuse::Tensor4<double> dx;
+        const auto report = diffuse::testing::check_gradients(
+            block, {{"x", x.data(), x.size(), [&] { return static_cast<const double*>(dx.data()); }}},
+            [&] { return block.forward(x, stream); },
+            [&](const auto& g) {
+                auto [gx, gtemb] = block.backward(g);
+                CHECK(gtemb.size() == 0);
+                dx = std::move(gx);
+            });
+        REQUIRE_GRADIENTS_MATCH(report);
+        int temb_parameters = 0;
+        block.for_each_parameter("b", [&](auto p) { temb_parameters += p.name.find("temb_proj") != std::string::npos; });
+        CHECK(temb_parameters == 0);
+    }
+}
+
+TEST_CASE("ResBlock refuses an embedding it was not built for, and the lack of one it was", "[nn][res_block][errors]") {
+    diffuse::Generator gen(84);
+    diffuse::nn::ResBlock<float> plain(4, 4, 0, 2, 0.0, gen), conditioned(4, 4, 5, 2, 0.0, gen);
+    const auto x = gen.randn<float, 4>({1, 4, 2, 2});
+    const auto temb = gen.randn<float, 2>({1, 5});
+    REQUIRE_THROWS_WITH(plain.forward(x, temb, diffuse::Generator(1)), Catch::Contains("embedding_channels = 0"));
+    REQUIRE_THROWS_WITH(conditioned.forward(x, diffuse::Generator(1)), Catch::Contains("[N, 5] embedding"));
+}

@@ -3,7 +3,10 @@
 //     h = Conv3x3(SiLU(GroupNorm(x)))  +  Linear(SiLU(temb)) per channel
 //     h = Conv3x3(Dropout(SiLU(GroupNorm(h))))
 //     y = skip(x) + h,   skip = 1x1 conv when the channel count changes, else the identity
+// With embedding_channels = 0 the block has no embedding term (LDM's autoencoder, temb_channels = 0):
+// forward(x, stream) then, and backward's dtemb is empty.
 
+#include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/nn/conv2d.hpp"
@@ -26,13 +29,14 @@ class ResBlock {
     ResBlock(Index in_channels, Index out_channels, Index embedding_channels, Index groups, double dropout_p,
              Generator& init)
         : norm1(groups, in_channels, 1e-5, Activation::silu), conv1(in_channels, out_channels, 3, 1, init),
-          temb_proj(embedding_channels, out_channels, init), norm2(groups, out_channels, 1e-5, Activation::silu),
+          temb_proj(embedding_channels > 0 ? Linear<T>(embedding_channels, out_channels, init) : Linear<T>()), norm2(groups, out_channels, 1e-5, Activation::silu),
           dropout(dropout_p),
           conv2(out_channels, out_channels, 3, 1, init) {
         if (in_channels != out_channels) nin_shortcut = Conv2d<T>(in_channels, out_channels, 1, 1, init);
     }
 
     bool has_shortcut() const { return nin_shortcut.out_channels() > 0; }
+    bool has_embedding() const { return temb_proj.out_features() > 0; }
     /// Training: dropout on, activations cached for backward. Evaluation: dropout off, nothing cached.
     void set_training(bool training) {
         norm1.set_training(training), conv1.set_training(training), silu_temb.set_training(training);
@@ -42,21 +46,34 @@ class ResBlock {
 
     /// x: [N, Cin, H, W], temb: [N, E] -> [N, Cout, H, W]; `stream` draws the dropout mask.
     Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {
+        if (!has_embedding()) {
+            detail::throw_invalid("diffuse::nn::ResBlock::forward", "temb", "an embedding",
+                                  "none: this block was built with embedding_channels = 0; call forward(x, stream)");
+        }
         const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
-        Tensor4<T> h = conv1.forward(norm1.forward(x), &e);                // + e per channel
-        const Tensor4<T> skip = has_shortcut() ? nin_shortcut.forward(x) : Tensor4<T>();
-        return conv2.forward(dropout.forward(norm2.forward(std::move(h)), stream), nullptr,
-                             has_shortcut() ? &skip : &x);  // + the residual
+        return residual(x, conv1.forward(norm1.forward(x), &e), stream);  // + e per channel
+    }
+
+    /// x: [N, Cin, H, W] -> [N, Cout, H, W], for a block without an embedding term.
+    Tensor4<T> forward(const Tensor4<T>& x, const Generator& stream) {
+        if (has_embedding()) {
+            detail::throw_invalid("diffuse::nn::ResBlock::forward", "temb", "none",
+                                  "the [N, " + std::to_string(temb_proj.in_features()) + "] embedding this block was built for");
+        }
+        return residual(x, conv1.forward(norm1.forward(x)), stream);
     }
 
     /// dy [N, Cout, H, W] -> (dx [N, Cin, H, W], dtemb [N, temb_channels]): a gradient for each of
-    /// the block's two inputs.
+    /// the block's two inputs (dtemb empty without an embedding term).
     std::pair<Tensor4<T>, Tensor2<T>> backward(const Tensor4<T>& dy) {
         Tensor4<T> dh = norm2.backward(dropout.backward(conv2.backward(dy)));
-        const Index n = dh.dimension(0), c = dh.dimension(1), hw = dh.dimension(2) * dh.dimension(3);
-        Tensor2<T> de(n, c);  // the per-channel embedding term's gradient: dh summed over pixels
-        for (Index i = 0; i < n * c; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
-        Tensor2<T> dtemb = silu_temb.backward(temb_proj.backward(de));
+        Tensor2<T> dtemb;
+        if (has_embedding()) {
+            const Index n = dh.dimension(0), c = dh.dimension(1), hw = dh.dimension(2) * dh.dimension(3);
+            Tensor2<T> de(n, c);  // the per-channel embedding term's gradient: dh summed over pixels
+            for (Index i = 0; i < n * c; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
+            dtemb = silu_temb.backward(temb_proj.backward(de));
+        }
         Tensor4<T> dx = norm1.backward(conv1.backward(dh));
         if (has_shortcut()) add_inplace(dx, nin_shortcut.backward(dy)); else add_inplace(dx, dy);
         return {std::move(dx), std::move(dtemb)};
@@ -66,12 +83,21 @@ class ResBlock {
     void for_each_parameter(const std::string& prefix, Fn&& fn) {
         norm1.for_each_parameter(join_name(prefix, "norm1"), fn);
         conv1.for_each_parameter(join_name(prefix, "conv1"), fn);
-        temb_proj.for_each_parameter(join_name(prefix, "temb_proj"), fn);
+        if (has_embedding()) temb_proj.for_each_parameter(join_name(prefix, "temb_proj"), fn);
         norm2.for_each_parameter(join_name(prefix, "norm2"), fn);
         conv2.for_each_parameter(join_name(prefix, "conv2"), fn);
         if (has_shortcut()) nin_shortcut.for_each_parameter(join_name(prefix, "nin_shortcut"), fn);
     }
 
+  private:
+    // h = conv1(...) -> y = skip(x) + conv2(Dropout(SiLU(GroupNorm(h))))
+    Tensor4<T> residual(const Tensor4<T>& x, Tensor4<T> h, const Generator& stream) {
+        const Tensor4<T> skip = has_shortcut() ? nin_shortcut.forward(x) : Tensor4<T>();
+        return conv2.forward(dropout.forward(norm2.forward(std::move(h)), stream), nullptr,
+                             has_shortcut() ? &skip : &x);  // + the residual
+    }
+
+  public:
     GroupNorm<T> norm1;  // followed by SiLU, fused
     Conv2d<T> conv1;
     SiLU<T> silu_temb;
