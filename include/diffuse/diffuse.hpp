@@ -45,6 +45,7 @@
 #include "diffuse/nn/silu.hpp"
 #include "diffuse/nn/time_mlp.hpp"
 
+#include "diffuse/models/autoencoder.hpp"
 #include "diffuse/models/unet.hpp"
 
 #include "diffuse/optim/adam.hpp"
