@@ -49,6 +49,7 @@
 #include "diffuse/models/unet.hpp"
 
 #include "diffuse/optim/adam.hpp"
+#include "diffuse/optim/autoencoder_trainer.hpp"
 #include "diffuse/optim/clip.hpp"
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/lr_schedule.hpp"

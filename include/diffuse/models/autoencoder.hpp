@@ -336,4 +336,38 @@ class Autoencoder {
     nn::Conv2d<T> dec_conv_out;
 };
 
+/// Latent diffusion's scale factor: 1 / the standard deviation of the latents z the encoder gives
+/// for `images` [N, C, H, W] in [-1, 1] (sampled from the posterior, the noise from `seed`), over
+/// all their entries, so that the diffusion model sees latents of unit variance (how Stable
+/// Diffusion's 0.18215 was computed). The model is run in evaluation mode, `batch` images at a time.
+template <class T>
+double latent_scale_factor(Autoencoder<T>& model, const Tensor4<T>& images, std::uint64_t seed = 0, Index batch = 64) {
+    constexpr const char* where = "diffuse::latent_scale_factor";
+    check_batch(where, "images", images);
+    if (batch < 1) detail::throw_invalid(where, "batch", batch, ">= 1");
+    model.set_training(false);
+    Generator generator(seed);
+    const Index n = images.dimension(0), per = images.size() / n;
+    double sum = 0.0, squares = 0.0, count = 0.0;
+    for (Index first = 0; first < n; first += batch) {
+        const Index m = std::min(batch, n - first);
+        Tensor4<T> x(m, images.dimension(1), images.dimension(2), images.dimension(3));
+        std::copy_n(images.data() + first * per, m * per, x.data());
+        const DiagonalGaussianPosterior<T> q = posterior_from_moments(model.encode(x));
+        const Tensor4<T> z = posterior_sample(q, generator.randn<T, 4>(q.mean.dimensions()));
+        for (Index i = 0; i < z.size(); ++i) {
+            sum += z.data()[i];
+            squares += static_cast<double>(z.data()[i]) * z.data()[i];
+        }
+        count += static_cast<double>(z.size());
+    }
+    const double mean = sum / count, variance = squares / count - mean * mean;
+    const double factor = 1.0 / std::sqrt(variance);
+    if (!std::isfinite(factor) || !(factor > 0.0)) {
+        throw numerical_error(std::string(where) + ": the latents' variance is " + std::to_string(variance) +
+                              ", which gives no finite positive scale factor");
+    }
+    return factor;
+}
+
 }  // namespace diffuse

@@ -9,14 +9,21 @@
 
 namespace diffuse::optim {
 
+/// The L2 norm of all of module's parameter gradients together, accumulated in double.
 template <class Module>
-double clip_grad_norm(Module& module, double max_norm) {
-    if (!(max_norm > 0.0)) detail::throw_invalid("diffuse::optim::clip_grad_norm", "max_norm", max_norm, "max_norm > 0");
+double grad_norm(Module& module) {
     double sum = 0.0;
     module.for_each_parameter("", [&](auto p) {
         for (Index i = 0; i < p.size; ++i) sum += static_cast<double>(p.grad[i]) * p.grad[i];
     });
-    const double norm = std::sqrt(sum);
+    return std::sqrt(sum);
+}
+
+/// Scales the gradients so that their norm is at most max_norm; returns the norm before.
+template <class Module>
+double clip_grad_norm(Module& module, double max_norm) {
+    if (!(max_norm > 0.0)) detail::throw_invalid("diffuse::optim::clip_grad_norm", "max_norm", max_norm, "max_norm > 0");
+    const double norm = grad_norm(module);
     if (norm > max_norm) {
         const double scale = max_norm / (norm + 1e-6);
         module.for_each_parameter("", [&](auto p) {

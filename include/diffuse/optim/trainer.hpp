@@ -89,7 +89,7 @@ class Trainer {
         nn::zero_grad(model_);
         model_.backward(grad);
         const double norm = options_.max_grad_norm > 0.0 ? clip_grad_norm(model_, options_.max_grad_norm)
-                                                         : std::sqrt(squared_grad_norm());
+                                                         : grad_norm(model_);
         if (!std::isfinite(norm)) {
             throw numerical_error("diffuse::optim::Trainer::step: the gradient norm is " + std::to_string(norm) +
                                   " at step " + std::to_string(step_ + 1) + "; the weights were not updated");
@@ -118,14 +118,6 @@ class Trainer {
     const TrainerOptions& options() const { return options_; }
 
   private:
-    double squared_grad_norm() {
-        double sum = 0.0;
-        model_.for_each_parameter("", [&](auto p) {
-            for (Index i = 0; i < p.size; ++i) sum += static_cast<double>(p.grad[i]) * p.grad[i];
-        });
-        return sum;
-    }
-
     Model& model_;
     const NoiseSchedule<T>& schedule_;
     TrainerOptions options_;
