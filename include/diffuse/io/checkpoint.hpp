@@ -30,6 +30,9 @@
 //     diffuse.version                 the diffuse that wrote it
 //     diffuse.unet_config             the UNetConfig as JSON, so config_from_checkpoint can rebuild
 //                                     the model from the file alone (U-Net models)
+//     diffuse.autoencoder_config      the AutoencoderConfig as JSON (autoencoders), for
+//                                     autoencoder_config_from_checkpoint
+//     diffuse.latent_scale_factor     latent diffusion's scale factor, when given (latent_scale_factor_metadata)
 //     diffuse.trainer_options         the TrainerOptions as JSON (training states)
 //     diffuse.schedule                the noise schedule as JSON, {"name": ..., "betas": [...]}: always in
 //                                     a training state (the trainer's), in a weights file when given
@@ -45,6 +48,7 @@
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/io/safetensors.hpp"
+#include "diffuse/models/autoencoder.hpp"
 #include "diffuse/models/unet.hpp"
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/optim/adam.hpp"
@@ -58,6 +62,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -157,6 +162,36 @@ inline std::vector<Index> config_sizes(const char* where, const std::string& pat
 }
 
 }  // namespace detail
+
+/// An autoencoder's configuration as the JSON object a checkpoint stores (diffuse.autoencoder_config).
+inline std::string autoencoder_config_to_json(const AutoencoderConfig& c) {
+    nlohmann::ordered_json j;
+    j["in_channels"] = c.in_channels;
+    j["ch"] = c.ch;
+    j["ch_mult"] = c.ch_mult;
+    j["num_res_blocks"] = c.num_res_blocks;
+    j["z_channels"] = c.z_channels;
+    j["groups"] = c.groups;
+    j["image_size"] = c.image_size;
+    return j.dump();
+}
+
+/// The configuration from autoencoder_config_to_json's JSON; every field must be there, and nothing else.
+inline AutoencoderConfig autoencoder_config_from_json(const std::string& text, const std::string& path = "") {
+    constexpr const char* where = "diffuse::autoencoder_config_from_json";
+    const std::string key = "diffuse.autoencoder_config";
+    const nlohmann::json j = detail::config_object(
+        where, path, key, text, {"in_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "groups", "image_size"});
+    AutoencoderConfig c;
+    c.in_channels = detail::config_value<Index>(where, path, key, j, "in_channels");
+    c.ch = detail::config_value<Index>(where, path, key, j, "ch");
+    c.ch_mult = detail::config_sizes(where, path, key, j, "ch_mult");
+    c.num_res_blocks = detail::config_value<Index>(where, path, key, j, "num_res_blocks");
+    c.z_channels = detail::config_value<Index>(where, path, key, j, "z_channels");
+    c.groups = detail::config_value<Index>(where, path, key, j, "groups");
+    c.image_size = detail::config_value<Index>(where, path, key, j, "image_size");
+    return c;
+}
 
 /// The configuration as the JSON object a checkpoint stores.
 inline std::string unet_config_to_json(const UNetConfig& c) {
@@ -263,13 +298,17 @@ inline std::string metadata_entry(const char* where, const std::string& path,
     return it->second;
 }
 
-/// Model-specific metadata: a U-Net's configuration; other modules have none.
+/// Model-specific metadata: a U-Net's or an autoencoder's configuration; other modules have none.
 template <class Module>
 void add_model_metadata(const Module&, std::map<std::string, std::string>&) {}
 
 template <class T>
 void add_model_metadata(const UNet<T>& model, std::map<std::string, std::string>& metadata) {
     metadata["diffuse.unet_config"] = unet_config_to_json(model.config());
+}
+template <class T>
+void add_model_metadata(const Autoencoder<T>& model, std::map<std::string, std::string>& metadata) {
+    metadata["diffuse.autoencoder_config"] = autoencoder_config_to_json(model.config());
 }
 
 /// A parameter as a checkpoint sees it: name, shape and where its values live.
@@ -358,6 +397,41 @@ inline optim::TrainerOptions trainer_options_from_checkpoint(const std::string& 
     const SafetensorsHeader header = read_safetensors_header(path);
     return trainer_options_from_json(detail::metadata_entry(where, path, header.metadata, "diffuse.trainer_options"),
                                      path);
+}
+
+/// The autoencoder configuration a weights file was saved with; reads only the file's header. A
+/// file of another model (a U-Net's) has none, and this says so.
+inline AutoencoderConfig autoencoder_config_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::autoencoder_config_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    return autoencoder_config_from_json(detail::metadata_entry(where, path, header.metadata, "diffuse.autoencoder_config"),
+                                        path);
+}
+
+/// The metadata entry that stores latent diffusion's scale factor with an autoencoder's weights.
+inline std::map<std::string, std::string> latent_scale_factor_metadata(double factor) {
+    if (!std::isfinite(factor) || !(factor > 0.0)) {
+        detail::throw_invalid("diffuse::latent_scale_factor_metadata", "factor", factor, "a finite number > 0");
+    }
+    nlohmann::json j = factor;
+    return {{"diffuse.latent_scale_factor", j.dump()}};
+}
+
+/// The scale factor stored by latent_scale_factor_metadata; refuses one that is not finite and positive.
+inline double latent_scale_factor_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::latent_scale_factor_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    const std::string text = detail::metadata_entry(where, path, header.metadata, "diffuse.latent_scale_factor");
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error&) {
+        detail::throw_checkpoint(where, path, "diffuse.latent_scale_factor = " + text + " is not a number");
+    }
+    if (!j.is_number() || !std::isfinite(j.get<double>()) || !(j.get<double>() > 0.0)) {
+        detail::throw_checkpoint(where, path, "diffuse.latent_scale_factor = " + text + ", expected a finite number > 0");
+    }
+    return j.get<double>();
 }
 
 /// A noise schedule as a checkpoint stores it: its betas, from which NoiseSchedule rebuilds every
