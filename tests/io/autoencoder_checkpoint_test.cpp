@@ -67,7 +67,7 @@ TEST_CASE("An autoencoder saved with its scale factor is rebuilt from the file a
     REQUIRE(diffuse::testing_support::same_bits(saved.decode(z), loaded.decode(z)));
 }
 
-TEST_CASE("A U-Net's file is refused where an autoencoder's is expected, and the reverse; so is a bad scale factor",
+TEST_CASE("A U-Net's file is refused where an autoencoder's is expected and the reverse and so is a bad scale factor",
           "[io][checkpoint][autoencoder][errors]") {
     diffuse::testing_support::TempDir dir("autoencoder_refused");
     const std::string ae_path = dir.file("ae.safetensors"), unet_path = dir.file("unet.safetensors");
