@@ -6,6 +6,7 @@
 #include <diffuse/models/unet.hpp>
 
 #include "../support/bits.hpp"
+#include "../support/rejection.hpp"
 #include "../support/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -23,18 +24,6 @@ diffuse::AutoencoderConfig stored_autoencoder() {
     c.groups = 2;
     c.image_size = 12;
     return c;
-}
-
-// The message a load throws, which it must.
-template <class Load>
-std::string refusal(Load&& load) {
-    try {
-        load();
-    } catch (const diffuse::invalid_argument& e) {
-        return e.what();
-    }
-    FAIL("the file was accepted");
-    return {};
 }
 
 }  // namespace
@@ -82,15 +71,15 @@ TEST_CASE("A U-Net's file is refused where an autoencoder's is expected and the 
     u.image_size = 4;
     diffuse::UNet<float> unet(u, 1);
     diffuse::save_weights(unet_path, unet);
-    CHECK_THAT(refusal([&] { (void)diffuse::autoencoder_config_from_checkpoint(unet_path); }),
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::autoencoder_config_from_checkpoint(unet_path); }),
                Catch::Contains("diffuse.autoencoder_config"));
-    CHECK_THAT(refusal([&] { (void)diffuse::config_from_checkpoint(ae_path); }), Catch::Contains("diffuse.unet_config"));
-    CHECK_THAT(refusal([&] { (void)diffuse::latent_scale_factor_from_checkpoint(ae_path); }),
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::config_from_checkpoint(ae_path); }), Catch::Contains("diffuse.unet_config"));
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_scale_factor_from_checkpoint(ae_path); }),
                Catch::Contains("diffuse.latent_scale_factor"));
-    CHECK_THAT(refusal([&] { diffuse::load_weights(unet_path, ae); }), Catch::Contains("not match the model"));
+    CHECK_THAT(diffuse::testing_support::rejection([&] { diffuse::load_weights(unet_path, ae); }), Catch::Contains("not match the model"));
     REQUIRE_THROWS_WITH(diffuse::latent_scale_factor_metadata(-1.0), Catch::Contains("factor = -1"));
     REQUIRE_THROWS_WITH(diffuse::latent_scale_factor_metadata(std::nan("")), Catch::Contains("a finite number > 0"));
     diffuse::save_weights(ae_path, ae, {{"diffuse.latent_scale_factor", "0"}});
-    CHECK_THAT(refusal([&] { (void)diffuse::latent_scale_factor_from_checkpoint(ae_path); }),
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_scale_factor_from_checkpoint(ae_path); }),
                Catch::Contains("expected a finite number > 0"));
 }

@@ -6,6 +6,7 @@
 #include <diffuse/optim/trainer.hpp>
 #include <diffuse/schedule/betas.hpp>
 
+#include "../support/rejection.hpp"
 #include "../support/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -78,18 +79,6 @@ std::map<std::string, std::vector<float>> weights_of(Module& model) {
 
 std::vector<float> as_vector(const diffuse::Table<float>& t) { return std::vector<float>(t.data(), t.data() + t.size()); }
 
-// The message load_* throws, which it must.
-template <class Load>
-std::string load_rejection(Load&& load) {
-    try {
-        load();
-    } catch (const diffuse::invalid_argument& e) {
-        return e.what();
-    }
-    FAIL("the file was accepted");
-    return {};
-}
-
 }  // namespace
 
 TEST_CASE("saved weights loaded into a differently initialised U-Net give identical outputs", "[io][checkpoint]") {
@@ -161,14 +150,14 @@ TEST_CASE("loading weights of another shape or dtype names each tensor and both 
     wider.model_channels = 16;
     UNet<float> other(wider, 1);
     const auto before = weights_of(other);
-    const std::string message = load_rejection([&] { diffuse::load_weights(path, other); });
+    const std::string message = diffuse::testing_support::rejection([&] { diffuse::load_weights(path, other); });
     REQUIRE_THAT(message, Contains(path) && Contains("tensors do not match the model") &&
                               Contains("conv_in.weight: shape [8, 1, 3, 3] in file, [16, 1, 3, 3] expected") &&
                               Contains("down.0.block.0.conv1.weight: shape [8, 8, 3, 3] in file, [16, 16, 3, 3] expected"));
     REQUIRE(weights_of(other) == before);  // nothing was changed
 
     UNet<double> in_double(checkpoint_unet_config(), 1);
-    REQUIRE_THAT(load_rejection([&] { diffuse::load_weights(path, in_double); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { diffuse::load_weights(path, in_double); }),
                  Contains("conv_in.weight: dtype F32 in file, F64 expected"));
 }
 
@@ -188,7 +177,7 @@ TEST_CASE("loading weights with a tensor missing or one too many names them", "[
     edited.add("conv_out.scale", {2}, extra.data());
     diffuse::save_safetensors(path, edited);
 
-    REQUIRE_THAT(load_rejection([&] { diffuse::load_weights(path, model); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { diffuse::load_weights(path, model); }),
                  Contains("2 tensors do not match the model") && Contains("conv_out.bias: missing from the file") &&
                      Contains("conv_out.scale: in the file but not in the model"));
 }
@@ -204,9 +193,9 @@ TEST_CASE("a file without diffuse's metadata, as PyTorch writes one, loads by pa
     UNet<float> loaded(checkpoint_unet_config(), 5);
     diffuse::load_weights(path, loaded);
     REQUIRE(weights_of(loaded) == weights_of(model));
-    REQUIRE_THAT(load_rejection([&] { (void)diffuse::config_from_checkpoint(path); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::config_from_checkpoint(path); }),
                  Contains("no \"diffuse.unet_config\" in the file's __metadata__"));
-    REQUIRE_THAT(load_rejection([&] { diffuse::load_weights(path, loaded, diffuse::Weights::ema); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { diffuse::load_weights(path, loaded, diffuse::Weights::ema); }),
                  Contains("holds a single set of weights"));
 }
 
@@ -320,7 +309,7 @@ TEST_CASE("a checkpoint that does not fit the trainer is rejected and leaves it 
     trainer.step(batch(0), labels(0));
     const auto before = weights_of(model);
     const auto offset = trainer.generator().offset();
-    REQUIRE_THAT(load_rejection([&] { diffuse::load_checkpoint(path, trainer); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { diffuse::load_checkpoint(path, trainer); }),
                  Contains("not match the model, EMA and optimizer") &&
                      Contains("down.0.attn.1.k.bias: in the file but not in the model") && Contains("more"));
     REQUIRE(weights_of(model) == before);
@@ -329,7 +318,7 @@ TEST_CASE("a checkpoint that does not fit the trainer is rejected and leaves it 
 
     const std::string weights = dir.file("weights.safetensors");
     diffuse::save_weights(weights, model);
-    REQUIRE_THAT(load_rejection([&] { diffuse::load_checkpoint(weights, trainer); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { diffuse::load_checkpoint(weights, trainer); }),
                  Contains("holds weights only, not a training state"));
 }
 
@@ -410,7 +399,7 @@ TEST_CASE("a checkpoint stores the trainer's schedule, which reads back to the s
     // a weights file holds one only when given
     const std::string weights = dir.file("weights.safetensors");
     diffuse::save_weights(weights, model);
-    REQUIRE_THAT(load_rejection([&] { (void)diffuse::schedule_from_checkpoint(weights); }), Contains("diffuse.schedule"));
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::schedule_from_checkpoint(weights); }), Contains("diffuse.schedule"));
     diffuse::save_weights(weights, model, diffuse::schedule_metadata(cosine, "cosine"));
     REQUIRE(diffuse::schedule_from_checkpoint(weights).betas == cosine.betas_double());
 
@@ -419,7 +408,7 @@ TEST_CASE("a checkpoint stores the trainer's schedule, which reads back to the s
     UNet<float> other(checkpoint_unet_config(), 1);
     diffuse::optim::Trainer<UNet<float>> on_linear(other, linear, tiny_options());
     const auto before = weights_of(other);
-    REQUIRE_THAT(load_rejection([&] { diffuse::load_checkpoint(path, on_linear); }),
+    REQUIRE_THAT(diffuse::testing_support::rejection([&] { diffuse::load_checkpoint(path, on_linear); }),
                  Contains("another noise schedule") && Contains("T = 100 in the file, 100 in the trainer") &&
                      Contains("from t = 0"));
     REQUIRE(weights_of(other) == before);
