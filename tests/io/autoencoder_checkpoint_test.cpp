@@ -4,6 +4,10 @@
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/autoencoder.hpp>
 #include <diffuse/models/unet.hpp>
+#include <diffuse/optim/autoencoder_trainer.hpp>
+#include <diffuse/optim/trainer.hpp>
+#include <diffuse/schedule/betas.hpp>
+#include <diffuse/schedule/noise_schedule.hpp>
 
 #include "../support/bits.hpp"
 #include "../support/rejection.hpp"
@@ -11,7 +15,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -82,4 +88,91 @@ TEST_CASE("A U-Net's file is refused where an autoencoder's is expected and the 
     diffuse::save_weights(ae_path, ae, {{"diffuse.latent_scale_factor", "0"}});
     CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_scale_factor_from_checkpoint(ae_path); }),
                Catch::Contains("expected a finite number > 0"));
+}
+
+namespace {
+
+/// Every parameter's values, in for_each_parameter order.
+std::vector<float> autoencoder_weights(diffuse::Autoencoder<float>& model) {
+    std::vector<float> out;
+    model.for_each_parameter("", [&out](diffuse::nn::ParameterView<float> p) { out.insert(out.end(), p.value, p.value + p.size); });
+    return out;
+}
+
+diffuse::optim::AutoencoderTrainerOptions resumable_options() {
+    diffuse::optim::AutoencoderTrainerOptions o;
+    o.adam.lr = 2e-3;
+    o.warmup_steps = 2;
+    o.ema_decay = 0.9;
+    o.reconstruction = diffuse::optim::Reconstruction::mse;
+    o.kl_weight = 1e-3;
+    o.seed = 17;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("An autoencoder training run resumed from its checkpoint ends bit for bit where the uninterrupted run ends",
+          "[io][checkpoint][autoencoder][resume]") {
+    diffuse::testing_support::TempDir dir("autoencoder_resume");
+    const std::string path = dir.file("ae_state.safetensors");
+    std::vector<diffuse::Tensor4<float>> batches;
+    for (int i = 0; i < 6; ++i) batches.push_back(diffuse::Generator(100 + static_cast<std::uint64_t>(i)).randn<float, 4>({3, 1, 12, 12}));
+
+    diffuse::Autoencoder<float> straight(stored_autoencoder(), 5);
+    diffuse::optim::AutoencoderTrainer<float> a(straight, resumable_options());
+    for (const auto& x : batches) (void)a.step(x);
+
+    diffuse::Autoencoder<float> first(stored_autoencoder(), 5);
+    diffuse::optim::AutoencoderTrainer<float> b(first, resumable_options());
+    for (int i = 0; i < 3; ++i) (void)b.step(batches[static_cast<std::size_t>(i)]);
+    diffuse::save_checkpoint(path, b, {{"example.note", "kept"}});
+    CHECK(diffuse::read_safetensors_header(path).metadata.at("example.note") == "kept");
+
+    // the model, its configuration and the options from the file alone; other initial weights
+    diffuse::Autoencoder<float> resumed(diffuse::autoencoder_config_from_checkpoint(path), 99);
+    const diffuse::optim::AutoencoderTrainerOptions stored = diffuse::autoencoder_trainer_options_from_checkpoint(path);
+    CHECK(stored.kl_weight == 1e-3);
+    CHECK(stored.reconstruction == diffuse::optim::Reconstruction::mse);
+    CHECK(stored.seed == 17);
+    diffuse::optim::AutoencoderTrainer<float> c(resumed, stored);
+    diffuse::load_checkpoint(path, c);
+    CHECK(c.step_count() == 3);
+    for (int i = 3; i < 6; ++i) (void)c.step(batches[static_cast<std::size_t>(i)]);
+    REQUIRE(autoencoder_weights(resumed) == autoencoder_weights(straight));
+    REQUIRE(c.ema().shadow().size() == a.ema().shadow().size());
+    for (const auto& [name, average] : a.ema().shadow()) {
+        const auto& other = c.ema().shadow().at(name);
+        REQUIRE(std::vector<float>(other.data(), other.data() + other.size()) ==
+                std::vector<float>(average.data(), average.data() + average.size()));
+    }
+    REQUIRE(c.generator().offset() == a.generator().offset());
+}
+
+TEST_CASE("A diffusion trainer refuses an autoencoder's training state and the reverse", "[io][checkpoint][autoencoder][errors]") {
+    diffuse::testing_support::TempDir dir("autoencoder_state_refused");
+    const std::string ae_path = dir.file("ae_state.safetensors"), unet_path = dir.file("unet_state.safetensors");
+    diffuse::Autoencoder<float> ae(stored_autoencoder(), 1);
+    diffuse::optim::AutoencoderTrainer<float> ae_trainer(ae, resumable_options());
+    (void)ae_trainer.step(diffuse::Generator(1).randn<float, 4>({2, 1, 12, 12}));
+    diffuse::save_checkpoint(ae_path, ae_trainer);
+
+    diffuse::UNetConfig u;
+    u.model_channels = 4;
+    u.channel_mult = {1};
+    u.num_res_blocks = 1;
+    u.attention_resolutions = {};
+    u.groups = 2;
+    u.image_size = 4;
+    diffuse::UNet<float> unet(u, 1);
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(10));
+    diffuse::optim::Trainer<diffuse::UNet<float>> unet_trainer(unet, schedule, {});
+    diffuse::save_checkpoint(unet_path, unet_trainer);
+
+    REQUIRE_THROWS_WITH(diffuse::load_checkpoint(ae_path, unet_trainer), Catch::Contains("an autoencoder's training state"));
+    REQUIRE_THROWS_WITH(diffuse::load_checkpoint(unet_path, ae_trainer), Catch::Contains("not an autoencoder's training state"));
+    diffuse::save_weights(ae_path, ae);
+    REQUIRE_THROWS_WITH(diffuse::load_checkpoint(ae_path, ae_trainer), Catch::Contains("weights only"));
+    REQUIRE_THROWS_WITH(diffuse::autoencoder_trainer_options_from_checkpoint(unet_path),
+                        Catch::Contains("diffuse.autoencoder_trainer_options"));
 }

@@ -33,7 +33,9 @@
 //     diffuse.autoencoder_config      the AutoencoderConfig as JSON (autoencoders), for
 //                                     autoencoder_config_from_checkpoint
 //     diffuse.latent_scale_factor     latent diffusion's scale factor, when given (latent_scale_factor_metadata)
-//     diffuse.trainer_options         the TrainerOptions as JSON (training states)
+//     diffuse.trainer_options         the TrainerOptions as JSON (a diffusion trainer's states)
+//     diffuse.autoencoder_trainer_options   the AutoencoderTrainerOptions as JSON (an autoencoder
+//                                     trainer's states, which have no schedule)
 //     diffuse.schedule                the noise schedule as JSON, {"name": ..., "betas": [...]}: always in
 //                                     a training state (the trainer's), in a weights file when given
 //                                     (schedule_metadata); schedule_from_checkpoint reads it back
@@ -52,6 +54,7 @@
 #include "diffuse/models/unet.hpp"
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/optim/adam.hpp"
+#include "diffuse/optim/autoencoder_trainer.hpp"
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/trainer.hpp"
 #include "diffuse/process/parameterization.hpp"
@@ -234,16 +237,37 @@ inline UNetConfig unet_config_from_json(const std::string& text, const std::stri
     return c;
 }
 
+namespace detail {
+
+inline nlohmann::ordered_json adam_options_to_json(const optim::AdamOptions& a) {
+    nlohmann::ordered_json j;
+    j["lr"] = a.lr;
+    j["beta1"] = a.beta1;
+    j["beta2"] = a.beta2;
+    j["eps"] = a.eps;
+    j["weight_decay"] = a.weight_decay;
+    return j;
+}
+
+inline optim::AdamOptions adam_options_from_json(const char* where, const std::string& path, const std::string& key,
+                                                 const nlohmann::json& j) {
+    const nlohmann::json adam =
+        config_object(where, path, key + ".adam", j.at("adam").dump(), {"lr", "beta1", "beta2", "eps", "weight_decay"});
+    optim::AdamOptions a;
+    a.lr = config_value<double>(where, path, key, adam, "lr");
+    a.beta1 = config_value<double>(where, path, key, adam, "beta1");
+    a.beta2 = config_value<double>(where, path, key, adam, "beta2");
+    a.eps = config_value<double>(where, path, key, adam, "eps");
+    a.weight_decay = config_value<double>(where, path, key, adam, "weight_decay");
+    return a;
+}
+
+}  // namespace detail
+
 /// The trainer's options as the JSON object a checkpoint stores.
 inline std::string trainer_options_to_json(const optim::TrainerOptions& o) {
-    nlohmann::ordered_json adam;
-    adam["lr"] = o.adam.lr;
-    adam["beta1"] = o.adam.beta1;
-    adam["beta2"] = o.adam.beta2;
-    adam["eps"] = o.adam.eps;
-    adam["weight_decay"] = o.adam.weight_decay;
     nlohmann::ordered_json j;
-    j["adam"] = adam;
+    j["adam"] = detail::adam_options_to_json(o.adam);
     j["warmup_steps"] = o.warmup_steps;
     j["max_grad_norm"] = o.max_grad_norm;
     j["ema_decay"] = o.ema_decay;
@@ -263,14 +287,8 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
         where, path, key, text,
         {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "prediction", "min_snr_gamma",
          "label_dropout", "seed"});
-    const nlohmann::json adam =
-        detail::config_object(where, path, key + ".adam", j.at("adam").dump(), {"lr", "beta1", "beta2", "eps", "weight_decay"});
     optim::TrainerOptions o;
-    o.adam.lr = detail::config_value<double>(where, path, key, adam, "lr");
-    o.adam.beta1 = detail::config_value<double>(where, path, key, adam, "beta1");
-    o.adam.beta2 = detail::config_value<double>(where, path, key, adam, "beta2");
-    o.adam.eps = detail::config_value<double>(where, path, key, adam, "eps");
-    o.adam.weight_decay = detail::config_value<double>(where, path, key, adam, "weight_decay");
+    o.adam = detail::adam_options_from_json(where, path, key, j);
     o.warmup_steps = detail::config_value<long>(where, path, key, j, "warmup_steps");
     o.max_grad_norm = detail::config_value<double>(where, path, key, j, "max_grad_norm");
     o.ema_decay = detail::config_value<double>(where, path, key, j, "ema_decay");
@@ -281,6 +299,45 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
     o.prediction = prediction_from_string(j.at("prediction").get<std::string>());
     o.min_snr_gamma = detail::config_value<double>(where, path, key, j, "min_snr_gamma");
     o.label_dropout = detail::config_value<double>(where, path, key, j, "label_dropout");
+    o.seed = detail::config_value<std::uint64_t>(where, path, key, j, "seed");
+    return o;
+}
+
+/// The autoencoder trainer's options as the JSON object its checkpoint stores.
+inline std::string autoencoder_trainer_options_to_json(const optim::AutoencoderTrainerOptions& o) {
+    nlohmann::ordered_json j;
+    j["adam"] = detail::adam_options_to_json(o.adam);
+    j["warmup_steps"] = o.warmup_steps;
+    j["max_grad_norm"] = o.max_grad_norm;
+    j["ema_decay"] = o.ema_decay;
+    j["ema_warmup"] = o.ema_warmup;
+    j["reconstruction"] = o.reconstruction == optim::Reconstruction::l1 ? "l1" : "mse";
+    j["kl_weight"] = o.kl_weight;
+    j["seed"] = o.seed;
+    return j.dump();
+}
+
+/// The options from autoencoder_trainer_options_to_json's JSON; every field must be there, and nothing else.
+inline optim::AutoencoderTrainerOptions autoencoder_trainer_options_from_json(const std::string& text,
+                                                                              const std::string& path = "") {
+    constexpr const char* where = "diffuse::autoencoder_trainer_options_from_json";
+    const std::string key = "diffuse.autoencoder_trainer_options";
+    const nlohmann::json j = detail::config_object(
+        where, path, key, text,
+        {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "reconstruction", "kl_weight", "seed"});
+    optim::AutoencoderTrainerOptions o;
+    o.adam = detail::adam_options_from_json(where, path, key, j);
+    o.warmup_steps = detail::config_value<long>(where, path, key, j, "warmup_steps");
+    o.max_grad_norm = detail::config_value<double>(where, path, key, j, "max_grad_norm");
+    o.ema_decay = detail::config_value<double>(where, path, key, j, "ema_decay");
+    o.ema_warmup = detail::config_value<bool>(where, path, key, j, "ema_warmup");
+    const nlohmann::json& rec = j.at("reconstruction");
+    if (!rec.is_string() || (rec.get<std::string>() != "l1" && rec.get<std::string>() != "mse")) {
+        detail::throw_checkpoint(where, path, "metadata " + key + ": \"reconstruction\" = " + rec.dump() +
+                                                  ", expected \"l1\" or \"mse\"");
+    }
+    o.reconstruction = rec.get<std::string>() == "l1" ? optim::Reconstruction::l1 : optim::Reconstruction::mse;
+    o.kl_weight = detail::config_value<double>(where, path, key, j, "kl_weight");
     o.seed = detail::config_value<std::uint64_t>(where, path, key, j, "seed");
     return o;
 }
@@ -397,6 +454,14 @@ inline optim::TrainerOptions trainer_options_from_checkpoint(const std::string& 
     const SafetensorsHeader header = read_safetensors_header(path);
     return trainer_options_from_json(detail::metadata_entry(where, path, header.metadata, "diffuse.trainer_options"),
                                      path);
+}
+
+/// The options an autoencoder's training checkpoint was saved with; reads only the file's header.
+inline optim::AutoencoderTrainerOptions autoencoder_trainer_options_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::autoencoder_trainer_options_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    return autoencoder_trainer_options_from_json(
+        detail::metadata_entry(where, path, header.metadata, "diffuse.autoencoder_trainer_options"), path);
 }
 
 /// The autoencoder configuration a weights file was saved with; reads only the file's header. A
@@ -544,97 +609,86 @@ void load_weights(const std::string& path, Module<T>& model, Weights which = Wei
     for (const auto& p : slots) file.copy_to(prefix + p.name, p.value, p.size);
 }
 
-/// Saves a whole training state (see the top of this file), atomically.
+namespace detail {
+
+/// Refuses a file that is not a training state of this layout.
+inline void check_training_state_file(const char* where, const std::string& path, const SafeTensors& file) {
+    const std::string kind = metadata_entry(where, path, file.metadata(), "diffuse.checkpoint");
+    if (kind != training_state_kind) {
+        throw_checkpoint(where, path, "diffuse.checkpoint is \"" + kind + "\": the file holds weights only, "
+                                      "not a training state; load it with load_weights");
+    }
+    const std::string version = metadata_entry(where, path, file.metadata(), "diffuse.checkpoint_version");
+    if (version != checkpoint_version) {
+        throw_checkpoint(where, path, "diffuse.checkpoint_version is \"" + version + "\", expected \"" +
+                                          checkpoint_version + "\"");
+    }
+}
+
+/// What every trainer's state is made of: its model, Adam, EMA, step count and generator.
 template <class Model, class T>
-void save_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer,
-                     const std::map<std::string, std::string>& metadata = {}) {
-    constexpr const char* where = "diffuse::save_checkpoint";
-    SafeTensors file(path);
-    const auto slots = detail::parameter_slots<T>(trainer.model());
-    const optim::Adam<T>& adam = trainer.optimizer();
-    const optim::EMA<T>& ema = trainer.ema();
+struct TrainingState {
+    Model& model;
+    optim::Adam<T>& adam;
+    optim::EMA<T>& ema;
+    long step;
+    Generator& generator;
+};
+
+/// Adds the weights, the EMA's average, Adam's moments and the counters (see the top of this file).
+template <class Model, class T>
+void add_training_state(const char* where, const std::string& path, SafeTensors& file, const TrainingState<Model, T>& s) {
+    const auto slots = parameter_slots<T>(s.model);
     for (const auto& p : slots) {
         file.add(p.name, p.shape, p.value);
-        if (ema.updates() > 0) {
-            const auto it = ema.shadow().find(p.name);
-            if (it == ema.shadow().end() || it->second.size() != p.size) {
-                detail::throw_checkpoint(where, path, "the EMA has no average of " + p.name);
+        if (s.ema.updates() > 0) {
+            const auto it = s.ema.shadow().find(p.name);
+            if (it == s.ema.shadow().end() || it->second.size() != p.size) {
+                throw_checkpoint(where, path, "the EMA has no average of " + p.name);
             }
             file.add("ema." + p.name, p.shape, it->second.data());
         }
-        if (adam.step_count() > 0) {
-            const auto it = adam.state().find(p.name);
-            if (it == adam.state().end() || it->second.m.size() != p.size || it->second.v.size() != p.size) {
-                detail::throw_checkpoint(where, path, "the optimizer has no moments of " + p.name);
+        if (s.adam.step_count() > 0) {
+            const auto it = s.adam.state().find(p.name);
+            if (it == s.adam.state().end() || it->second.m.size() != p.size || it->second.v.size() != p.size) {
+                throw_checkpoint(where, path, "the optimizer has no moments of " + p.name);
             }
             file.add("optimizer.exp_avg." + p.name, p.shape, it->second.m.data());
             file.add("optimizer.exp_avg_sq." + p.name, p.shape, it->second.v.data());
         }
     }
-    file.add_scalar<std::int64_t>("trainer.step", trainer.step_count());
-    file.add_scalar<std::int64_t>("optimizer.step", adam.step_count());
-    file.add_scalar<std::int64_t>("ema.num_updates", ema.updates());
-    file.add_scalar<std::int64_t>("generator.seed", detail::u64_as_i64(trainer.generator().seed()));
-    file.add_scalar<std::int64_t>("generator.offset", detail::u64_as_i64(trainer.generator().offset()));
-    file.metadata() = detail::base_metadata(detail::training_state_kind);
-    detail::add_model_metadata(trainer.model(), file.metadata());
-    file.metadata()["diffuse.trainer_options"] = trainer_options_to_json(trainer.options());
-    for (const auto& [key, value] : schedule_metadata(trainer.schedule())) file.metadata()[key] = value;
-    for (const auto& [key, value] : metadata) file.metadata()[key] = value;  // may name the schedule
-    save_safetensors(path, file);
+    file.add_scalar<std::int64_t>("trainer.step", s.step);
+    file.add_scalar<std::int64_t>("optimizer.step", s.adam.step_count());
+    file.add_scalar<std::int64_t>("ema.num_updates", s.ema.updates());
+    file.add_scalar<std::int64_t>("generator.seed", u64_as_i64(s.generator.seed()));
+    file.add_scalar<std::int64_t>("generator.offset", u64_as_i64(s.generator.offset()));
+    file.metadata() = base_metadata(training_state_kind);
+    add_model_metadata(s.model, file.metadata());
 }
 
-/// Restores a training state saved by save_checkpoint into `trainer` and its model: weights, EMA,
-/// Adam's moments and step, the trainer's step and its generator. The next trainer.step() then does
-/// exactly what it would have done in the run that saved it. Checks every tensor first; if anything
-/// does not match, it throws listing what, and nothing is changed.
+/// Restores what add_training_state stored into the model, Adam, the EMA and the generator, and
+/// returns the step count. Checks every tensor first; if anything does not match, it throws listing
+/// what, and nothing is changed.
 template <class Model, class T>
-void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer) {
-    constexpr const char* where = "diffuse::load_checkpoint";
-    const SafeTensors file = load_safetensors(path);
-    const std::string kind = detail::metadata_entry(where, path, file.metadata(), "diffuse.checkpoint");
-    if (kind != detail::training_state_kind) {
-        detail::throw_checkpoint(where, path, "diffuse.checkpoint is \"" + kind + "\": the file holds weights only, "
-                                              "not a training state; load it with load_weights");
-    }
-    const std::string version = detail::metadata_entry(where, path, file.metadata(), "diffuse.checkpoint_version");
-    if (version != detail::checkpoint_version) {
-        detail::throw_checkpoint(where, path, "diffuse.checkpoint_version is \"" + version + "\", expected \"" +
-                                                  detail::checkpoint_version + "\"");
-    }
-
-    // A run resumed on another schedule would go on training a different model without a word.
-    const auto stored_schedule = file.metadata().find("diffuse.schedule");
-    if (stored_schedule != file.metadata().end()) {
-        const Betas stored = detail::schedule_from_json(where, path, stored_schedule->second).betas;
-        const Betas& own = trainer.schedule().betas_double();
-        if (stored != own) {
-            std::size_t i = 0;
-            while (i < stored.size() && i < own.size() && stored[i] == own[i]) ++i;
-            detail::throw_checkpoint(where, path, "the file was saved with another noise schedule than the trainer's: T = " +
-                                                      std::to_string(stored.size()) + " in the file, " +
-                                                      std::to_string(own.size()) + " in the trainer; the betas differ " +
-                                                      "from t = " + std::to_string(i));
-        }
-    }
-
+long restore_training_state(const char* where, const std::string& path, const SafeTensors& file,
+                            const TrainingState<Model, T>& s) {
     // The counters first: they say whether the EMA and the optimizer have state to restore.
     const char* const counters[] = {"trainer.step", "optimizer.step", "ema.num_updates", "generator.seed",
                                     "generator.offset"};
-    std::vector<detail::Expected> scalars;
+    std::vector<Expected> scalars;
     for (const char* name : counters) scalars.push_back({name, Dtype::I64, {}});
-    detail::check_tensors(where, path, file, scalars, [](const std::string&) { return false; }, "training state");
+    check_tensors(where, path, file, scalars, [](const std::string&) { return false; }, "training state");
     const std::int64_t step = file.scalar<std::int64_t>("trainer.step");
     const std::int64_t adam_steps = file.scalar<std::int64_t>("optimizer.step");
     const std::int64_t ema_updates = file.scalar<std::int64_t>("ema.num_updates");
     for (const auto& [name, value] : {std::pair<const char*, std::int64_t>{"trainer.step", step},
                                       {"optimizer.step", adam_steps},
                                       {"ema.num_updates", ema_updates}}) {
-        if (value < 0) detail::throw_checkpoint(where, path, std::string(name) + " = " + std::to_string(value) + ", expected >= 0");
+        if (value < 0) throw_checkpoint(where, path, std::string(name) + " = " + std::to_string(value) + ", expected >= 0");
     }
 
-    auto slots = detail::parameter_slots<T>(trainer.model());
-    std::vector<detail::Expected> expected = scalars;
+    auto slots = parameter_slots<T>(s.model);
+    std::vector<Expected> expected = scalars;
     for (const auto& p : slots) {
         expected.push_back({p.name, dtype_of<T>(), p.shape});
         if (ema_updates > 0) expected.push_back({"ema." + p.name, dtype_of<T>(), p.shape});
@@ -643,7 +697,7 @@ void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer)
             expected.push_back({"optimizer.exp_avg_sq." + p.name, dtype_of<T>(), p.shape});
         }
     }
-    detail::check_tensors(where, path, file, expected, [](const std::string&) { return true; }, "model, EMA and optimizer");
+    check_tensors(where, path, file, expected, [](const std::string&) { return true; }, "model, EMA and optimizer");
 
     // Everything matches: now change things.
     std::map<std::string, Table<T>> shadow;
@@ -663,13 +717,93 @@ void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer)
             file.copy_to("optimizer.exp_avg_sq." + p.name, state.v.data(), p.size);
         }
     }
-    trainer.ema().shadow() = std::move(shadow);
-    trainer.ema().set_updates(static_cast<long>(ema_updates));
-    trainer.optimizer().state() = std::move(moments);
-    trainer.optimizer().set_step_count(static_cast<long>(adam_steps));
-    trainer.set_step_count(static_cast<long>(step));
-    trainer.generator() = Generator(detail::i64_as_u64(file.scalar<std::int64_t>("generator.seed")),
-                                    detail::i64_as_u64(file.scalar<std::int64_t>("generator.offset")));
+    s.ema.shadow() = std::move(shadow);
+    s.ema.set_updates(static_cast<long>(ema_updates));
+    s.adam.state() = std::move(moments);
+    s.adam.set_step_count(static_cast<long>(adam_steps));
+    s.generator = Generator(i64_as_u64(file.scalar<std::int64_t>("generator.seed")),
+                            i64_as_u64(file.scalar<std::int64_t>("generator.offset")));
+    return static_cast<long>(step);
+}
+
+template <class Model, class T>
+TrainingState<Model, T> training_state(optim::Trainer<Model, T>& trainer) {
+    return {trainer.model(), trainer.optimizer(), trainer.ema(), trainer.step_count(), trainer.generator()};
+}
+
+template <class T>
+TrainingState<Autoencoder<T>, T> training_state(optim::AutoencoderTrainer<T>& trainer) {
+    return {trainer.model(), trainer.optimizer(), trainer.ema(), trainer.step_count(), trainer.generator()};
+}
+
+}  // namespace detail
+
+/// Saves a whole training state (see the top of this file), atomically.
+template <class Model, class T>
+void save_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer,
+                     const std::map<std::string, std::string>& metadata = {}) {
+    SafeTensors file(path);
+    detail::add_training_state("diffuse::save_checkpoint", path, file, detail::training_state(trainer));
+    file.metadata()["diffuse.trainer_options"] = trainer_options_to_json(trainer.options());
+    for (const auto& [key, value] : schedule_metadata(trainer.schedule())) file.metadata()[key] = value;
+    for (const auto& [key, value] : metadata) file.metadata()[key] = value;  // may name the schedule
+    save_safetensors(path, file);
+}
+
+/// Saves an autoencoder's whole training state, atomically: as the diffusion trainer's, with the
+/// AutoencoderTrainerOptions (diffuse.autoencoder_trainer_options) in place of its options and schedule.
+template <class T>
+void save_checkpoint(const std::string& path, optim::AutoencoderTrainer<T>& trainer,
+                     const std::map<std::string, std::string>& metadata = {}) {
+    SafeTensors file(path);
+    detail::add_training_state("diffuse::save_checkpoint", path, file, detail::training_state(trainer));
+    file.metadata()["diffuse.autoencoder_trainer_options"] = autoencoder_trainer_options_to_json(trainer.options());
+    for (const auto& [key, value] : metadata) file.metadata()[key] = value;
+    save_safetensors(path, file);
+}
+
+/// Restores a training state saved by save_checkpoint into `trainer` and its model: weights, EMA,
+/// Adam's moments and step, the trainer's step and its generator. The next trainer.step() then does
+/// exactly what it would have done in the run that saved it. Checks every tensor first; if anything
+/// does not match, it throws listing what, and nothing is changed.
+template <class Model, class T>
+void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer) {
+    constexpr const char* where = "diffuse::load_checkpoint";
+    const SafeTensors file = load_safetensors(path);
+    detail::check_training_state_file(where, path, file);
+    if (file.metadata().count("diffuse.autoencoder_config") != 0) {
+        detail::throw_checkpoint(where, path, "the file is an autoencoder's training state (diffuse.autoencoder_config), "
+                                              "not a diffusion model's; load it into an AutoencoderTrainer");
+    }
+
+    // A run resumed on another schedule would go on training a different model without a word.
+    const auto stored_schedule = file.metadata().find("diffuse.schedule");
+    if (stored_schedule != file.metadata().end()) {
+        const Betas stored = detail::schedule_from_json(where, path, stored_schedule->second).betas;
+        const Betas& own = trainer.schedule().betas_double();
+        if (stored != own) {
+            std::size_t i = 0;
+            while (i < stored.size() && i < own.size() && stored[i] == own[i]) ++i;
+            detail::throw_checkpoint(where, path, "the file was saved with another noise schedule than the trainer's: T = " +
+                                                      std::to_string(stored.size()) + " in the file, " +
+                                                      std::to_string(own.size()) + " in the trainer; the betas differ " +
+                                                      "from t = " + std::to_string(i));
+        }
+    }
+    trainer.set_step_count(detail::restore_training_state(where, path, file, detail::training_state(trainer)));
+}
+
+/// Restores an autoencoder's training state saved by save_checkpoint, as the diffusion trainer's.
+template <class T>
+void load_checkpoint(const std::string& path, optim::AutoencoderTrainer<T>& trainer) {
+    constexpr const char* where = "diffuse::load_checkpoint";
+    const SafeTensors file = load_safetensors(path);
+    detail::check_training_state_file(where, path, file);
+    if (file.metadata().count("diffuse.autoencoder_config") == 0) {
+        detail::throw_checkpoint(where, path, "no diffuse.autoencoder_config: the file is not an autoencoder's training "
+                                              "state (a U-Net's has diffuse.unet_config)");
+    }
+    trainer.set_step_count(detail::restore_training_state(where, path, file, detail::training_state(trainer)));
 }
 
 }  // namespace diffuse

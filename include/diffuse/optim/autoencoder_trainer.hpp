@@ -106,6 +106,7 @@ class AutoencoderTrainer {
     }
 
     long step_count() const { return step_; }
+    void set_step_count(long step) { step_ = step; }  // for resuming (diffuse::load_checkpoint)
     Generator& generator() { return generator_; }
     Adam<T>& optimizer() { return adam_; }
     EMA<T>& ema() { return ema_; }
