@@ -32,19 +32,21 @@ def timestep_embedding(t, dim):
 
 
 class ResnetBlock(nn.Module):
+    """temb = 0: no time embedding (the autoencoder's blocks)."""
     def __init__(self, cin, cout, temb, groups, dropout):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.temb_proj = nn.Linear(temb, cout)
+        self.temb_proj = nn.Linear(temb, cout) if temb else None
         self.norm2 = nn.GroupNorm(groups, cout)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
-    def forward(self, x, temb):
+    def forward(self, x, temb=None):
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        if self.temb_proj is not None:
+            h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return (self.nin_shortcut(x) if self.nin_shortcut is not None else x) + h
 
@@ -136,6 +138,80 @@ class UNet(nn.Module):
             if hasattr(u, "upsample"):
                 h = u.upsample.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Autoencoder(nn.Module):
+    """LDM's AutoencoderKL as diffuse::Autoencoder builds it, under the same names (encoder.down.0.block.0.conv1,
+    quant_conv, decoder.up.1.upsample.conv, ...). As diffuse: the stride-2 downsampling pads 1 on every side
+    (LDM pads 0, 1, 0, 1), the blocks' GroupNorms use eps 1e-5, norm_out 1e-6."""
+    def __init__(self, cin=1, ch=32, mult=(1, 2), nres=1, z=4, groups=8):
+        super().__init__()
+        top = ch * mult[-1]
+        self.encoder = nn.Module()
+        e = self.encoder
+        e.conv_in = nn.Conv2d(cin, ch, 3, padding=1)
+        e.down = nn.ModuleList()
+        c = ch
+        for level, m in enumerate(mult):
+            d = nn.Module()
+            d.block = nn.ModuleList()
+            for _ in range(nres):
+                d.block.append(ResnetBlock(c, ch * m, 0, groups, 0.0))
+                c = ch * m
+            if level != len(mult) - 1:
+                d.downsample = nn.Module()
+                d.downsample.conv = nn.Conv2d(c, c, 3, stride=2, padding=1)
+            e.down.append(d)
+        e.mid = nn.Module()
+        e.mid.block_1, e.mid.attn_1, e.mid.block_2 = (ResnetBlock(top, top, 0, groups, 0.0), AttnBlock(top, groups),
+                                                      ResnetBlock(top, top, 0, groups, 0.0))
+        e.norm_out = nn.GroupNorm(groups, top, eps=1e-6)
+        e.conv_out = nn.Conv2d(top, 2 * z, 3, padding=1)
+        self.quant_conv = nn.Conv2d(2 * z, 2 * z, 1)
+        self.post_quant_conv = nn.Conv2d(z, z, 1)
+        self.decoder = nn.Module()
+        d = self.decoder
+        d.conv_in = nn.Conv2d(z, top, 3, padding=1)
+        d.mid = nn.Module()
+        d.mid.block_1, d.mid.attn_1, d.mid.block_2 = (ResnetBlock(top, top, 0, groups, 0.0), AttnBlock(top, groups),
+                                                      ResnetBlock(top, top, 0, groups, 0.0))
+        ups = [None] * len(mult)
+        c = top
+        for level in reversed(range(len(mult))):
+            u = nn.Module()
+            u.block = nn.ModuleList()
+            for _ in range(nres + 1):
+                u.block.append(ResnetBlock(c, ch * mult[level], 0, groups, 0.0))
+                c = ch * mult[level]
+            if level != 0:
+                u.upsample = nn.Module()
+                u.upsample.conv = nn.Conv2d(c, c, 3, padding=1)
+            ups[level] = u
+        d.up = nn.ModuleList(ups)
+        d.norm_out = nn.GroupNorm(groups, c, eps=1e-6)
+        d.conv_out = nn.Conv2d(c, cin, 3, padding=1)
+
+    def encode(self, x):
+        """The posterior's moments [N, 2z, h, w]: the mean's channels, then the log-variance's."""
+        e = self.encoder
+        h = e.conv_in(x)
+        for d in e.down:
+            for block in d.block:
+                h = block(h)
+            if hasattr(d, "downsample"):
+                h = d.downsample.conv(h)
+        h = e.mid.block_2(e.mid.attn_1(e.mid.block_1(h)))
+        return self.quant_conv(e.conv_out(F.silu(e.norm_out(h))))
+
+    def decode(self, z):
+        d = self.decoder
+        h = d.mid.block_2(d.mid.attn_1(d.mid.block_1(d.conv_in(self.post_quant_conv(z)))))
+        for u in reversed(d.up):
+            for block in u.block:
+                h = block(h)
+            if hasattr(u, "upsample"):
+                h = u.upsample.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return d.conv_out(F.silu(d.norm_out(h)))
 
 
 def median_ms(fn, repeats, warmup=2):

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Scores a diffuse_train checkpoint: samples and their pictures, class agreement, the Frechet distance "
                  "of classifier features and test bits/dim, written as metrics.json into --out.",
                  "diffuse_evaluate"};
-    std::string checkpoint, out_dir, classifier_path;
+    std::string checkpoint, out_dir, classifier_path, autoencoder_path;
     std::string data_dir = examples::default_data_dir;
     bool ema = true;
     diffuse::Index test_images = 10000;
@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
     int threads = 0;
     examples::ReportOptions report;
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train")->required();
+    app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
+                                                      "the checkpoint says it was]");
     app.add_option("--out", out_dir, "Output folder [default: the checkpoint's folder]");
     app.add_option("--data-dir", data_dir, "Directory of the IDX files")->capture_default_str();
     app.add_option("--classifier", classifier_path, "Evaluation classifier weights; trained and saved here if "
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
         diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
         diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
         const diffuse::NoiseSchedule<float> schedule(examples::checkpoint_schedule(metadata, checkpoint).betas);
+        const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, model.config(), "diffuse_evaluate");
 
         examples::LabelledImages train, test;
         try {
@@ -100,7 +103,8 @@ int main(int argc, char** argv) {
         metrics["classifier"] = {{"path", classifier_path},
                                  {"test_accuracy", accuracy == header.end() ? nlohmann::ordered_json()
                                                                             : nlohmann::ordered_json(std::stod(accuracy->second))}};
-        const auto figures = examples::write_report(model, schedule, test_set, real_x, &classifier, out_dir, report);
+        if (latent.space) metrics["latent"] = {{"autoencoder", latent.reference.autoencoder}, {"scale_factor", latent.reference.scale_factor}};
+        const auto figures = examples::write_report(model, schedule, test_set, real_x, &classifier, out_dir, report, latent.space.get());
         for (const auto& [key, value] : figures.items()) metrics[key] = value;
         metrics["total_seconds"] = examples::seconds_since(start);
         examples::write_json(out_dir + "/metrics.json", metrics);

@@ -14,7 +14,11 @@
 // line every --log-seconds otherwise.
 //
 // --dump-io <prefix> also writes a fixed input and the model's output on it (<prefix>_x.npy,
-// _t.npy, _labels.npy, _out.npy), which scripts/pytorch_load.py compares with PyTorch's.
+// _t.npy, _labels.npy, _out.npy), which scripts/pytorch_load.py compares with PyTorch's; for a latent
+// model also its autoencoder's (<prefix>_ae_x.npy, _ae_moments.npy, _ae_z.npy, _ae_decoded.npy).
+//
+// A latent diffusion checkpoint (diffuse_train --autoencoder) samples latents, which its autoencoder
+// (found where the checkpoint says, or --autoencoder) decodes to images.
 
 #include "common/cli.hpp"
 #include "common/npy.hpp"
@@ -25,6 +29,8 @@
 #include <diffuse/core/random.hpp>
 #include <diffuse/core/threading.hpp>
 #include <diffuse/io/checkpoint.hpp>
+#include <diffuse/core/channels.hpp>
+#include <diffuse/models/autoencoder.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/samplers/named.hpp>
 
@@ -58,13 +64,34 @@ void dump_io(diffuse::UNet<float>& model, const std::string& prefix) {
                 prefix.c_str(), prefix.c_str());
 }
 
+/// A latent model's autoencoder on a fixed input (x ~ N(0, I) from seed 4321, two images): the
+/// posterior's moments and the decoder's output on their mean, as <prefix>_ae_x.npy, _ae_moments.npy,
+/// _ae_z.npy and _ae_decoded.npy.
+void dump_autoencoder_io(diffuse::Autoencoder<float>& autoencoder, const std::string& prefix) {
+    autoencoder.set_training(false);
+    const diffuse::AutoencoderConfig& c = autoencoder.config();
+    const diffuse::Tensor4<float> x = diffuse::Generator(4321).randn<float, 4>({2, c.in_channels, c.image_size, c.image_size});
+    const diffuse::Tensor4<float> moments = autoencoder.encode(x);  // [2, 2z, h, w]
+    const diffuse::Tensor4<float> z = diffuse::channel_slice(moments, 0, c.z_channels);  // the mean
+    const diffuse::Tensor4<float> decoded = autoencoder.decode(z);  // [2, C, H, W]
+    const auto shape = [](const diffuse::Tensor4<float>& t) {
+        return std::vector<Index>{t.dimension(0), t.dimension(1), t.dimension(2), t.dimension(3)};
+    };
+    examples::write_npy(prefix + "_ae_x.npy", shape(x), x.data());
+    examples::write_npy(prefix + "_ae_moments.npy", shape(moments), moments.data());
+    examples::write_npy(prefix + "_ae_z.npy", shape(z), z.data());
+    examples::write_npy(prefix + "_ae_decoded.npy", shape(decoded), decoded.data());
+    std::printf("wrote %s_ae_x.npy, %s_ae_moments.npy, %s_ae_z.npy and %s_ae_decoded.npy\n", prefix.c_str(),
+                prefix.c_str(), prefix.c_str(), prefix.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"Samples images from a diffuse_train checkpoint and writes them as a PNG grid (one row per class) "
                  "and, optionally, as NumPy .npy files.",
                  "diffuse_sample"};
-    std::string checkpoint;
+    std::string checkpoint, autoencoder_path;
     bool ema = true;
     std::vector<int> classes;
     bool unconditional = false;
@@ -79,6 +106,8 @@ int main(int argc, char** argv) {
     int threads = 0;
     double log_seconds = 10.0;
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train (or a weights file)")->required();
+    app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
+                                                      "the checkpoint says it was]");
     app.add_flag("--ema,!--no-ema", ema, "Sample with the EMA's weights (a training checkpoint holds both)")
         ->capture_default_str();
     app.add_option("--classes", classes, "Classes to sample, one row each (default: all)")->delimiter(',');
@@ -114,11 +143,15 @@ int main(int argc, char** argv) {
         diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
         diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
         model.set_training(false);
+        const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, model.config(), "diffuse_sample");
         const diffuse::NoiseSchedule<float> noise_schedule(betas);
         const Index num_classes = model.config().num_classes;
         if (count < 1) diffuse::detail::throw_invalid("diffuse_sample", "--count", count, ">= 1");
 
-        if (!dump.empty()) dump_io(model, dump);
+        if (!dump.empty()) {
+            dump_io(model, dump);
+            if (latent.space) dump_autoencoder_io(*latent.autoencoder, dump);
+        }
 
         std::vector<int> rows;
         if (unconditional || num_classes == 0) {
@@ -143,23 +176,29 @@ int main(int argc, char** argv) {
         const diffuse::ModelFn<float> fn = examples::guided_model(model, conditional ? guidance : 1.0);
         const auto start = std::chrono::steady_clock::now();
         examples::Phase phase("sampling", n, sampler.steps, sampler.steps, log_seconds);
-        const diffuse::Samples<float> s = examples::run_sampler(
+        const diffuse::Samples<float> sampled = examples::run_sampler(
             noise_schedule, fn, sampler, {n, channels, side, side}, seed,
             num_classes > 0 ? labels : std::vector<int>(), false, examples::count_steps(phase, n));
         phase.finish();
+        // a latent model's samples are latents: the decoder makes them images
+        const diffuse::Tensor4<float> images = latent.space ? latent.space->decode(sampled.x) : sampled.x;  // [N, C, H, W]
+        if (latent.space) {
+            std::printf("decoded %lldx%lldx%lld latents with %s\n", static_cast<long long>(channels),
+                        static_cast<long long>(side), static_cast<long long>(side), latent.reference.autoencoder.c_str());
+        }
         std::printf("%lld samples (%zu row(s) of %lld) with %s, %d steps, x0 %s, guidance %g, seed %llu, %s weights: %.1f s\n",
                     static_cast<long long>(n), rows.size(), static_cast<long long>(count), sampler.name.c_str(),
                     sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
                     ema && training_state ? "EMA" : "model", examples::seconds_since(start));
 
         if (!out.empty()) {
-            examples::write_png_grid(out, s.x, count, 4, 2);
+            examples::write_png_grid(out, images, count, 4, 2);
             std::printf("wrote %s\n", out.c_str());
         }
         if (!npy.empty()) {
-            std::vector<std::uint8_t> pixels(static_cast<std::size_t>(s.x.size()));
-            for (Index i = 0; i < s.x.size(); ++i) {
-                pixels[static_cast<std::size_t>(i)] = examples::to_display_level(static_cast<double>(s.x.data()[i]));
+            std::vector<std::uint8_t> pixels(static_cast<std::size_t>(images.size()));
+            for (Index i = 0; i < images.size(); ++i) {
+                pixels[static_cast<std::size_t>(i)] = examples::to_display_level(static_cast<double>(images.data()[i]));
             }
             if (npy_labels.empty()) {
                 const std::string stem = npy.size() > 4 && npy.compare(npy.size() - 4, 4, ".npy") == 0
@@ -167,8 +206,8 @@ int main(int argc, char** argv) {
                 npy_labels = stem + "_labels.npy";
             }
             // [N, H, W] for one channel, as MNIST tools expect; [N, C, H, W] otherwise
-            const std::vector<Index> shape = channels == 1 ? std::vector<Index>{n, side, side}
-                                                           : std::vector<Index>{n, channels, side, side};
+            const Index c = images.dimension(1), h = images.dimension(2), w = images.dimension(3);
+            const std::vector<Index> shape = c == 1 ? std::vector<Index>{n, h, w} : std::vector<Index>{n, c, h, w};
             examples::write_npy(npy, shape, pixels);
             examples::write_npy(npy_labels, {n}, std::vector<std::int64_t>(labels.begin(), labels.end()));
             std::printf("wrote %s and %s\n", npy.c_str(), npy_labels.c_str());

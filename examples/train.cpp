@@ -16,6 +16,7 @@
 //
 //   diffuse_train --minutes 10 --out out/train
 
+#include "common/batches.hpp"
 #include "common/classifier.hpp"
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
@@ -27,6 +28,8 @@
 #include <diffuse/core/threading.hpp>
 #include <diffuse/data/shuffle.hpp>
 #include <diffuse/io/checkpoint.hpp>
+#include <diffuse/models/autoencoder.hpp>
+#include <diffuse/models/latent_diffusion.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/nn/parameter.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -43,6 +46,8 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -71,36 +76,6 @@ diffuse::UNetConfig model_config(const std::string& name) {
     return c;
 }
 
-/// The next `batch` images and labels in the resumable shuffled order (diffuse/data/shuffle.hpp),
-/// its stream "data1" of the run's seed.
-class Batches {
-  public:
-    Batches(const diffuse::IdxImages& images, const std::vector<int>& labels, Index count, std::uint64_t seed,
-            diffuse::DataCursor cursor)
-        : images_(images), labels_(labels), order_(count, diffuse::derive_seed(seed, 0x6461746131ULL), cursor) {}
-
-    const diffuse::DataCursor& cursor() const { return order_.cursor(); }
-
-    void next(Index batch, diffuse::Tensor4<float>& x, std::vector<int>& y) {
-        const Index pixels = images_.rows * images_.cols;
-        x = diffuse::Tensor4<float>(batch, 1, images_.rows, images_.cols);  // [B, 1, H, W]
-        y.resize(static_cast<std::size_t>(batch));
-        const std::vector<Index> indices = order_.next(batch);
-        for (Index b = 0; b < batch; ++b) {
-            const Index i = indices[static_cast<std::size_t>(b)];
-            const std::uint8_t* in = images_.pixels.data() + i * pixels;
-            // p -> p / 127.5 - 1, as diffuse::images_to_tensor does
-            for (Index k = 0; k < pixels; ++k) x.data()[b * pixels + k] = static_cast<float>(in[k]) / 127.5f - 1.0f;
-            y[static_cast<std::size_t>(b)] = labels_[static_cast<std::size_t>(i)];
-        }
-    }
-
-  private:
-    const diffuse::IdxImages& images_;
-    const std::vector<int>& labels_;
-    diffuse::ShuffledIndices order_;
-};
-
 std::string metadata_at(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
     const auto it = m.find(key);
     if (it == m.end()) throw std::runtime_error("\"" + path + "\" has no metadata " + key + ": not a diffuse_train checkpoint");
@@ -128,6 +103,7 @@ struct Arguments {
     std::string config_name = "reference";
     std::string resume;
     std::string classifier_path;
+    std::string autoencoder_path;
     double minutes = 10.0;
     long steps = 0;
     Index batch_size = 16;
@@ -168,6 +144,10 @@ void add_options(CLI::App& app, Arguments& a) {
     app.add_option("--resume", a.resume, "Continue from this checkpoint (its configuration and options are used)");
     app.add_option("--schedule", a.schedule, "Noise schedule")->check(CLI::IsMember({"linear", "cosine"}))->capture_default_str();
     app.add_option("--timesteps", a.timesteps, "Diffusion steps T")->capture_default_str();
+    app.add_option("--autoencoder", a.autoencoder_path, "Latent diffusion: train on the latents of this autoencoder "
+                                                        "(autoencoder.safetensors of diffuse_train_autoencoder); the "
+                                                        "U-Net is --config without its outer levels (see "
+                                                        "diffuse/models/latent_diffusion.hpp)");
     app.add_option("--config", a.config_name, "U-Net size: reference (1.6 M parameters), small, or tiny (for tests)")
         ->check(CLI::IsMember({"reference", "small", "tiny"}))->capture_default_str();
     app.add_option("--max-images", a.max_images, "Train on the first this many training images (0: all)")->capture_default_str();
@@ -188,6 +168,13 @@ void add_options(CLI::App& app, Arguments& a) {
 diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
     const auto m = examples::file_metadata(a.resume);
     a.config_name = metadata_at(m, "diffuse_train.config", a.resume);
+    const std::optional<diffuse::LatentReference> latent = diffuse::latent_reference_from_checkpoint(a.resume);
+    if (!latent && !a.autoencoder_path.empty()) {
+        diffuse::detail::throw_invalid("diffuse_train", "--autoencoder", a.autoencoder_path,
+                                       "none: \"" + a.resume + "\" is a checkpoint of a pixel model");
+    }
+    if (latent && a.autoencoder_path.empty()) a.autoencoder_path = latent->autoencoder;
+    if (latent) diffuse::check_latent_autoencoder(*latent, a.autoencoder_path);
     a.batch_size = std::stol(metadata_at(m, "diffuse_train.batch_size", a.resume));
     a.max_images = std::stol(metadata_at(m, "diffuse_train.max_images", a.resume));
     a.seed = std::stoull(metadata_at(m, "diffuse_train.seed", a.resume));
@@ -240,7 +227,7 @@ struct TrainingRun {
 /// bar and saving a checkpoint every `checkpoint_every` steps; stops early, without saving, when a
 /// step is not finite.
 template <class Trainer, class Save>
-TrainingRun train(Trainer& trainer, Batches& batches, const Arguments& a, const Budget& budget,
+TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments& a, const Budget& budget,
                   std::ofstream& loss_csv, Save&& save) {
     TrainingRun run;
     run.last_checkpoint = trainer.step_count();
@@ -393,16 +380,51 @@ int main(int argc, char** argv) {
         examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
         const auto classifier_start = Clock::now();
         const bool classifier_missing = a.evaluate && !std::filesystem::exists(a.classifier_path);
+        const diffuse::Tensor4<float> train_x = diffuse::images_to_tensor<float>(train_data.images, 0, n_train);  // [N, 1, 28, 28]
         if (a.evaluate) {
-            const auto x = diffuse::images_to_tensor<float>(train_data.images, 0, n_train);
-            examples::load_or_train_classifier(a.classifier_path, classifier, x,
+            examples::load_or_train_classifier(a.classifier_path, classifier, train_x,
                                                std::vector<int>(train_data.labels.begin(), train_data.labels.begin() + n_train),
                                                test_set.x, test_set.y, a.classifier_epochs);
         }
 
+        // Latent diffusion: the autoencoder, and the training images' latents, encoded once (in the budget).
+        examples::Latent loaded;
+        diffuse::Tensor4<float> train_latents;  // [N, z, H/f, W/f], times the scale factor
+        double encode_seconds = 0.0;
+        if (!a.autoencoder_path.empty()) loaded = examples::load_autoencoder(a.autoencoder_path);
+        diffuse::LatentSpace<float>* const latent = loaded.space.get();  // null: pixels
+        const diffuse::LatentReference& latent_reference = loaded.reference;
+        if (latent) {
+            if (latent_reference.config.image_size != train_x.dimension(2) || latent_reference.config.in_channels != train_x.dimension(1)) {
+                diffuse::detail::throw_invalid("diffuse_train", "--autoencoder", a.autoencoder_path,
+                                               "an autoencoder of " + std::to_string(train_x.dimension(1)) + "-channel " +
+                                                   std::to_string(train_x.dimension(2)) + "x" + std::to_string(train_x.dimension(3)) +
+                                                   " images, the data's (it takes " + std::to_string(latent_reference.config.image_size) + "x" +
+                                                   std::to_string(latent_reference.config.image_size) + ")");
+            }
+            const auto encode_start = Clock::now();
+            train_latents = diffuse::Tensor4<float>(n_train, latent->latent_channels(), latent->latent_size(), latent->latent_size());
+            const Index chunk = 1000, per = train_x.size() / n_train, latent_per = train_latents.size() / n_train;
+            examples::Phase phase("encoding the training images", n_train, 1, (n_train + chunk - 1) / chunk, a.log_seconds);
+            for (Index first = 0; first < n_train; first += chunk) {
+                const Index m = std::min(chunk, n_train - first);
+                diffuse::Tensor4<float> part(m, train_x.dimension(1), train_x.dimension(2), train_x.dimension(3));
+                std::copy_n(train_x.data() + first * per, m * per, part.data());
+                const diffuse::Tensor4<float> z = latent->encode(part, diffuse::derive_seed(a.seed, 0x6c6174656e74ULL + static_cast<std::uint64_t>(first)));
+                std::copy_n(z.data(), m * latent_per, train_latents.data() + first * latent_per);
+                phase.step(m);
+            }
+            phase.finish();
+            encode_seconds = examples::seconds_since(encode_start);
+        }
+
         // The model and its trainer.
         const diffuse::NoiseSchedule<float> noise_schedule(diffuse::make_betas(a.schedule, a.timesteps));
-        diffuse::UNet<float> model(a.resume.empty() ? model_config(a.config_name) : diffuse::config_from_checkpoint(a.resume), a.seed);
+        diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
+                                   : latent ? diffuse::latent_unet_config(model_config(a.config_name), latent_reference.config)
+                                            : model_config(a.config_name),
+                                   a.seed);
+        if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
         const diffuse::optim::TrainerOptions options = trainer_options(a);
         diffuse::optim::Trainer<diffuse::UNet<float>> trainer(model, noise_schedule, options);
         if (!a.resume.empty()) diffuse::load_checkpoint(a.resume, trainer);
@@ -414,7 +436,7 @@ int main(int argc, char** argv) {
                                      std::to_string(first_step) + " at batch " + std::to_string(a.batch_size) + " of " +
                                      std::to_string(n_train) + " images");
         }
-        Batches batches(train_data.images, train_data.labels, n_train, a.seed, cursor);
+        examples::Batches batches(latent ? train_latents : train_x, train_data.labels, n_train, a.seed, cursor);
 
         std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %d classes; %lld training images from %s; %s "
                     "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads\n",
@@ -422,6 +444,12 @@ int main(int argc, char** argv) {
                     static_cast<int>(model.config().num_classes), static_cast<long long>(n_train), a.data_dir.c_str(),
                     a.schedule.c_str(), a.timesteps, static_cast<long long>(a.batch_size), options.adam.lr,
                     options.warmup_steps, options.ema_decay, diffuse::num_threads());
+        if (latent) {
+            std::printf("latent diffusion: %lldx%lldx%lld latents of %s (scale factor %.5f), encoded in %.1f s\n",
+                        static_cast<long long>(latent->latent_channels()), static_cast<long long>(latent->latent_size()),
+                        static_cast<long long>(latent->latent_size()), latent_reference.autoencoder.c_str(),
+                        latent_reference.scale_factor, encode_seconds);
+        }
         if (!a.resume.empty()) std::printf("resumed from %s at step %ld\n", a.resume.c_str(), first_step);
         if (a.steps > 0) {
             std::printf("budget: until step %ld\n", a.steps);
@@ -439,6 +467,7 @@ int main(int argc, char** argv) {
             m["diffuse_train.epoch"] = std::to_string(batches.cursor().epoch);
             m["diffuse_train.position"] = std::to_string(batches.cursor().position);
             m["diffuse_train.data_dir"] = a.data_dir;
+            if (latent) m.merge(diffuse::latent_metadata(latent_reference));
             diffuse::save_checkpoint(checkpoint_path, trainer, m);
         };
 
@@ -486,7 +515,13 @@ int main(int argc, char** argv) {
             train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
         nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
         const auto figures = examples::write_report(ema_model, noise_schedule, test_set, real_x,
-                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report);
+                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report, latent);
+        if (latent) {
+            metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
+                                 {"scale_factor", latent_reference.scale_factor},
+                                 {"latent_shape", {latent->latent_channels(), latent->latent_size(), latent->latent_size()}},
+                                 {"encode_seconds", encode_seconds}};
+        }
         for (const auto& [key, value] : figures.items()) metrics[key] = value;
         const double report_seconds = examples::seconds_since(report_start);
         metrics["report_seconds"] = report_seconds;

@@ -33,7 +33,7 @@ except ImportError:
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from pytorch_reference import UNet  # noqa: E402  (the same architecture and parameter names)
+from pytorch_reference import Autoencoder, UNet  # noqa: E402  (the same architectures and parameter names)
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "F16": np.float16, "I32": np.int32,
           "U8": np.uint8}
@@ -63,6 +63,45 @@ def build_model(config):
                 size=config["image_size"])
 
 
+def load_strictly(model, tensors, prefix, weights, path):
+    """Loads `model` from the file's tensors `prefix` + name; every parameter must be there and no weight left over."""
+    expected = model.state_dict()
+    state = {}
+    for name in expected:
+        if prefix + name not in tensors:
+            sys.exit(f"pytorch_load.py: {path} has no tensor {prefix + name}")
+        state[name] = torch.from_numpy(np.ascontiguousarray(tensors[prefix + name]))
+    unused = sorted(w[len(prefix):] for w in weights if w[len(prefix):] not in expected)
+    if unused:
+        sys.exit(f"pytorch_load.py: tensors in {path} that the PyTorch module does not have: {unused[:5]}")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+
+
+def compare(what, theirs, ours, tolerance):
+    difference = float(np.max(np.abs(theirs - ours)))
+    scale = float(np.max(np.abs(theirs)))
+    print(f"{what}: max |PyTorch - diffuse| = {difference:.3g} (outputs up to {scale:.3g})")
+    if not difference <= tolerance:
+        sys.exit(f"pytorch_load.py: {what}: the outputs differ by {difference:.3g}, more than {tolerance:g}")
+
+
+def check_autoencoder(path, stem, tolerance):
+    """A latent model's autoencoder: its weights file loaded by name, encode and decode on diffuse's fixed input."""
+    tensors, metadata = read_safetensors(path)
+    c = json.loads(metadata["diffuse.autoencoder_config"])
+    model = Autoencoder(cin=c["in_channels"], ch=c["ch"], mult=tuple(c["ch_mult"]), nres=c["num_res_blocks"],
+                        z=c["z_channels"], groups=c["groups"])
+    load_strictly(model, tensors, "", set(tensors), path)
+    x = np.load(stem + "_ae_x.npy")
+    with torch.no_grad():
+        moments = model.encode(torch.from_numpy(x)).numpy()
+        decoded = model.decode(torch.from_numpy(np.load(stem + "_ae_z.npy"))).numpy()
+    print(f"autoencoder {path}: {sum(p.numel() for p in model.parameters()):,} parameters loaded by name")
+    compare(f"encoder moments on {list(x.shape)}", moments, np.load(stem + "_ae_moments.npy"), tolerance)
+    compare("decoder on their means", decoded, np.load(stem + "_ae_decoded.npy"), tolerance)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a diffuse_train checkpoint (or weights file)")
@@ -70,6 +109,8 @@ def main():
                         help="the diffuse_sample program, which writes diffuse's output on the fixed input")
     parser.add_argument("--no-ema", action="store_true", help="compare the trained weights, not the EMA's")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest absolute difference allowed")
+    parser.add_argument("--autoencoder", help="a latent model's autoencoder weights file [default: where the "
+                                              "checkpoint says]")
     args = parser.parse_args()
 
     tensors, metadata = read_safetensors(args.checkpoint)
@@ -77,13 +118,7 @@ def main():
     training_state = metadata.get("diffuse.checkpoint") == "training_state"
     use_ema = training_state and not args.no_ema
     model = build_model(config)
-    expected = model.state_dict()
     prefix = "ema." if use_ema else ""
-    state = {}
-    for name in expected:
-        if prefix + name not in tensors:
-            sys.exit(f"pytorch_load.py: {args.checkpoint} has no tensor {prefix + name}")
-        state[name] = torch.from_numpy(np.ascontiguousarray(tensors[prefix + name]))
     # The file's tensors that are weights of the kind loaded (as diffuse::load_weights counts them).
     sections = ("ema.", "optimizer.", "trainer.", "generator.")
     if not training_state:
@@ -92,11 +127,9 @@ def main():
         weights = {n for n in tensors if n.startswith("ema.") and n != "ema.num_updates"}
     else:
         weights = {n for n in tensors if not n.startswith(sections)}
-    unused = sorted(w[len(prefix):] for w in weights if w[len(prefix):] not in expected)
-    if unused:
-        sys.exit(f"pytorch_load.py: tensors in the file that the PyTorch module does not have: {unused[:5]}")
-    model.load_state_dict(state, strict=True)
-    model.eval()
+    load_strictly(model, tensors, prefix, weights, args.checkpoint)
+    latent = json.loads(metadata["diffuse.latent"]) if "diffuse.latent" in metadata else None
+    autoencoder = args.autoencoder or (latent["autoencoder"] if latent else None)
 
     with tempfile.TemporaryDirectory() as work:
         stem = os.path.join(work, "io")
@@ -104,7 +137,11 @@ def main():
                    "--steps", "1", "--threads", "1"]
         if not use_ema:
             command.append("--no-ema")
+        if args.autoencoder:
+            command += ["--autoencoder", args.autoencoder]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        if latent:
+            check_autoencoder(autoencoder, stem, args.tolerance)
         x = np.load(stem + "_x.npy")
         t = np.load(stem + "_t.npy")
         labels = np.load(stem + "_labels.npy")

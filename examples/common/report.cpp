@@ -13,6 +13,7 @@
 #include <diffuse/io/atomic_file.hpp>
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/io/safetensors.hpp>
+#include <diffuse/process/forward.hpp>
 #include <diffuse/process/vlb.hpp>
 #include <diffuse/samplers/ddim.hpp>
 #include <diffuse/samplers/ddpm.hpp>
@@ -26,6 +27,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <fstream>
 
 namespace examples {
@@ -43,6 +46,38 @@ diffuse::StoredSchedule checkpoint_schedule(const std::map<std::string, std::str
                                  "metadata; pass --schedule and --timesteps");
     }
     return {schedule->second, diffuse::make_betas(schedule->second, std::stoi(timesteps->second))};
+}
+
+Latent load_autoencoder(const std::string& path) {
+    Latent latent;
+    latent.reference.autoencoder = std::filesystem::absolute(path).lexically_normal().string();
+    latent.reference.config = diffuse::autoencoder_config_from_checkpoint(path);
+    latent.reference.scale_factor = diffuse::latent_scale_factor_from_checkpoint(path);
+    latent.autoencoder = std::make_unique<diffuse::Autoencoder<float>>(latent.reference.config);
+    diffuse::load_weights(path, *latent.autoencoder);
+    latent.space = std::make_unique<diffuse::LatentSpace<float>>(*latent.autoencoder, latent.reference.scale_factor);
+    return latent;
+}
+
+Latent checkpoint_latent(const std::string& checkpoint, const std::string& autoencoder_path,
+                         const diffuse::UNetConfig& unet, const char* program) {
+    const std::optional<diffuse::LatentReference> stored = diffuse::latent_reference_from_checkpoint(checkpoint);
+    if (!stored) {
+        if (!autoencoder_path.empty()) {
+            diffuse::detail::throw_invalid(program, "--autoencoder", autoencoder_path,
+                                           "none: \"" + checkpoint + "\" is a checkpoint of a pixel model");
+        }
+        return {};
+    }
+    const std::string path = autoencoder_path.empty() ? stored->autoencoder : autoencoder_path;
+    if (!std::filesystem::exists(path)) {
+        throw std::runtime_error("\"" + checkpoint + "\" is a latent diffusion model of the autoencoder " + path +
+                                 ", which is not there; pass its weights file with --autoencoder");
+    }
+    diffuse::check_latent_autoencoder(*stored, path);
+    Latent latent = load_autoencoder(path);
+    diffuse::check_latent_unet(unet, latent.reference.config);
+    return latent;
 }
 
 diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
@@ -129,15 +164,17 @@ void load_or_train_classifier(const std::string& path, examples::eval::Classifie
 std::string scores_line(const nlohmann::ordered_json& metrics) {
     const auto& bpd = metrics["bits_per_dim"];
     char line[400];
-    std::snprintf(line, sizeof line,
-                  "class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f), "
-                  "%.3f +- %.3f bits/dim (%lld test images, blocks of %d steps)",
-                  metrics["class_agreement"]["value"].get<double>(),
-                  static_cast<long long>(metrics["class_agreement"]["samples"].get<Index>()),
-                  metrics["frechet_distance"]["generated_vs_test"].get<double>(),
-                  metrics["frechet_distance"]["real_vs_test"].get<double>(), bpd["value"].get<double>(),
-                  bpd["standard_error"].get<double>(), static_cast<long long>(bpd["test_images"].get<Index>()),
-                  bpd["stride"].get<int>());
+    const int written = std::snprintf(line, sizeof line, "class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f)",
+                                      metrics["class_agreement"]["value"].get<double>(),
+                                      static_cast<long long>(metrics["class_agreement"]["samples"].get<Index>()),
+                                      metrics["frechet_distance"]["generated_vs_test"].get<double>(),
+                                      metrics["frechet_distance"]["real_vs_test"].get<double>());
+    if (bpd["value"].is_number() && written > 0 && static_cast<std::size_t>(written) < sizeof line) {
+        std::snprintf(line + written, sizeof line - static_cast<std::size_t>(written),
+                      ", %.3f +- %.3f bits/dim (%lld test images, blocks of %d steps)", bpd["value"].get<double>(),
+                      bpd["standard_error"].get<double>(), static_cast<long long>(bpd["test_images"].get<Index>()),
+                      bpd["stride"].get<int>());
+    }
     return line;
 }
 
@@ -176,9 +213,15 @@ struct ReportContext {
     const diffuse::NoiseSchedule<float>& schedule;
     const ReportOptions& options;
     const std::string& out_dir;
-    Index classes, side, channels;
+    Index classes, side, channels;   // what the model diffuses: images, or latents
     diffuse::ModelFn<float> guided;  // with the options' guidance scale
     diffuse::ModelFn<float> plain;   // the model as it is
+    diffuse::LatentSpace<float>* latent;  // null for a model of pixels
+
+    /// Images [N, C, H, W] of what the model diffuses: decoded latents, or the pixels themselves.
+    diffuse::Tensor4<float> to_pixels(const diffuse::Tensor4<float>& x) const {
+        return latent != nullptr ? latent->decode(x, options.chunk) : x;
+    }
 };
 
 /// Class-conditional samples and the labels asked for, class-major: per_class of class 0, then of class 1, ...
@@ -232,14 +275,17 @@ ClassSamples sample_by_class(const ReportContext& r, nlohmann::ordered_json& met
         }
     }
     phase.finish();
+    by_class = r.to_pixels(by_class);
     write_png_grid(r.out_dir + "/samples_by_class.png", by_class, o.per_class, 3, 2);
-    write_png_grid(r.out_dir + "/denoising.png", denoising, static_cast<Index>(denoising_t.size()), 3, 2);
+    write_png_grid(r.out_dir + "/denoising.png", r.to_pixels(denoising), static_cast<Index>(denoising_t.size()), 3, 2);
     metrics["samples_by_class"] = {{"file", "samples_by_class.png"},
                                    {"rows", "one per class, 0 (T-shirt/top) to 9 (Ankle boot)"},
                                    {"per_class", o.per_class}};
     nlohmann::ordered_json columns = nlohmann::ordered_json::array();
+    const std::string x = r.latent != nullptr ? "D(z" : "x";
+    const std::string close = r.latent != nullptr ? " / s)" : "";
     for (const int t : denoising_t) {
-        if (t < 0) columns.push_back("x0"); else columns.push_back("x_t at t = " + std::to_string(t));
+        if (t < 0) columns.push_back(x + "_0" + close); else columns.push_back(x + "_t" + close + " at t = " + std::to_string(t));
     }
     metrics["denoising"] = {{"file", "denoising.png"}, {"columns", columns}};
     return out;
@@ -257,7 +303,7 @@ void sample_unconditional(const ReportContext& r, nlohmann::ordered_json& metric
                                                   diffuse::derive_seed(o.seed, 1000), labels, false,
                                                   count_steps(phase, o.unconditional));
     phase.finish();
-    write_png_grid(r.out_dir + "/samples_unconditional.png", s.x, 10, 3, 2);
+    write_png_grid(r.out_dir + "/samples_unconditional.png", r.to_pixels(s.x), 10, 3, 2);
     metrics["samples_unconditional"] = {{"file", "samples_unconditional.png"}, {"count", o.unconditional}};
 }
 
@@ -266,10 +312,15 @@ void sample_unconditional(const ReportContext& r, nlohmann::ordered_json& metric
 void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
     const ReportOptions& o = r.options;
     const diffuse::NoiseSchedule<float>& schedule = r.schedule;
-    const Index classes = r.classes, side = r.side, channels = r.channels;
+    const Index classes = r.classes, side = r.side;
     const Index n = std::min(o.inpaint_count, test.x.dimension(0));
-    diffuse::Tensor4<float> known(n, channels, side, side);
-    copy_images(test.x, 0, n, known, 0);
+    const Index pixel_channels = test.x.dimension(1), pixel_side = test.x.dimension(2);
+    diffuse::Tensor4<float> original(n, pixel_channels, pixel_side, pixel_side);  // [N, C, H, W]
+    copy_images(test.x, 0, n, original, 0);
+    // a latent model completes the latents of the images, the top half of their rows kept: with
+    // f dividing H / 2, exactly the latent rows of the top half of the image
+    const diffuse::Tensor4<float> known =
+        r.latent != nullptr ? r.latent->encode(original, diffuse::derive_seed(o.seed, 2001), o.chunk) : original;  // [N, C, H, W]
     diffuse::Tensor4<float> mask(n, 1, side, side);  // [N, 1, H, W], 1 = known
     for (Index i = 0; i < n; ++i)
         for (Index y = 0; y < side; ++y)
@@ -290,20 +341,82 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
     options.progress = count_steps(phase, n);
     const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? r.guided : r.plain, known, mask, options);
     phase.finish();
-    diffuse::Tensor4<float> figure(3 * n, channels, side, side);
-    copy_images(known, 0, n, figure, 0);
-    diffuse::Tensor4<float> masked = known;
+    diffuse::Tensor4<float> figure(3 * n, pixel_channels, pixel_side, pixel_side);
+    copy_images(original, 0, n, figure, 0);
+    diffuse::Tensor4<float> masked = original;
     for (Index i = 0; i < n; ++i)
-        for (Index c = 0; c < channels; ++c)
-            for (Index y = side / 2; y < side; ++y)
-                for (Index x = 0; x < side; ++x) masked(i, c, y, x) = 0.0f;  // mid-gray: unknown
+        for (Index c = 0; c < pixel_channels; ++c)
+            for (Index y = pixel_side / 2; y < pixel_side; ++y)
+                for (Index x = 0; x < pixel_side; ++x) masked(i, c, y, x) = 0.0f;  // mid-gray: unknown
     copy_images(masked, 0, n, figure, n);
-    copy_images(s.x, 0, n, figure, 2 * n);
+    copy_images(r.to_pixels(s.x), 0, n, figure, 2 * n);
     write_png_grid(r.out_dir + "/inpainting.png", figure, n, 3, 2);
     metrics["inpainting"] = {{"file", "inpainting.png"},
                              {"rows", "original | top half kept, bottom half masked | completed"},
                              {"images", "the first " + std::to_string(n) + " test images, each with its class"},
                              {"repaint", {{"steps", o.inpaint_steps}, {"jump_length", o.inpaint_jump}, {"resample_count", o.inpaint_resample}}}};
+}
+
+/// 3b. latent_pipeline.png, for a latent model: per test image (a row) the image, E: its latent (channel
+/// 0, times the scale factor, shown as z / 2.5 and scaled up to the image's size), the forward process
+/// noising it to t = 0.2 T, 0.4 T and 0.6 T, DDIM denoising it from there back to t = 0 (SDEdit: 10
+/// steps, the image's class, the report's guidance), the states after steps 3 and 6 and the last, and
+/// D: the decoded image.
+void latent_pipeline_figure(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
+    const ReportOptions& o = r.options;
+    const Index n = std::min<Index>(std::min(o.inpaint_count, test.x.dimension(0)), 6);
+    const Index pixel_side = test.x.dimension(2), pixel_channels = test.x.dimension(1);
+    diffuse::Tensor4<float> images(n, pixel_channels, pixel_side, pixel_side);
+    copy_images(test.x, 0, n, images, 0);
+    const diffuse::Tensor4<float> z0 = r.latent->encode(images, diffuse::derive_seed(o.seed, 2500), o.chunk);  // [n, z, h, w]
+    const int T = r.schedule.num_timesteps();
+    const std::vector<int> shown_t = {T / 5, 2 * T / 5, 3 * T / 5};
+    std::vector<diffuse::Tensor4<float>> noised;
+    diffuse::Tensor4<float> start;
+    for (std::size_t k = 0; k < shown_t.size(); ++k) {
+        diffuse::Generator generator(diffuse::derive_seed(o.seed, 2600 + k));
+        diffuse::Tensor4<float> eps;
+        noised.push_back(diffuse::q_sample(r.schedule, z0, diffuse::Timesteps(static_cast<std::size_t>(n), shown_t[k]), generator, eps));
+    }
+    const int steps = 10, t_start = shown_t.back();
+    diffuse::DDIMOptions<float> options;
+    options.seed = diffuse::derive_seed(o.seed, 2700);
+    options.thresholding = o.sampler.thresholding;
+    options.keep_intermediates = true;
+    if (r.classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
+    for (int k = 0; k < steps; ++k) options.steps.timesteps.push_back(t_start * k / (steps - 1));
+    Phase phase("latent pipeline figure", n, steps, steps, o.log_seconds);
+    options.progress = count_steps(phase, n);
+    const diffuse::Samples<float> s = diffuse::ddim_sample_from(r.schedule, r.classes > 0 ? r.guided : r.plain, steps, noised.back(), options);
+    phase.finish();
+    // columns: image, latent, three noised latents, three denoising states, the decoded image
+    const std::vector<const diffuse::Tensor4<float>*> latents = {&z0, &noised[0], &noised[1], &noised[2], &s.intermediates[3],
+                                                                 &s.intermediates[6], &s.x};
+    const Index columns = 2 + static_cast<Index>(latents.size());
+    const diffuse::Tensor4<float> decoded = r.to_pixels(s.x);
+    const Index f = pixel_side / z0.dimension(2);
+    diffuse::Tensor4<float> figure(n * columns, 1, pixel_side, pixel_side);
+    for (Index i = 0; i < n; ++i) {
+        for (Index y = 0; y < pixel_side; ++y) {
+            for (Index x = 0; x < pixel_side; ++x) {
+                figure(i * columns, 0, y, x) = images(i, 0, y, x);
+                for (std::size_t c = 0; c < latents.size(); ++c) {
+                    figure(i * columns + 1 + static_cast<Index>(c), 0, y, x) = (*latents[c])(i, 0, y / f, x / f) / 2.5f;
+                }
+                figure(i * columns + columns - 1, 0, y, x) = decoded(i, 0, y, x);
+            }
+        }
+    }
+    write_png_grid(r.out_dir + "/latent_pipeline.png", figure, columns, 3, 2);
+    nlohmann::ordered_json names = nlohmann::ordered_json::array({"x (test image)", "z_0 = s E(x), channel 0"});
+    for (const int t : shown_t) names.push_back("z_t at t = " + std::to_string(t) + " (forward process)");
+    names.push_back("DDIM from t = " + std::to_string(t_start) + ", after 3 steps: t = " +
+                    std::to_string(options.steps.timesteps[static_cast<std::size_t>(steps - 4)]));
+    names.push_back("after 6 steps: t = " + std::to_string(options.steps.timesteps[static_cast<std::size_t>(steps - 7)]));
+    names.push_back("denoised z_0");
+    names.push_back("D(z_0 / s) (decoded image)");
+    metrics["latent_pipeline"] = {{"file", "latent_pipeline.png"}, {"columns", names},
+                                  {"rows", "the first " + std::to_string(n) + " test images, each with its class"}};
 }
 
 /// 4. Class agreement (the classifier's class of each class-conditional sample) and the Frechet
@@ -312,8 +425,8 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
 void classifier_scores(const ReportContext& r, const ClassSamples& samples, const TestSet& test,
                        const diffuse::Tensor4<float>& real_x, examples::eval::Classifier<float>& classifier,
                        nlohmann::ordered_json& metrics) {
-    const Index classes = r.classes, side = r.side, channels = r.channels;
-    const diffuse::Tensor4<float>& by_class = samples.x;
+    const Index classes = r.classes;
+    const diffuse::Tensor4<float>& by_class = samples.x;  // [N, C, H, W] images
     const std::vector<int>& requested = samples.requested;
     const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
     Phase scoring("classifier features", 2 * by_class.dimension(0) + test.x.dimension(0) + real_n, 1, 4, r.options.log_seconds);
@@ -329,7 +442,7 @@ void classifier_scores(const ReportContext& r, const ClassSamples& samples, cons
     scoring.step(test.x.dimension(0));
     const auto generated_stats = examples::eval::feature_statistics(classifier.features(by_class));
     scoring.step(by_class.dimension(0));
-    diffuse::Tensor4<float> real(real_n, channels, side, side);
+    diffuse::Tensor4<float> real(real_n, real_x.dimension(1), real_x.dimension(2), real_x.dimension(3));
     copy_images(real_x, 0, real_n, real, 0);
     const auto real_stats = examples::eval::feature_statistics(classifier.features(real));
     scoring.step(real_n);
@@ -401,10 +514,12 @@ void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
                                     const TestSet& test, const diffuse::Tensor4<float>& real_x,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                    const ReportOptions& o) {
+                                    const ReportOptions& o, diffuse::LatentSpace<float>* latent) {
     const auto start = std::chrono::steady_clock::now();
+    if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
-                          model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0)};
+                          model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0),
+                          latent};
     nlohmann::ordered_json metrics;
     metrics["sampler"] = {{"name", o.sampler.name},
                           {"steps", o.sampler.steps},
@@ -416,12 +531,19 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
     const ClassSamples samples = r.classes > 0 ? sample_by_class(r, metrics) : ClassSamples{};
     sample_unconditional(r, metrics);
     inpainting_demo(r, test, metrics);
+    if (latent != nullptr) latent_pipeline_figure(r, test, metrics);
     metrics["pictures_seconds"] = seconds_since(start);
     if (!o.evaluate || r.classes == 0 || classifier == nullptr) return metrics;
 
     const auto eval_start = std::chrono::steady_clock::now();
     classifier_scores(r, samples, test, real_x, *classifier, metrics);
-    bits_per_dim(r, test, metrics);
+    if (latent == nullptr) {
+        bits_per_dim(r, test, metrics);
+    } else {
+        metrics["bits_per_dim"] = {{"value", nullptr},
+                                   {"what", "not computed: a latent model's bound is on its latents, not on the "
+                                            "pixels, and is not comparable with a pixel model's"}};
+    }
     metrics["evaluation_seconds"] = seconds_since(eval_start);
     return metrics;
 }

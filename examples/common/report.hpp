@@ -22,6 +22,7 @@
 
 #include <diffuse/core/tensor.hpp>
 #include <diffuse/io/checkpoint.hpp>
+#include <diffuse/models/latent_diffusion.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/process/thresholding.hpp>
 #include <diffuse/samplers/denoiser.hpp>
@@ -34,6 +35,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,6 +58,25 @@ diffuse::StoredSchedule checkpoint_schedule(const std::map<std::string, std::str
 
 /// The metadata strings of a safetensors file (its header only is read).
 std::map<std::string, std::string> file_metadata(const std::string& path);
+
+// ---- latent diffusion ----------------------------------------------------------------------------------
+
+/// An autoencoder loaded from its weights file, with its scale factor: the latent space of a model.
+struct Latent {
+    diffuse::LatentReference reference;                    // the file (absolute), its configuration, its scale factor
+    std::unique_ptr<diffuse::Autoencoder<float>> autoencoder;
+    std::unique_ptr<diffuse::LatentSpace<float>> space;     // null: a model of pixels
+};
+
+/// Loads an autoencoder weights file (diffuse_train_autoencoder's autoencoder.safetensors).
+Latent load_autoencoder(const std::string& path);
+
+/// The latent space a checkpoint's U-Net works in: none (space null) for a model of pixels, else its
+/// autoencoder, from `autoencoder_path` if given, else from where the checkpoint says it was, checked
+/// against the configuration and scale factor the checkpoint stored and against the U-Net. An
+/// autoencoder given for a pixel model's checkpoint is refused (`program` names the caller).
+Latent checkpoint_latent(const std::string& checkpoint, const std::string& autoencoder_path,
+                         const diffuse::UNetConfig& unet, const char* program);
 
 // ---- sampling ----------------------------------------------------------------------------------------
 
@@ -142,11 +163,13 @@ struct TestSet {
 /// out_dir and, when options.evaluate, returns the figures for metrics.json (class agreement, the
 /// Frechet distance of classifier features, bits/dim on the test subset). `model` holds the weights
 /// to sample with (the EMA's, typically); `classifier` may be null when !options.evaluate.
-/// `real_x` are training images for the real-vs-real Frechet floor.
+/// `real_x` are training images for the real-vs-real Frechet floor. With `latent`, the model is a
+/// latent diffusion model of its latents: every sample is decoded before it is shown or scored, the
+/// inpainting completes the test images' latents, and there is no bits/dim (a bound on latents).
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
                                     const TestSet& test, const diffuse::Tensor4<float>& real_x,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                    const ReportOptions& o);
+                                    const ReportOptions& o, diffuse::LatentSpace<float>* latent = nullptr);
 
 /// Writes `j` to `path` atomically (a temporary, then a rename).
 void write_json(const std::string& path, const nlohmann::ordered_json& j);

@@ -2,14 +2,17 @@
 // batch's mean KL, training lowers the reconstruction error of held-out images, and the latent scale
 // factor makes the latents' variance 1.
 
+#include "../support/bits.hpp"
 #include "../support/reference.hpp"
 
 #include <diffuse/core/random.hpp>
+#include <diffuse/core/threading.hpp>
 #include <diffuse/models/autoencoder.hpp>
 #include <diffuse/optim/autoencoder_trainer.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -103,6 +106,34 @@ TEST_CASE("The latent scale factor gives the encoded latents unit variance", "[m
         if (p.name == "encoder.conv_in.bias") p.value[0] = std::numeric_limits<float>::quiet_NaN();
     });
     REQUIRE_THROWS_AS(diffuse::latent_scale_factor(ae, x), diffuse::numerical_error);
+}
+
+TEST_CASE("Latents encoded and decoded in batches are those of the whole batch and do not depend on the threads",
+          "[models][autoencoder]") {
+    diffuse::Autoencoder<float> ae(trainable_autoencoder(), 4);
+    const auto x = bump_images(12, 8);
+    ae.set_training(false);
+    diffuse::Generator gen(9);
+    const auto q = diffuse::posterior_from_moments(ae.encode(x));
+    const auto z = diffuse::posterior_sample(q, gen.randn<float, 4>(q.mean.dimensions()));  // [12, z, h, w]
+    REQUIRE(diffuse::testing_support::same_bits(diffuse::encode_latents(ae, x, 9, 12), z));
+    const auto whole = ae.decode(z);
+    const int threads = diffuse::num_threads();
+    diffuse::set_num_threads(1);
+    const auto one = diffuse::encode_latents(ae, x, 9, 5);
+    const auto decoded_one = diffuse::decode_latents(ae, z, 5);
+    diffuse::set_num_threads(2);
+    const auto two = diffuse::encode_latents(ae, x, 9, 5);
+    const auto decoded_two = diffuse::decode_latents(ae, z, 5);
+    diffuse::set_num_threads(threads);
+    REQUIRE(diffuse::testing_support::same_bits(one, two));
+    REQUIRE(diffuse::testing_support::same_bits(decoded_one, decoded_two));
+    REQUIRE(decoded_one.dimensions() == whole.dimensions());
+    double worst = 0.0;
+    for (diffuse::Index i = 0; i < whole.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(decoded_one.data()[i]) - whole.data()[i]));
+    CHECK(worst < 1e-5);
+    REQUIRE_THROWS_WITH(diffuse::decode_latents(ae, x, 5), Catch::Contains("z.shape"));
+    REQUIRE_THROWS_WITH(diffuse::encode_latents(ae, x, 9, 0), Catch::Contains("batch = 0"));
 }
 
 TEST_CASE("The autoencoder trainer refuses a negative KL weight", "[optim][autoencoder][errors]") {

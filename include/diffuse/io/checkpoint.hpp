@@ -33,6 +33,8 @@
 //     diffuse.autoencoder_config      the AutoencoderConfig as JSON (autoencoders), for
 //                                     autoencoder_config_from_checkpoint
 //     diffuse.latent_scale_factor     latent diffusion's scale factor, when given (latent_scale_factor_metadata)
+//     diffuse.latent                  a latent diffusion U-Net's autoencoder: its weights file, configuration and
+//                                     scale factor as JSON (latent_metadata, latent_reference_from_checkpoint)
 //     diffuse.trainer_options         the TrainerOptions as JSON (a diffusion trainer's states)
 //     diffuse.autoencoder_trainer_options   the AutoencoderTrainerOptions as JSON (an autoencoder
 //                                     trainer's states, which have no schedule)
@@ -69,6 +71,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -497,6 +500,65 @@ inline double latent_scale_factor_from_checkpoint(const std::string& path) {
         detail::throw_checkpoint(where, path, "diffuse.latent_scale_factor = " + text + ", expected a finite number > 0");
     }
     return j.get<double>();
+}
+
+/// What a latent diffusion model's checkpoint says of the autoencoder whose latents it was trained
+/// on (metadata diffuse.latent): the path of its weights file as it was given, its configuration and
+/// its scale factor, so that a sampling program finds the decoder and can tell it is the right one.
+struct LatentReference {
+    std::string autoencoder;        // the weights file's path
+    AutoencoderConfig config;
+    double scale_factor = 1.0;
+};
+
+/// The metadata entry diffuse.latent of a U-Net trained on the latents of the autoencoder in `path`.
+inline std::map<std::string, std::string> latent_metadata(const LatentReference& reference) {
+    if (!std::isfinite(reference.scale_factor) || !(reference.scale_factor > 0.0)) {
+        detail::throw_invalid("diffuse::latent_metadata", "scale_factor", reference.scale_factor, "a finite number > 0");
+    }
+    nlohmann::ordered_json j;
+    j["autoencoder"] = reference.autoencoder;
+    j["autoencoder_config"] = nlohmann::ordered_json::parse(autoencoder_config_to_json(reference.config));
+    j["scale_factor"] = reference.scale_factor;
+    return {{"diffuse.latent", j.dump()}};
+}
+
+/// The autoencoder a checkpoint's U-Net works in the latents of, or none for a model of pixels.
+inline std::optional<LatentReference> latent_reference_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::latent_reference_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    const auto it = header.metadata.find("diffuse.latent");
+    if (it == header.metadata.end()) return std::nullopt;
+    const std::string key = "diffuse.latent";
+    const nlohmann::json j = detail::config_object(where, path, key, it->second, {"autoencoder", "autoencoder_config", "scale_factor"});
+    LatentReference r;
+    if (!j.at("autoencoder").is_string()) detail::throw_checkpoint(where, path, "metadata diffuse.latent: \"autoencoder\" is not a string");
+    r.autoencoder = j.at("autoencoder").get<std::string>();
+    r.config = autoencoder_config_from_json(j.at("autoencoder_config").dump(), path);
+    r.scale_factor = detail::config_value<double>(where, path, key, j, "scale_factor");
+    if (!std::isfinite(r.scale_factor) || !(r.scale_factor > 0.0)) {
+        detail::throw_checkpoint(where, path, "metadata diffuse.latent: scale_factor = " + std::to_string(r.scale_factor) +
+                                                  ", expected a finite number > 0");
+    }
+    return r;
+}
+
+/// Refuses an autoencoder weights file that is not the one `reference` names: another configuration
+/// or another scale factor than the latent model was trained with.
+inline void check_latent_autoencoder(const LatentReference& reference, const std::string& autoencoder_path) {
+    constexpr const char* where = "diffuse::check_latent_autoencoder";
+    const AutoencoderConfig config = autoencoder_config_from_checkpoint(autoencoder_path);
+    if (autoencoder_config_to_json(config) != autoencoder_config_to_json(reference.config)) {
+        detail::throw_checkpoint(where, autoencoder_path, "the autoencoder's configuration " + autoencoder_config_to_json(config) +
+                                                              " is not the one the latent model was trained with, " +
+                                                              autoencoder_config_to_json(reference.config));
+    }
+    const double scale = latent_scale_factor_from_checkpoint(autoencoder_path);
+    if (scale != reference.scale_factor) {
+        detail::throw_checkpoint(where, autoencoder_path, "the autoencoder's scale factor " + std::to_string(scale) +
+                                                              " is not the one the latent model was trained with, " +
+                                                              std::to_string(reference.scale_factor));
+    }
 }
 
 /// A noise schedule as a checkpoint stores it: its betas, from which NoiseSchedule rebuilds every

@@ -336,31 +336,67 @@ class Autoencoder {
     nn::Conv2d<T> dec_conv_out;
 };
 
-/// Latent diffusion's scale factor: 1 / the standard deviation of the latents z the encoder gives
-/// for `images` [N, C, H, W] in [-1, 1] (sampled from the posterior, the noise from `seed`), over
-/// all their entries, so that the diffusion model sees latents of unit variance (how Stable
-/// Diffusion's 0.18215 was computed). The model is run in evaluation mode, `batch` images at a time.
+/// Latents of `images` [N, C, H, W] in [-1, 1]: z ~ q(z | x) = mean + exp(log_variance / 2) eps, as
+/// LDM's encode_first_stage samples them; [N, z, H/f, W/f]. The model runs in evaluation mode,
+/// `batch` images at a time, and eps comes from `seed`, drawn batch after batch (so the result
+/// depends on `batch` as well as `seed`, and not on the thread count).
 template <class T>
-double latent_scale_factor(Autoencoder<T>& model, const Tensor4<T>& images, std::uint64_t seed = 0, Index batch = 64) {
-    constexpr const char* where = "diffuse::latent_scale_factor";
+Tensor4<T> encode_latents(Autoencoder<T>& model, const Tensor4<T>& images, std::uint64_t seed = 0, Index batch = 64) {
+    constexpr const char* where = "diffuse::encode_latents";
     check_batch(where, "images", images);
     if (batch < 1) detail::throw_invalid(where, "batch", batch, ">= 1");
     model.set_training(false);
     Generator generator(seed);
+    const AutoencoderConfig& c = model.config();
     const Index n = images.dimension(0), per = images.size() / n;
-    double sum = 0.0, squares = 0.0, count = 0.0;
+    const Index latent = c.latent_size(), latent_per = c.z_channels * latent * latent;
+    Tensor4<T> out(n, c.z_channels, latent, latent);  // [N, z, H/f, W/f]
     for (Index first = 0; first < n; first += batch) {
         const Index m = std::min(batch, n - first);
-        Tensor4<T> x(m, images.dimension(1), images.dimension(2), images.dimension(3));
+        Tensor4<T> x(m, images.dimension(1), images.dimension(2), images.dimension(3));  // [m, C, H, W]
         std::copy_n(images.data() + first * per, m * per, x.data());
         const DiagonalGaussianPosterior<T> q = posterior_from_moments(model.encode(x));
-        const Tensor4<T> z = posterior_sample(q, generator.randn<T, 4>(q.mean.dimensions()));
-        for (Index i = 0; i < z.size(); ++i) {
-            sum += z.data()[i];
-            squares += static_cast<double>(z.data()[i]) * z.data()[i];
-        }
-        count += static_cast<double>(z.size());
+        const Tensor4<T> z = posterior_sample(q, generator.randn<T, 4>(q.mean.dimensions()));  // [m, z, h, w]
+        std::copy_n(z.data(), m * latent_per, out.data() + first * latent_per);
     }
+    return out;
+}
+
+/// The decoder's images D(z) [N, C, H, W] of latents z [N, z, H/f, W/f], `batch` at a time, in
+/// evaluation mode. (A diffusion model's latents are z times the scale factor: divide first.)
+template <class T>
+Tensor4<T> decode_latents(Autoencoder<T>& model, const Tensor4<T>& z, Index batch = 64) {
+    constexpr const char* where = "diffuse::decode_latents";
+    check_batch(where, "z", z);
+    if (batch < 1) detail::throw_invalid(where, "batch", batch, ">= 1");
+    model.set_training(false);
+    const AutoencoderConfig& c = model.config();
+    const Index n = z.dimension(0), per = z.size() / n, image_per = c.in_channels * c.image_size * c.image_size;
+    Tensor4<T> out(n, c.in_channels, c.image_size, c.image_size);  // [N, C, H, W]
+    for (Index first = 0; first < n; first += batch) {
+        const Index m = std::min(batch, n - first);
+        Tensor4<T> part(m, z.dimension(1), z.dimension(2), z.dimension(3));  // [m, z, h, w]
+        std::copy_n(z.data() + first * per, m * per, part.data());
+        const Tensor4<T> x = model.decode(part);
+        std::copy_n(x.data(), m * image_per, out.data() + first * image_per);
+    }
+    return out;
+}
+
+/// Latent diffusion's scale factor: 1 / the standard deviation of the latents z the encoder gives
+/// for `images` [N, C, H, W] in [-1, 1] (encode_latents(model, images, seed, batch)), over all their
+/// entries, so that the diffusion model sees latents of unit variance (how Stable Diffusion's
+/// 0.18215 was computed).
+template <class T>
+double latent_scale_factor(Autoencoder<T>& model, const Tensor4<T>& images, std::uint64_t seed = 0, Index batch = 64) {
+    constexpr const char* where = "diffuse::latent_scale_factor";
+    const Tensor4<T> z = encode_latents(model, images, seed, batch);  // [N, z, h, w]
+    double sum = 0.0, squares = 0.0;
+    for (Index i = 0; i < z.size(); ++i) {
+        sum += z.data()[i];
+        squares += static_cast<double>(z.data()[i]) * z.data()[i];
+    }
+    const double count = static_cast<double>(z.size());
     const double mean = sum / count, variance = squares / count - mean * mean;
     const double factor = 1.0 / std::sqrt(variance);
     if (!std::isfinite(factor) || !(factor > 0.0)) {
