@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
                                  {"test_accuracy", accuracy == header.end() ? nlohmann::ordered_json()
                                                                             : nlohmann::ordered_json(std::stod(accuracy->second))}};
         if (latent.space) metrics["latent"] = {{"autoencoder", latent.reference.autoencoder}, {"scale_factor", latent.reference.scale_factor}};
-        const auto figures = examples::write_report(model, schedule, test_set, real_x, &classifier, out_dir, report, latent.space.get());
+        const auto figures = examples::write_report(model, schedule, test_set, real_x, &classifier, out_dir, report, latent.space.get(),
+                                                    latent.reference.clip_range);
         for (const auto& [key, value] : figures.items()) metrics[key] = value;
         metrics["total_seconds"] = examples::seconds_since(start);
         examples::write_json(out_dir + "/metrics.json", metrics);

@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
 
         const bool conditional = num_classes > 0 && !unconditional;
         const diffuse::ModelFn<float> fn = examples::guided_model(model, conditional ? guidance : 1.0);
+        if (latent.space) sampler = sampler.for_latents(latent.reference.clip_range);
         const auto start = std::chrono::steady_clock::now();
         examples::Phase phase("sampling", n, sampler.steps, sampler.steps, log_seconds);
         const diffuse::Samples<float> sampled = examples::run_sampler(

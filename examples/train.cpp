@@ -415,6 +415,7 @@ int main(int argc, char** argv) {
                 phase.step(m);
             }
             phase.finish();
+            loaded.reference.clip_range = diffuse::latent_clip_range(train_latents);
             encode_seconds = examples::seconds_since(encode_start);
         }
 
@@ -445,10 +446,11 @@ int main(int argc, char** argv) {
                     a.schedule.c_str(), a.timesteps, static_cast<long long>(a.batch_size), options.adam.lr,
                     options.warmup_steps, options.ema_decay, diffuse::num_threads());
         if (latent) {
-            std::printf("latent diffusion: %lldx%lldx%lld latents of %s (scale factor %.5f), encoded in %.1f s\n",
+            std::printf("latent diffusion: %lldx%lldx%lld latents of %s (scale factor %.5f), encoded in %.1f s; x0 "
+                        "clipped to +-%.3f\n",
                         static_cast<long long>(latent->latent_channels()), static_cast<long long>(latent->latent_size()),
                         static_cast<long long>(latent->latent_size()), latent_reference.autoencoder.c_str(),
-                        latent_reference.scale_factor, encode_seconds);
+                        latent_reference.scale_factor, encode_seconds, latent_reference.clip_range);
         }
         if (!a.resume.empty()) std::printf("resumed from %s at step %ld\n", a.resume.c_str(), first_step);
         if (a.steps > 0) {
@@ -515,10 +517,14 @@ int main(int argc, char** argv) {
             train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
         nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
         const auto figures = examples::write_report(ema_model, noise_schedule, test_set, real_x,
-                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report, latent);
+                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report, latent,
+                                                    latent_reference.clip_range);
         if (latent) {
             metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
                                  {"scale_factor", latent_reference.scale_factor},
+                                 {"clip_range", latent_reference.clip_range},
+                                 {"clip_range_what", "x0 predictions clipped to [-r, r]: the 0.995 quantile of |z_0| "
+                                                     "over the training latents"},
                                  {"latent_shape", {latent->latent_channels(), latent->latent_size(), latent->latent_size()}},
                                  {"encode_seconds", encode_seconds}};
         }

@@ -21,6 +21,7 @@
 #include "common/classifier_metrics.hpp"
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
+#include "common/frechet.hpp"
 #include "common/png_grid.hpp"
 #include "common/progress.hpp"
 #include "common/report.hpp"
@@ -406,6 +407,23 @@ int main(int argc, char** argv) {
             const std::vector<int> on_reconstructions = classifier.predict(r.x_hat);
             double same = 0.0;
             for (std::size_t i = 0; i < on_images.size(); ++i) same += on_images[i] == on_reconstructions[i] ? 1.0 : 0.0;
+            // the Frechet distance of 1000 training images' reconstructions to the test images, against
+            // that of the images themselves: the floor the latent pipeline's samples can reach
+            const Index n_real = std::min<Index>(1000, n_train);
+            diffuse::Tensor4<float> real(n_real, 1, train_x.dimension(2), train_x.dimension(3));
+            std::copy_n(train_x.data(), real.size(), real.data());
+            const Reconstructions real_r = reconstruct(ema_model, real);
+            const auto test_stats = examples::eval::feature_statistics(classifier.features(test_x));
+            const double real_fd = examples::eval::frechet_distance(examples::eval::feature_statistics(classifier.features(real)), test_stats);
+            const double reconstructed_fd =
+                examples::eval::frechet_distance(examples::eval::feature_statistics(classifier.features(real_r.x_hat)), test_stats);
+            metrics["frechet_distance"] = {{"reconstructions_vs_test", reconstructed_fd},
+                                           {"real_vs_test", real_fd},
+                                           {"images", n_real},
+                                           {"test_images", n_test},
+                                           {"what", "the classifier features' Frechet distance of the first training images' "
+                                                    "reconstructions, and of the images, to the test images: the floor "
+                                                    "of the latent pipeline's samples at this sample size"}};
             metrics["classifier"] = {
                 {"path", a.classifier_path},
                 {"accuracy_on_test_images", examples::eval::accuracy(on_images, test_y)},
@@ -418,9 +436,12 @@ int main(int argc, char** argv) {
         examples::write_json(a.out_dir + "/metrics.json", metrics);
         std::printf("scale factor %.5f; test MSE %.5f, PSNR %.2f dB", scale, r.mse, r.psnr);
         if (a.evaluate) {
-            std::printf("; classifier accuracy %.4f on the test images, %.4f on their reconstructions",
+            std::printf("; classifier accuracy %.4f on the test images, %.4f on their reconstructions; Frechet distance "
+                        "of reconstructions %.2f (of the images: %.2f)",
                         metrics["classifier"]["accuracy_on_test_images"].get<double>(),
-                        metrics["classifier"]["accuracy_on_reconstructions"].get<double>());
+                        metrics["classifier"]["accuracy_on_reconstructions"].get<double>(),
+                        metrics["frechet_distance"]["reconstructions_vs_test"].get<double>(),
+                        metrics["frechet_distance"]["real_vs_test"].get<double>());
         }
         std::printf("\nwrote into %s: autoencoder.safetensors, checkpoint.safetensors, loss.csv, reconstructions.png, "
                     "metrics.json (%.0f s in all)\n",

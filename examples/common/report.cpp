@@ -76,6 +76,7 @@ Latent checkpoint_latent(const std::string& checkpoint, const std::string& autoe
     }
     diffuse::check_latent_autoencoder(*stored, path);
     Latent latent = load_autoencoder(path);
+    latent.reference.clip_range = stored->clip_range;
     diffuse::check_latent_unet(unet, latent.reference.config);
     return latent;
 }
@@ -101,7 +102,8 @@ void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
                    "x0 predictions: clip to [-1, 1], dynamic (Imagen's, p = 0.995) or none")
         ->transform(CLI::CheckedTransformer(kinds, CLI::ignore_case))
         ->type_name("TEXT:{none,clip,dynamic}")
-        ->default_str(diffuse::to_string(sampler.thresholding));
+        ->default_str(std::string(diffuse::to_string(sampler.thresholding)) + " (none for a latent model)")
+        ->each([&sampler](const std::string&) { sampler.thresholding_given = true; });
 }
 
 diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
@@ -113,6 +115,7 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
     options.seed = seed;
     options.labels = labels;
     options.thresholding = sampler.thresholding;
+    options.clip_range = sampler.clip_range;
     options.keep_intermediates = keep_intermediates;
     options.progress = progress;
     diffuse::StepSelection selection;
@@ -330,6 +333,7 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
     options.jump_length = o.inpaint_jump;
     options.resample_count = o.inpaint_resample;
     options.thresholding = o.sampler.thresholding;
+    options.clip_range = o.sampler.clip_range;
     if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
     const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
         schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
@@ -382,6 +386,7 @@ void latent_pipeline_figure(const ReportContext& r, const TestSet& test, nlohman
     diffuse::DDIMOptions<float> options;
     options.seed = diffuse::derive_seed(o.seed, 2700);
     options.thresholding = o.sampler.thresholding;
+    options.clip_range = o.sampler.clip_range;
     options.keep_intermediates = true;
     if (r.classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
     for (int k = 0; k < steps; ++k) options.steps.timesteps.push_back(t_start * k / (steps - 1));
@@ -514,8 +519,11 @@ void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
                                     const TestSet& test, const diffuse::Tensor4<float>& real_x,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                    const ReportOptions& o, diffuse::LatentSpace<float>* latent) {
+                                    const ReportOptions& given, diffuse::LatentSpace<float>* latent,
+                                    double latent_clip) {
     const auto start = std::chrono::steady_clock::now();
+    ReportOptions o = given;
+    if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
     if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
                           model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0),
@@ -524,6 +532,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
     metrics["sampler"] = {{"name", o.sampler.name},
                           {"steps", o.sampler.steps},
                           {"thresholding", diffuse::to_string(o.sampler.thresholding)},
+                          {"clip_range", o.sampler.clip_range},
                           {"spacing", "trailing"},
                           {"guidance_scale", o.guidance_scale},
                           {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},

@@ -92,6 +92,17 @@ struct SamplerChoice {
     // few-step sampler that starts at t = T - 1 of the cosine schedule, where sqrt(alphabar) ~ 5e-5, turns
     // the model's small eps error there into an x0 of +-1000 that it never recovers from.
     diffuse::Thresholding thresholding = diffuse::Thresholding::clip;
+    double clip_range = 1.0;          // clip's bound: x0 in [-r, r]
+    bool thresholding_given = false;  // --thresholding was on the command line
+
+    /// What a model of latents samples with: x0 clipped to the latents' range r (the checkpoint's
+    /// diffuse.latent clip_range) instead of the images' [-1, 1], unless --thresholding said otherwise.
+    SamplerChoice for_latents(double range) const {
+        SamplerChoice out = *this;
+        if (!thresholding_given) out.thresholding = diffuse::Thresholding::clip;
+        out.clip_range = range;
+        return out;
+    }
 };
 
 /// --thresholding {none, clip, dynamic}: what the samplers do to each x0 prediction.
@@ -165,11 +176,13 @@ struct TestSet {
 /// to sample with (the EMA's, typically); `classifier` may be null when !options.evaluate.
 /// `real_x` are training images for the real-vs-real Frechet floor. With `latent`, the model is a
 /// latent diffusion model of its latents: every sample is decoded before it is shown or scored, the
-/// inpainting completes the test images' latents, and there is no bits/dim (a bound on latents).
+/// inpainting completes the test images' latents, the samplers clip x0 to [-latent_clip, latent_clip]
+/// (SamplerChoice::for_latents), and there is no bits/dim (a bound on latents).
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
                                     const TestSet& test, const diffuse::Tensor4<float>& real_x,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                    const ReportOptions& o, diffuse::LatentSpace<float>* latent = nullptr);
+                                    const ReportOptions& o, diffuse::LatentSpace<float>* latent = nullptr,
+                                    double latent_clip = 1.0);
 
 /// Writes `j` to `path` atomically (a temporary, then a rename).
 void write_json(const std::string& path, const nlohmann::ordered_json& j);

@@ -38,6 +38,19 @@ for key in latent class_agreement frechet_distance; do
     grep -q "\"$key\"" "$work/latent/metrics.json" || { echo "the latent run's metrics.json has no $key"; exit 1; }
 done
 
+# resumed at step 3 (the autoencoder taken from the checkpoint), it must end with the straight run's checkpoint
+"$train" --config tiny --steps 3 --batch-size 16 --checkpoint-every 0 --log-seconds 0 --no-eval \
+    --autoencoder "$work/ae/autoencoder.safetensors" --out "$work/latent_half" "${small[@]}"
+"$train" --steps 6 --checkpoint-every 0 --log-seconds 0 --no-eval --resume "$work/latent_half/checkpoint.safetensors" \
+    --out "$work/latent_half" "${small[@]}"
+cmp "$work/latent/checkpoint.safetensors" "$work/latent_half/checkpoint.safetensors" ||
+    { echo "the resumed latent run's checkpoint differs from the straight run's"; exit 1; }
+
+for sampler in ddpm ddim dpm++2m; do
+    "$sample" --checkpoint "$work/latent/checkpoint.safetensors" --sampler $sampler --classes 4 --count 2 --steps 3 \
+        --out "$work/samples_$sampler.png"
+    [[ -s $work/samples_$sampler.png ]] || { echo "diffuse_sample --sampler $sampler wrote no PNG"; exit 1; }
+done
 "$sample" --checkpoint "$work/latent/checkpoint.safetensors" --classes 1,7 --count 3 --steps 4 \
     --out "$work/samples.png" --npy "$work/samples.npy"
 # decoded: 6 samples of 28x28 bytes after a 128-byte header

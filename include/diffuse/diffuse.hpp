@@ -46,6 +46,7 @@
 #include "diffuse/nn/time_mlp.hpp"
 
 #include "diffuse/models/autoencoder.hpp"
+#include "diffuse/models/latent_diffusion.hpp"
 #include "diffuse/models/unet.hpp"
 
 #include "diffuse/optim/adam.hpp"

@@ -6,6 +6,8 @@
 #include <diffuse/models/autoencoder.hpp>
 #include <diffuse/models/latent_diffusion.hpp>
 #include <diffuse/models/unet.hpp>
+#include <diffuse/process/thresholding.hpp>
+#include <diffuse/samplers/options.hpp>
 
 #include "../support/bits.hpp"
 #include "../support/rejection.hpp"
@@ -127,11 +129,12 @@ TEST_CASE("A latent checkpoint names its autoencoder and refuses another one", "
     u.attention_resolutions = {};
     diffuse::UNet<float> unet(diffuse::latent_unet_config(u, c), 1);
     CHECK_FALSE(diffuse::latent_reference_from_checkpoint(ae_path).has_value());  // not a latent model
-    diffuse::save_weights(unet_path, unet, diffuse::latent_metadata({ae_path, c, 0.75}));
+    diffuse::save_weights(unet_path, unet, diffuse::latent_metadata({ae_path, c, 0.75, 2.5}));
     const auto reference = diffuse::latent_reference_from_checkpoint(unet_path);
     REQUIRE(reference.has_value());
     CHECK(reference->autoencoder == ae_path);
     CHECK(reference->scale_factor == 0.75);
+    CHECK(reference->clip_range == 2.5);
     CHECK(reference->config.z_channels == 2);
     diffuse::check_latent_autoencoder(*reference, ae_path);
 
@@ -142,6 +145,27 @@ TEST_CASE("A latent checkpoint names its autoencoder and refuses another one", "
     diffuse::Autoencoder<float> other(wider, 3);
     diffuse::save_weights(other_path, other, diffuse::latent_scale_factor_metadata(0.75));
     REQUIRE_THROWS_WITH(diffuse::check_latent_autoencoder(*reference, other_path), Catch::Contains("configuration"));
-    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_metadata({ae_path, c, -1.0}); }),
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_metadata({ae_path, c, -1.0, 1.0}); }),
                Catch::Contains("scale_factor = -1"));
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_metadata({ae_path, c, 1.0, 0.0}); }),
+               Catch::Contains("clip_range = 0"));
+    // a latent U-Net's file where a pixel U-Net is expected: refused naming the input convolution
+    diffuse::UNet<float> pixel(u, 1);
+    REQUIRE_THROWS_WITH(diffuse::load_weights(unet_path, pixel), Catch::Contains("conv_in.weight: shape"));
+}
+
+TEST_CASE("The latent clip range is the quantile of the latents' magnitudes and clipping uses it", "[models][latent]") {
+    diffuse::Tensor4<float> z(1, 1, 2, 5);  // |z| = 0, 1, ..., 9
+    for (diffuse::Index i = 0; i < 10; ++i) z.data()[i] = static_cast<float>(i % 2 == 0 ? i : -i);
+    CHECK(diffuse::latent_clip_range(z, 1.0) == 9.0);
+    CHECK(diffuse::latent_clip_range(z, 0.5) == Approx(4.5));  // numpy.quantile(range(10), 0.5)
+    const auto clipped = diffuse::clip_x0(z, 2.5);
+    CHECK(clipped.data()[9] == -2.5f);
+    CHECK(clipped.data()[2] == 2.0f);
+    CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::latent_clip_range(z, 0.0); }), Catch::Contains("q = 0"));
+    diffuse::SamplerOptions<float> options;
+    options.thresholding = diffuse::Thresholding::clip;
+    options.clip_range = -1.0;
+    CHECK_THAT(diffuse::testing_support::rejection([&] { diffuse::detail::check_sampler_options("test", options, 1); }),
+               Catch::Contains("clip_range = -1"));
 }

@@ -504,11 +504,13 @@ inline double latent_scale_factor_from_checkpoint(const std::string& path) {
 
 /// What a latent diffusion model's checkpoint says of the autoencoder whose latents it was trained
 /// on (metadata diffuse.latent): the path of its weights file as it was given, its configuration and
-/// its scale factor, so that a sampling program finds the decoder and can tell it is the right one.
+/// its scale factor, so that a sampling program finds the decoder and can tell it is the right one;
+/// and the range of its training latents, which the samplers clip x0 predictions to.
 struct LatentReference {
     std::string autoencoder;        // the weights file's path
     AutoencoderConfig config;
     double scale_factor = 1.0;
+    double clip_range = 1.0;        // r: x0 predictions clipped to [-r, r] (Thresholding::clip)
 };
 
 /// The metadata entry diffuse.latent of a U-Net trained on the latents of the autoencoder in `path`.
@@ -516,10 +518,14 @@ inline std::map<std::string, std::string> latent_metadata(const LatentReference&
     if (!std::isfinite(reference.scale_factor) || !(reference.scale_factor > 0.0)) {
         detail::throw_invalid("diffuse::latent_metadata", "scale_factor", reference.scale_factor, "a finite number > 0");
     }
+    if (!std::isfinite(reference.clip_range) || !(reference.clip_range > 0.0)) {
+        detail::throw_invalid("diffuse::latent_metadata", "clip_range", reference.clip_range, "a finite number > 0");
+    }
     nlohmann::ordered_json j;
     j["autoencoder"] = reference.autoencoder;
     j["autoencoder_config"] = nlohmann::ordered_json::parse(autoencoder_config_to_json(reference.config));
     j["scale_factor"] = reference.scale_factor;
+    j["clip_range"] = reference.clip_range;
     return {{"diffuse.latent", j.dump()}};
 }
 
@@ -530,15 +536,18 @@ inline std::optional<LatentReference> latent_reference_from_checkpoint(const std
     const auto it = header.metadata.find("diffuse.latent");
     if (it == header.metadata.end()) return std::nullopt;
     const std::string key = "diffuse.latent";
-    const nlohmann::json j = detail::config_object(where, path, key, it->second, {"autoencoder", "autoencoder_config", "scale_factor"});
+    const nlohmann::json j = detail::config_object(where, path, key, it->second, {"autoencoder", "autoencoder_config", "scale_factor", "clip_range"});
     LatentReference r;
     if (!j.at("autoencoder").is_string()) detail::throw_checkpoint(where, path, "metadata diffuse.latent: \"autoencoder\" is not a string");
     r.autoencoder = j.at("autoencoder").get<std::string>();
     r.config = autoencoder_config_from_json(j.at("autoencoder_config").dump(), path);
     r.scale_factor = detail::config_value<double>(where, path, key, j, "scale_factor");
-    if (!std::isfinite(r.scale_factor) || !(r.scale_factor > 0.0)) {
-        detail::throw_checkpoint(where, path, "metadata diffuse.latent: scale_factor = " + std::to_string(r.scale_factor) +
-                                                  ", expected a finite number > 0");
+    r.clip_range = detail::config_value<double>(where, path, key, j, "clip_range");
+    for (const auto& [name, value] : {std::pair<const char*, double>{"scale_factor", r.scale_factor}, {"clip_range", r.clip_range}}) {
+        if (!std::isfinite(value) || !(value > 0.0)) {
+            detail::throw_checkpoint(where, path, std::string("metadata diffuse.latent: ") + name + " = " +
+                                                      std::to_string(value) + ", expected a finite number > 0");
+        }
     }
     return r;
 }

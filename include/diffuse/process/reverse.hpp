@@ -99,6 +99,7 @@ struct ReverseOptions {
     ModelVariance variance = ModelVariance::fixed_small;
     Thresholding thresholding = Thresholding::none;  // what is done to the x0 prediction before taking the mean
     double dynamic_percentile = 0.995;               // Imagen's p, for Thresholding::dynamic
+    double clip_range = 1.0;                         // Thresholding::clip's bound: x0 in [-r, r]
 };
 
 /// The reverse step of each sample at its step t[n] (Improved DDPM's p_mean_variance).
@@ -110,6 +111,7 @@ ReverseStep<T> p_mean_variance(const NoiseSchedule<T>& schedule, const Tensor4<T
     check_batch(where, "x_t", x_t);
     check_timesteps(where, t, x_t.dimension(0), schedule.num_timesteps());
     if (options.thresholding == Thresholding::dynamic) detail::check_percentile(where, options.dynamic_percentile);
+    if (options.thresholding == Thresholding::clip) detail::check_clip_range(where, options.clip_range);
     const Index c = x_t.dimension(1);
     const std::array<Index, 4> want = {x_t.dimension(0), model_output_channels(c, options.variance), x_t.dimension(2),
                                        x_t.dimension(3)};
@@ -122,7 +124,7 @@ ReverseStep<T> p_mean_variance(const NoiseSchedule<T>& schedule, const Tensor4<T
     const Tensor4<T> v = learned ? channel_slice(model_output, c, c) : Tensor4<T>();         // [N, C, H, W]
     ReverseStep<T> step;
     step.pred_x0 = threshold_x0(predict_x0(schedule, x_t, t, mean_part, options.prediction), options.thresholding,
-                                options.dynamic_percentile);
+                                options.dynamic_percentile, options.clip_range);
     step.mean = q_posterior_mean(schedule, step.pred_x0, x_t, t);
     step.log_variance = model_log_variance(schedule, options.variance, t, v, x_t);
     return step;

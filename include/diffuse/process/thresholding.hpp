@@ -1,6 +1,7 @@
 #pragma once
 // What a sampler does to its x0 prediction before using it: nothing, clipping to the data range
-// [-1, 1] (DDPM's and Improved DDPM's clip_denoised), or Imagen's dynamic thresholding (Saharia et al.
+// [-r, r], r = 1 for images in [-1, 1] (DDPM's and Improved DDPM's clip_denoised), r the latents' range
+// for a latent model, or Imagen's dynamic thresholding (Saharia et al.
 // 2022, section 2.3): per sample, s = max(percentile p of |x0|, 1), then x0 <- clip(x0, -s, s) / s.
 
 #include "diffuse/core/error.hpp"
@@ -26,6 +27,10 @@ inline const char* to_string(Thresholding t) {
 
 namespace detail {
 
+inline void check_clip_range(const char* where, double range) {
+    if (!std::isfinite(range) || !(range > 0.0)) throw_invalid(where, "clip_range", range, "a finite number > 0");
+}
+
 inline void check_percentile(const char* where, double percentile) {
     if (!(percentile > 0.0 && percentile <= 1.0)) {
         throw_invalid(where, "percentile", percentile, "a fraction in (0, 1] (Imagen uses 0.995)");
@@ -34,11 +39,12 @@ inline void check_percentile(const char* where, double percentile) {
 
 }  // namespace detail
 
-/// x0 clamped to [-1, 1] elementwise. x0: [N, ...] -> [N, ...].
+/// x0 clamped to [-range, range] elementwise. x0: [N, ...] -> [N, ...].
 template <class T, int Rank>
-Tensor<T, Rank> clip_x0(const Tensor<T, Rank>& x0) {
+Tensor<T, Rank> clip_x0(const Tensor<T, Rank>& x0, double range = 1.0) {
     Tensor<T, Rank> out(x0.dimensions());
-    for (Index i = 0; i < x0.size(); ++i) out.data()[i] = std::clamp(x0.data()[i], T(-1), T(1));
+    const T r = static_cast<T>(range);
+    for (Index i = 0; i < x0.size(); ++i) out.data()[i] = std::clamp(x0.data()[i], -r, r);
     return out;
 }
 
@@ -79,9 +85,10 @@ Tensor<T, Rank> dynamic_threshold(const Tensor<T, Rank>& x0, double percentile =
 
 /// x0 after the chosen thresholding. x0: [N, ...] -> [N, ...].
 template <class T, int Rank>
-Tensor<T, Rank> threshold_x0(const Tensor<T, Rank>& x0, Thresholding kind, double percentile = 0.995) {
+Tensor<T, Rank> threshold_x0(const Tensor<T, Rank>& x0, Thresholding kind, double percentile = 0.995,
+                             double clip_range = 1.0) {
     switch (kind) {
-        case Thresholding::clip: return clip_x0(x0);
+        case Thresholding::clip: return clip_x0(x0, clip_range);
         case Thresholding::dynamic: return dynamic_threshold(x0, percentile);
         case Thresholding::none: break;
     }

@@ -33,7 +33,7 @@ namespace detail {
 /// The reverse step's options from a sampler's.
 template <class T>
 ReverseOptions reverse_options(const DDPMOptions<T>& options) {
-    return {options.prediction, options.variance, options.thresholding, options.dynamic_percentile};
+    return {options.prediction, options.variance, options.thresholding, options.dynamic_percentile, options.clip_range};
 }
 
 /// The ancestral step of ddpm_step, its arguments already checked:

@@ -126,7 +126,7 @@ Denoised<T> denoise(const char* where, const NoiseSchedule<T>& schedule, const M
     Denoised<T> d;
     d.eps = predict_eps(schedule, x, steps, output, options.prediction);
     d.x0 = threshold_x0(predict_x0(schedule, x, steps, output, options.prediction), options.thresholding,
-                        options.dynamic_percentile);
+                        options.dynamic_percentile, options.clip_range);
     return d;
 }
 

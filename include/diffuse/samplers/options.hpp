@@ -38,6 +38,8 @@ struct SamplerOptions {
     std::vector<int> labels;                      // [N] class per sample; empty for an unconditional model
     Thresholding thresholding = Thresholding::none;
     double dynamic_percentile = 0.995;            // Imagen's p, for Thresholding::dynamic
+    double clip_range = 1.0;                      // Thresholding::clip's bound, x0 in [-r, r]: 1 for images in
+                                                  // [-1, 1], the latents' range for a latent model
     ProgressFn<T> progress;                       // empty: no reports
     bool keep_intermediates = false;
 };
@@ -79,6 +81,7 @@ void check_sampler_options(const char* where, const SamplerOptions<T>& options, 
                       "one label per sample, " + std::to_string(batch) + ", or none for an unconditional model");
     }
     if (options.thresholding == Thresholding::dynamic) check_percentile(where, options.dynamic_percentile);
+    if (options.thresholding == Thresholding::clip) check_clip_range(where, options.clip_range);
 }
 
 inline void check_shape4(const char* where, const Shape4& shape) {
