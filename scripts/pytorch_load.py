@@ -11,7 +11,10 @@ from the file's metadata (diffuse.unet_config).
 
 diffuse_sample --dump-io writes a fixed input (x, t, labels) and diffuse's output on it as .npy files;
 this script runs the PyTorch module on the same input and reports the largest absolute difference,
-which must be within float32 tolerance.
+which must be within float32 tolerance. For a latent diffusion checkpoint (diffuse.latent in its
+metadata) it also loads the autoencoder's weights file (where the checkpoint says, or --autoencoder)
+into benchmarks/pytorch_reference.py's Autoencoder by name and compares the encoder's moments and the
+decoder's output on diffuse_sample's fixed input the same way.
 
     python3 scripts/pytorch_load.py --checkpoint out/train/checkpoint.safetensors \
         [--sample build/release/examples/diffuse_sample] [--no-ema] [--tolerance 1e-4]
