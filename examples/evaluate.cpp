@@ -75,14 +75,9 @@ int main(int argc, char** argv) {
         const diffuse::NoiseSchedule<float> schedule(examples::checkpoint_schedule(metadata, checkpoint).betas);
         const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, model.config(), "diffuse_evaluate");
 
-        examples::LabelledImages train, test;
-        try {
-            train = examples::read_labelled(data_dir, "train");
-            test = examples::read_labelled(data_dir, "t10k");
-        } catch (const examples::missing_dataset& e) {
-            std::cerr << "diffuse_evaluate: " << e.what() << '\n';
-            std::exit(77);
-        }
+        const examples::Splits splits = examples::read_splits_or_exit(data_dir, "diffuse_evaluate");
+        const examples::LabelledImages& train = splits.train;
+        const examples::LabelledImages& test = splits.test;
         const diffuse::Index n_test = std::min(test_images, test.images.count);
         const examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
                                          std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};

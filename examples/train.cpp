@@ -61,8 +61,6 @@ namespace {
 using diffuse::Index;
 using Clock = std::chrono::steady_clock;
 
-/// Exit code of a run that could not start because the data set is not installed (CTest skips).
-constexpr int missing_data_exit_code = 77;
 
 diffuse::UNetConfig model_config(const std::string& name) {
     diffuse::UNetConfig c = name == "reference" ? diffuse::UNetConfig::reference() : diffuse::UNetConfig::small();
@@ -352,10 +350,7 @@ int main(int argc, char** argv) {
     return examples::run(app, argc, argv, [&] {
         const auto run_start = Clock::now();
         if (a.threads > 0) diffuse::set_num_threads(a.threads);
-        if (a.classifier_path.empty()) {
-            const std::filesystem::path parent = std::filesystem::path(a.out_dir).parent_path();
-            a.classifier_path = (parent.empty() ? std::filesystem::path(".") : parent).string() + "/classifier.safetensors";
-        }
+        if (a.classifier_path.empty()) a.classifier_path = examples::default_classifier_path(a.out_dir);
         std::filesystem::create_directories(a.out_dir);
         const std::string checkpoint_path = a.out_dir + "/checkpoint.safetensors";
         const diffuse::DataCursor cursor = a.resume.empty() ? diffuse::DataCursor{} : take_settings_from_checkpoint(a);
@@ -363,14 +358,9 @@ int main(int argc, char** argv) {
         if (!(a.minutes > 0.0) && a.steps <= 0) diffuse::detail::throw_invalid("diffuse_train", "--minutes", a.minutes, "> 0, or --steps");
 
         // The data.
-        examples::LabelledImages train_data, test;
-        try {
-            train_data = examples::read_labelled(a.data_dir, "train");
-            test = examples::read_labelled(a.data_dir, "t10k");
-        } catch (const examples::missing_dataset& e) {
-            std::cerr << "diffuse_train: " << e.what() << '\n';
-            std::exit(missing_data_exit_code);
-        }
+        const examples::Splits splits = examples::read_splits_or_exit(a.data_dir, "diffuse_train");
+        const examples::LabelledImages& train_data = splits.train;
+        const examples::LabelledImages& test = splits.test;
         const Index n_train = a.max_images > 0 ? std::min(a.max_images, train_data.images.count) : train_data.images.count;
         const Index n_test = std::min(a.test_images, test.images.count);
         examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),

@@ -53,7 +53,6 @@ namespace {
 using diffuse::Index;
 using Clock = std::chrono::steady_clock;
 
-constexpr int missing_data_exit_code = 77;  // the data set is not installed (CTest skips)
 constexpr const char* prefix = "diffuse_train_autoencoder.";
 
 struct Arguments {
@@ -228,10 +227,7 @@ int main(int argc, char** argv) {
     return examples::run(app, argc, argv, [&] {
         const auto run_start = Clock::now();
         if (a.threads > 0) diffuse::set_num_threads(a.threads);
-        if (a.classifier_path.empty()) {
-            const std::filesystem::path parent = std::filesystem::path(a.out_dir).parent_path();
-            a.classifier_path = (parent.empty() ? std::filesystem::path(".") : parent).string() + "/classifier.safetensors";
-        }
+        if (a.classifier_path.empty()) a.classifier_path = examples::default_classifier_path(a.out_dir);
         std::filesystem::create_directories(a.out_dir);
         const std::string checkpoint_path = a.out_dir + "/checkpoint.safetensors";
         const std::string weights_path = a.out_dir + "/autoencoder.safetensors";
@@ -249,14 +245,9 @@ int main(int argc, char** argv) {
             diffuse::detail::throw_invalid("diffuse_train_autoencoder", "--minutes", a.minutes, "> 0, or --steps");
         }
 
-        examples::LabelledImages train_data, test;
-        try {
-            train_data = examples::read_labelled(a.data_dir, "train");
-            test = examples::read_labelled(a.data_dir, "t10k");
-        } catch (const examples::missing_dataset& e) {
-            std::cerr << "diffuse_train_autoencoder: " << e.what() << '\n';
-            std::exit(missing_data_exit_code);
-        }
+        const examples::Splits splits = examples::read_splits_or_exit(a.data_dir, "diffuse_train_autoencoder");
+        const examples::LabelledImages& train_data = splits.train;
+        const examples::LabelledImages& test = splits.test;
         const Index n_train = a.max_images > 0 ? std::min(a.max_images, train_data.images.count) : train_data.images.count;
         const Index n_test = std::min(a.test_images, test.images.count);
         const diffuse::Tensor4<float> train_x = diffuse::images_to_tensor<float>(train_data.images, 0, n_train);  // [N, 1, H, W]

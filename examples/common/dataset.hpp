@@ -6,6 +6,8 @@
 #include <diffuse/io/idx.hpp>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -54,6 +56,26 @@ inline LabelledImages read_labelled(const std::string& data_dir, const std::stri
     }
     out.labels.assign(labels.begin(), labels.end());
     return out;
+}
+
+/// The training and test splits ("train", "t10k") of the data set in `data_dir`; when it is not
+/// installed, `program`'s message and exit code 77 (what CTest counts as skipped).
+struct Splits {
+    LabelledImages train, test;
+};
+inline Splits read_splits_or_exit(const std::string& data_dir, const char* program) {
+    try {
+        return {read_labelled(data_dir, "train"), read_labelled(data_dir, "t10k")};
+    } catch (const missing_dataset& e) {
+        std::fprintf(stderr, "%s: %s\n", program, e.what());
+        std::exit(77);
+    }
+}
+
+/// Where a program writing into `out_dir` keeps the evaluation classifier: <out_dir>/../classifier.safetensors.
+inline std::string default_classifier_path(const std::string& out_dir) {
+    const std::filesystem::path parent = std::filesystem::path(out_dir).parent_path();
+    return (parent.empty() ? std::filesystem::path(".") : parent).string() + "/classifier.safetensors";
 }
 
 }  // namespace examples

@@ -265,16 +265,32 @@ inline optim::AdamOptions adam_options_from_json(const char* where, const std::s
     return a;
 }
 
+/// The fields both trainers' options have: Adam, the warm-up, clipping and the EMA.
+template <class Options>
+void add_common_trainer_options(nlohmann::ordered_json& j, const Options& o) {
+    j["adam"] = adam_options_to_json(o.adam);
+    j["warmup_steps"] = o.warmup_steps;
+    j["max_grad_norm"] = o.max_grad_norm;
+    j["ema_decay"] = o.ema_decay;
+    j["ema_warmup"] = o.ema_warmup;
+}
+
+template <class Options>
+void read_common_trainer_options(const char* where, const std::string& path, const std::string& key,
+                                 const nlohmann::json& j, Options& o) {
+    o.adam = adam_options_from_json(where, path, key, j);
+    o.warmup_steps = config_value<long>(where, path, key, j, "warmup_steps");
+    o.max_grad_norm = config_value<double>(where, path, key, j, "max_grad_norm");
+    o.ema_decay = config_value<double>(where, path, key, j, "ema_decay");
+    o.ema_warmup = config_value<bool>(where, path, key, j, "ema_warmup");
+}
+
 }  // namespace detail
 
 /// The trainer's options as the JSON object a checkpoint stores.
 inline std::string trainer_options_to_json(const optim::TrainerOptions& o) {
     nlohmann::ordered_json j;
-    j["adam"] = detail::adam_options_to_json(o.adam);
-    j["warmup_steps"] = o.warmup_steps;
-    j["max_grad_norm"] = o.max_grad_norm;
-    j["ema_decay"] = o.ema_decay;
-    j["ema_warmup"] = o.ema_warmup;
+    detail::add_common_trainer_options(j, o);
     j["prediction"] = to_string(o.prediction);
     j["min_snr_gamma"] = o.min_snr_gamma;
     j["label_dropout"] = o.label_dropout;
@@ -291,11 +307,7 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
         {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "prediction", "min_snr_gamma",
          "label_dropout", "seed"});
     optim::TrainerOptions o;
-    o.adam = detail::adam_options_from_json(where, path, key, j);
-    o.warmup_steps = detail::config_value<long>(where, path, key, j, "warmup_steps");
-    o.max_grad_norm = detail::config_value<double>(where, path, key, j, "max_grad_norm");
-    o.ema_decay = detail::config_value<double>(where, path, key, j, "ema_decay");
-    o.ema_warmup = detail::config_value<bool>(where, path, key, j, "ema_warmup");
+    detail::read_common_trainer_options(where, path, key, j, o);
     if (!j.at("prediction").is_string()) {
         detail::throw_checkpoint(where, path, "metadata " + key + ": \"prediction\" is not a string");
     }
@@ -309,11 +321,7 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
 /// The autoencoder trainer's options as the JSON object its checkpoint stores.
 inline std::string autoencoder_trainer_options_to_json(const optim::AutoencoderTrainerOptions& o) {
     nlohmann::ordered_json j;
-    j["adam"] = detail::adam_options_to_json(o.adam);
-    j["warmup_steps"] = o.warmup_steps;
-    j["max_grad_norm"] = o.max_grad_norm;
-    j["ema_decay"] = o.ema_decay;
-    j["ema_warmup"] = o.ema_warmup;
+    detail::add_common_trainer_options(j, o);
     j["reconstruction"] = o.reconstruction == optim::Reconstruction::l1 ? "l1" : "mse";
     j["kl_weight"] = o.kl_weight;
     j["seed"] = o.seed;
@@ -329,11 +337,7 @@ inline optim::AutoencoderTrainerOptions autoencoder_trainer_options_from_json(co
         where, path, key, text,
         {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "reconstruction", "kl_weight", "seed"});
     optim::AutoencoderTrainerOptions o;
-    o.adam = detail::adam_options_from_json(where, path, key, j);
-    o.warmup_steps = detail::config_value<long>(where, path, key, j, "warmup_steps");
-    o.max_grad_norm = detail::config_value<double>(where, path, key, j, "max_grad_norm");
-    o.ema_decay = detail::config_value<double>(where, path, key, j, "ema_decay");
-    o.ema_warmup = detail::config_value<bool>(where, path, key, j, "ema_warmup");
+    detail::read_common_trainer_options(where, path, key, j, o);
     const nlohmann::json& rec = j.at("reconstruction");
     if (!rec.is_string() || (rec.get<std::string>() != "l1" && rec.get<std::string>() != "mse")) {
         detail::throw_checkpoint(where, path, "metadata " + key + ": \"reconstruction\" = " + rec.dump() +
