@@ -32,6 +32,18 @@ diffuse::AutoencoderConfig stored_autoencoder() {
     return c;
 }
 
+/// A U-Net as small as it gets: one level, one block, 4 channels, 4x4 images.
+diffuse::UNetConfig tiny_unet() {
+    diffuse::UNetConfig u;
+    u.model_channels = 4;
+    u.channel_mult = {1};
+    u.num_res_blocks = 1;
+    u.attention_resolutions = {};
+    u.groups = 2;
+    u.image_size = 4;
+    return u;
+}
+
 }  // namespace
 
 TEST_CASE("An autoencoder saved with its scale factor is rebuilt from the file alone with the same outputs",
@@ -68,14 +80,7 @@ TEST_CASE("A U-Net's file is refused where an autoencoder's is expected and the 
     const std::string ae_path = dir.file("ae.safetensors"), unet_path = dir.file("unet.safetensors");
     diffuse::Autoencoder<float> ae(stored_autoencoder(), 1);
     diffuse::save_weights(ae_path, ae);
-    diffuse::UNetConfig u;
-    u.model_channels = 4;
-    u.channel_mult = {1};
-    u.num_res_blocks = 1;
-    u.attention_resolutions = {};
-    u.groups = 2;
-    u.image_size = 4;
-    diffuse::UNet<float> unet(u, 1);
+    diffuse::UNet<float> unet(tiny_unet(), 1);
     diffuse::save_weights(unet_path, unet);
     CHECK_THAT(diffuse::testing_support::rejection([&] { (void)diffuse::autoencoder_config_from_checkpoint(unet_path); }),
                Catch::Contains("diffuse.autoencoder_config"));
@@ -157,14 +162,7 @@ TEST_CASE("A diffusion trainer refuses an autoencoder's training state and the r
     (void)ae_trainer.step(diffuse::Generator(1).randn<float, 4>({2, 1, 12, 12}));
     diffuse::save_checkpoint(ae_path, ae_trainer);
 
-    diffuse::UNetConfig u;
-    u.model_channels = 4;
-    u.channel_mult = {1};
-    u.num_res_blocks = 1;
-    u.attention_resolutions = {};
-    u.groups = 2;
-    u.image_size = 4;
-    diffuse::UNet<float> unet(u, 1);
+    diffuse::UNet<float> unet(tiny_unet(), 1);
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(10));
     diffuse::optim::Trainer<diffuse::UNet<float>> unet_trainer(unet, schedule, {});
     diffuse::save_checkpoint(unet_path, unet_trainer);
