@@ -81,7 +81,7 @@ void BM_sampling_step(benchmark::State& state) {
     const auto x = diffuse::Generator(7).randn<float, 4>({batch, c.in_channels, c.image_size, c.image_size});
     const auto noise = Tensor4<float>(x.dimensions()).setZero();
     diffuse::DDIMOptions<float> options;
-    options.labels.assign(static_cast<std::size_t>(batch), 3);
+    options.conditioning.labels.assign(static_cast<std::size_t>(batch), 3);
     const auto model = diffuse::classifier_free_guidance<float>(diffuse::model_fn<float>(unet), static_cast<int>(c.num_classes), 3.0);
     diffuse::ddim_step(schedule, model, x, 500, noise, options);  // warm-up
     for (auto _ : state) {

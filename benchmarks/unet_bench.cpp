@@ -133,7 +133,7 @@ void BM_ddpm_step(benchmark::State& state) {
     const auto x = gen.randn<float, 4>({batch, 1, 28, 28});
     const auto noise = gen.randn<float, 4>({batch, 1, 28, 28});
     diffuse::DDPMOptions<float> options;
-    options.labels.assign(static_cast<std::size_t>(batch), 3);
+    options.conditioning.labels.assign(static_cast<std::size_t>(batch), 3);
     const auto model = diffuse::model_fn<float>(unet);
     diffuse::ddpm_step(schedule, model, x, 500, noise, options);  // warm-up
     for (auto _ : state) {

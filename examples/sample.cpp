@@ -26,6 +26,7 @@
 #include "common/progress.hpp"
 #include "common/report.hpp"
 
+#include <diffuse/core/memory.hpp>
 #include <diffuse/core/random.hpp>
 #include <diffuse/core/threading.hpp>
 #include <diffuse/io/checkpoint.hpp>
@@ -88,6 +89,7 @@ void dump_autoencoder_io(diffuse::Autoencoder<float>& autoencoder, const std::st
 }  // namespace
 
 int main(int argc, char** argv) {
+    diffuse::keep_freed_memory();  // a large batch's activations stay with the process between steps
     CLI::App app{"Samples images from a diffuse_train checkpoint and writes them as a PNG grid (one row per class) "
                  "and, optionally, as NumPy .npy files.",
                  "diffuse_sample"};

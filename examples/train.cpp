@@ -394,14 +394,12 @@ int main(int argc, char** argv) {
             }
             const auto encode_start = Clock::now();
             train_latents = diffuse::Tensor4<float>(n_train, latent->latent_channels(), latent->latent_size(), latent->latent_size());
-            const Index chunk = 1000, per = train_x.size() / n_train, latent_per = train_latents.size() / n_train;
+            const Index chunk = 1000;
             examples::Phase phase("encoding the training images", n_train, 1, (n_train + chunk - 1) / chunk, a.log_seconds);
             for (Index first = 0; first < n_train; first += chunk) {
                 const Index m = std::min(chunk, n_train - first);
-                diffuse::Tensor4<float> part(m, train_x.dimension(1), train_x.dimension(2), train_x.dimension(3));
-                std::copy_n(train_x.data() + first * per, m * per, part.data());
-                const diffuse::Tensor4<float> z = latent->encode(part, diffuse::derive_seed(a.seed, 0x6c6174656e74ULL + static_cast<std::uint64_t>(first)));
-                std::copy_n(z.data(), m * latent_per, train_latents.data() + first * latent_per);
+                diffuse::batch_assign(train_latents, first, latent->encode(diffuse::batch_slice(train_x, first, m),
+                    diffuse::derive_seed(a.seed, 0x6c6174656e74ULL + static_cast<std::uint64_t>(first))));
                 phase.step(m);
             }
             phase.finish();

@@ -155,13 +155,9 @@ Reconstructions reconstruct(diffuse::Autoencoder<float>& model, const diffuse::T
     const diffuse::AutoencoderConfig& c = model.config();
     Reconstructions r;
     r.latent = diffuse::Tensor4<float>(n, c.z_channels, c.latent_size(), c.latent_size());
-    const Index latent_per = r.latent.size() / n;
     for (Index first = 0; first < n; first += batch) {
-        const Index m = std::min(batch, n - first);
-        diffuse::Tensor4<float> part(m, x.dimension(1), x.dimension(2), x.dimension(3));
-        std::copy_n(x.data() + first * per, m * per, part.data());
-        const auto q = diffuse::posterior_from_moments(model.encode(part));
-        std::copy_n(q.mean.data(), m * latent_per, r.latent.data() + first * latent_per);
+        const auto q = diffuse::posterior_from_moments(model.encode(diffuse::batch_slice(x, first, std::min(batch, n - first))));
+        diffuse::batch_assign(r.latent, first, q.mean);
     }
     r.x_hat = diffuse::decode_latents(model, r.latent, batch);
     double total = 0.0, psnr = 0.0;

@@ -176,7 +176,7 @@ class Classifier {
         const std::string where = std::string("examples::eval::Classifier::") + what;
         check_input(x, where.c_str());
         if (batch_size < 1) diffuse::detail::throw_invalid(where, "batch_size", batch_size, "at least 1");
-        const Index n = x.dimension(0), per_image = x.size() / n;
+        const Index n = x.dimension(0);
         Tensor2<T> out(n, width);  // [N, width]
         struct Restore {  // the caller's mode back, even if a batch throws
             Classifier* model;
@@ -186,10 +186,7 @@ class Classifier {
         set_training(false);
         for (Index first = 0; first < n; first += batch_size) {
             const Index count = std::min(batch_size, n - first);
-            Tensor4<T> batch(count, x.dimension(1), x.dimension(2), x.dimension(3));
-            std::copy_n(x.data() + first * per_image, count * per_image, batch.data());
-            const Tensor2<T> y = run(batch);  // [count, width]
-            std::copy_n(y.data(), y.size(), out.data() + first * width);
+            diffuse::batch_assign(out, first, run(diffuse::batch_slice(x, first, count)));  // [count, width]
         }
         return out;
     }

@@ -113,7 +113,7 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
                                     const diffuse::ProgressFn<float>& progress) {
     diffuse::SamplerOptions<float> options;
     options.seed = seed;
-    options.labels = labels;
+    options.conditioning.labels = labels;
     options.thresholding = sampler.thresholding;
     options.clip_range = sampler.clip_range;
     options.keep_intermediates = keep_intermediates;
@@ -190,7 +190,8 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
                                                         "only, 0 unconditional")->capture_default_str();
     app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
     app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
-    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate")->capture_default_str();
+    app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate (0: none)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--bpd-stride", report.bpd_stride, "KL terms of the bound in blocks of this many steps, each image "
                                                       "evaluating one step drawn in each block (1: every term)")
         ->capture_default_str();
@@ -334,7 +335,7 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
     options.resample_count = o.inpaint_resample;
     options.thresholding = o.sampler.thresholding;
     options.clip_range = o.sampler.clip_range;
-    if (classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
+    if (classes > 0) options.conditioning.labels.assign(test.y.begin(), test.y.begin() + n);
     const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
         schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
     // the model is called on every denoising move of RePaint's schedule (a fall in level)
@@ -388,7 +389,7 @@ void latent_pipeline_figure(const ReportContext& r, const TestSet& test, nlohman
     options.thresholding = o.sampler.thresholding;
     options.clip_range = o.sampler.clip_range;
     options.keep_intermediates = true;
-    if (r.classes > 0) options.labels.assign(test.y.begin(), test.y.begin() + n);
+    if (r.classes > 0) options.conditioning.labels.assign(test.y.begin(), test.y.begin() + n);
     for (int k = 0; k < steps; ++k) options.steps.timesteps.push_back(t_start * k / (steps - 1));
     Phase phase("latent pipeline figure", n, steps, steps, o.log_seconds);
     options.progress = count_steps(phase, n);
@@ -546,8 +547,10 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
 
     const auto eval_start = std::chrono::steady_clock::now();
     classifier_scores(r, samples, test, real_x, *classifier, metrics);
-    if (latent == nullptr) {
+    if (latent == nullptr && o.bpd_images > 0) {
         bits_per_dim(r, test, metrics);
+    } else if (latent == nullptr) {
+        metrics["bits_per_dim"] = {{"value", nullptr}, {"what", "not computed: --bpd-images 0"}};
     } else {
         metrics["bits_per_dim"] = {{"value", nullptr},
                                    {"what", "not computed: a latent model's bound is on its latents, not on the "

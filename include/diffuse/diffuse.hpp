@@ -4,6 +4,7 @@
 #include "diffuse/version.hpp"
 
 #include "diffuse/core/channels.hpp"
+#include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/memory.hpp"
@@ -33,16 +34,20 @@
 
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/conv2d.hpp"
+#include "diffuse/nn/cross_attention.hpp"
 #include "diffuse/nn/cross_entropy.hpp"
 #include "diffuse/nn/dropout.hpp"
 #include "diffuse/nn/embedding.hpp"
+#include "diffuse/nn/feed_forward.hpp"
 #include "diffuse/nn/group_norm.hpp"
+#include "diffuse/nn/layer_norm.hpp"
 #include "diffuse/nn/linear.hpp"
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/nn/pooling.hpp"
 #include "diffuse/nn/res_block.hpp"
 #include "diffuse/nn/resample.hpp"
 #include "diffuse/nn/silu.hpp"
+#include "diffuse/nn/spatial_transformer.hpp"
 #include "diffuse/nn/time_mlp.hpp"
 
 #include "diffuse/models/autoencoder.hpp"

@@ -166,6 +166,6 @@ TEST_CASE("The latent clip range is the quantile of the latents' magnitudes and 
     diffuse::SamplerOptions<float> options;
     options.thresholding = diffuse::Thresholding::clip;
     options.clip_range = -1.0;
-    CHECK_THAT(diffuse::testing_support::rejection([&] { diffuse::detail::check_sampler_options("test", options, 1); }),
+    CHECK_THAT(diffuse::testing_support::rejection([&] { diffuse::detail::check_sampler_options("test", options, diffuse::Tensor4<float>(1, 1, 2, 2)); }),
                Catch::Contains("clip_range = -1"));
 }

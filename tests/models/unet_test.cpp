@@ -1,5 +1,6 @@
 // The U-Net: parameter counts and FLOPs of the reference configurations, output shapes, the whole
-// network's gradients by finite differences, thread-count independence, and bad input.
+// network's gradients by finite differences (with a context and a concatenated image too),
+// chunked evaluation, thread-count independence, and bad input.
 
 #include "../support/layers.hpp"
 
@@ -8,6 +9,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using diffuse::Index;
 using diffuse::UNet;
 using diffuse::UNetConfig;
 
@@ -70,6 +76,30 @@ TEST_CASE("A U-Net in evaluation mode gives the training output without dropout 
     unet.set_training(true);
     unet.forward(x, {3, 700}, {0, 3});
     REQUIRE_NOTHROW(unet.backward(evaluated));
+}
+
+TEST_CASE("A U-Net in evaluation mode gives the same bits in chunks of any size as in one batch", "[models][unet]") {
+    UNet<float> unet(two_level_config(), 2);
+    unet.set_training(false);
+    diffuse::Generator gen(9);
+    const auto x = gen.randn<float, 4>({7, 1, 4, 4});
+    const diffuse::Timesteps t = {0, 10, 200, 400, 600, 800, 999};
+    const std::vector<int> labels = {0, 1, 2, 3, 0, 1, 2};
+    unet.set_evaluation_chunk(0);
+    const diffuse::Tensor4<float> whole = unet.forward(x, t, labels);
+    for (const diffuse::Index chunk : {1, 2, 3, 6, 7, 16}) {
+        unet.set_evaluation_chunk(chunk);
+        REQUIRE(unet.evaluation_chunk() == chunk);
+        const diffuse::Tensor4<float> chunked = unet.forward(x, t, labels);
+        REQUIRE(chunked.dimensions() == whole.dimensions());
+        REQUIRE(std::equal(whole.data(), whole.data() + whole.size(), chunked.data()));
+    }
+    REQUIRE_THROWS_WITH(unet.set_evaluation_chunk(-1), Catch::Contains("chunk"));
+    // training runs the whole batch: a backward pass after a chunked setting still sees every sample
+    unet.set_evaluation_chunk(2);
+    unet.set_training(true);
+    const diffuse::Tensor4<float> y = unet.forward(x, t, labels, diffuse::Generator(1));
+    REQUIRE_NOTHROW(unet.backward(y));
 }
 
 TEST_CASE("The whole U-Net's backward pass matches finite differences", "[models][unet][gradient]") {
@@ -141,4 +171,102 @@ TEST_CASE("A U-Net reports the mode set_training set last", "[models][unet]") {
     REQUIRE(!unet.training());
     unet.set_training(true);
     REQUIRE(unet.training());
+}
+
+namespace {
+
+// two_level_config with a context of width 3 (transformer blocks at 2x2 and in the middle) and one
+// concatenated channel.
+UNetConfig context_config() {
+    UNetConfig c = two_level_config();
+    c.context_dim = 3;
+    c.concat_channels = 1;
+    c.dropout = 0.0;
+    return c;
+}
+
+diffuse::Conditioning<double> context_conditioning(diffuse::Generator& gen) {
+    diffuse::Conditioning<double> c = {1, 3};
+    c.context = gen.randn<double, 3>({2, 3, 3});
+    c.context_mask = {1, 1, 0, 1, 1, 1};
+    c.concat = gen.randn<double, 4>({2, 1, 4, 4});
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("A U-Net with a context has transformer blocks under LDM's names and its gradients match finite differences",
+          "[models][unet][gradient]") {
+    UNet<double> unet(context_config(), 5);
+    std::vector<std::string> names;
+    unet.for_each_parameter("", [&names](auto p) { names.push_back(p.name); });
+    const auto has = [&names](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+    REQUIRE(has("down.1.attn.0.transformer_blocks.0.attn2.to_k.weight"));
+    REQUIRE(has("mid.attn_1.transformer_blocks.0.ff.net.0.proj.weight"));
+    REQUIRE(has("up.1.attn.1.proj_out.weight"));
+    REQUIRE_FALSE(has("mid.attn_1.q.weight"));
+    // proj_out starts at zero (the blocks are the identity): give every parameter a value, so that the
+    // check sees every path
+    diffuse::Generator init(6);
+    unet.for_each_parameter("", [&init](auto p) {
+        init.normal(p.value, p.size);
+        for (Index i = 0; i < p.size; ++i) p.value[i] *= 0.3;
+    });
+    diffuse::Generator gen(8);
+    auto x = gen.randn<double, 4>({2, 1, 4, 4});
+    diffuse::Conditioning<double> c = context_conditioning(gen);
+    const diffuse::Timesteps t = {3, 700};
+    diffuse::Tensor4<double> dx;
+    diffuse::testing::GradientCheckOptions options;
+    options.max_coordinates = 12;
+    const auto report = diffuse::testing::check_gradients(
+        unet,
+        {{"x", x.data(), x.size(), [&] { return static_cast<const double*>(dx.data()); }},
+         {"context", c.context.data(), c.context.size(), [&] { return unet.context_gradient().data(); }}},
+        [&] { return unet.forward(x, t, c); }, [&](const auto& g) { dx = unet.backward(g); }, options);
+    REQUIRE_GRADIENTS_MATCH(report);
+    REQUIRE(dx.dimension(1) == 1);  // x_t's gradient alone, not the concatenated image's
+}
+
+TEST_CASE("A U-Net's padded prompt gives the output of the unpadded one", "[models][unet]") {
+    UNet<double> unet(context_config(), 7);
+    unet.for_each_parameter("", [](auto p) {
+        for (Index i = 0; i < p.size; ++i) p.value[i] += 0.01 * static_cast<double>(i % 7);
+    });
+    diffuse::Generator gen(9);
+    const auto x = gen.randn<double, 4>({1, 1, 4, 4});
+    diffuse::Conditioning<double> short_prompt = {2};
+    short_prompt.context = gen.randn<double, 3>({1, 2, 3});
+    short_prompt.concat = gen.randn<double, 4>({1, 1, 4, 4});
+    diffuse::Conditioning<double> padded = short_prompt;
+    padded.context = diffuse::Tensor3<double>(1, 4, 3);
+    padded.context.setConstant(-5.0);
+    std::copy_n(short_prompt.context.data(), 6, padded.context.data());
+    padded.context_mask = {1, 1, 0, 0};
+    const auto a = unet.forward(x, {100}, short_prompt);
+    const auto b = unet.forward(x, {100}, padded);
+    for (Index i = 0; i < a.size(); ++i) REQUIRE(b.data()[i] == Approx(a.data()[i]).epsilon(1e-12));
+}
+
+TEST_CASE("A U-Net rejects a missing or mis-shaped context and concatenated image", "[models][unet][errors]") {
+    using Catch::Contains;
+    UNet<float> unet(context_config(), 1);
+    diffuse::Generator gen(10);
+    const auto x = gen.randn<float, 4>({2, 1, 4, 4});
+    diffuse::Conditioning<float> c = {0, 1};
+    c.concat = gen.randn<float, 4>({2, 1, 4, 4});
+    REQUIRE_THROWS_WITH(unet.forward(x, {1, 2}, c), Contains("context.shape = none") && Contains("[N, L, 3]"));
+    c.context = gen.randn<float, 3>({2, 2, 4});
+    REQUIRE_THROWS_WITH(unet.forward(x, {1, 2}, c), Contains("context.shape = [2, 2, 4]"));
+    c.context = gen.randn<float, 3>({2, 2, 3});
+    c.concat = gen.randn<float, 4>({2, 2, 4, 4});
+    REQUIRE_THROWS_WITH(unet.forward(x, {1, 2}, c), Contains("concat.shape = [2, 2, 4, 4]") && Contains("[N, 1, H, W]"));
+    c.concat = gen.randn<float, 4>({2, 1, 2, 2});
+    REQUIRE_THROWS_WITH(unet.forward(x, {1, 2}, c), Contains("concat.shape = [2, 1, 2, 2]"));
+    UNet<float> plain(two_level_config(), 1);
+    c.concat = gen.randn<float, 4>({2, 1, 4, 4});
+    REQUIRE_THROWS_WITH(plain.forward(x, {1, 2}, c), Contains("no cross-attention"));
+    UNetConfig bad = context_config();
+    bad.heads = 3;
+    REQUIRE_THROWS_WITH(UNet<float>(bad), Contains("heads = 3"));
 }

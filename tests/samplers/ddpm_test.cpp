@@ -248,14 +248,14 @@ TEST_CASE("DDPM rejects a model output of the wrong shape, non-finite values, an
     const diffuse::ModelFn<double> fine = [](const diffuse::Tensor4<double>& x, const diffuse::Timesteps&,
                                              const std::vector<int>&) { return diffuse::Tensor4<double>(x * 0.1); };
     diffuse::DDPMOptions<double> options;
-    options.labels = {1, 2, 3};
+    options.conditioning.labels = {1, 2, 3};
     REQUIRE_THROWS_WITH(diffuse::ddpm_sample(schedule, fine, {2, 1, 4, 4}, options),
-                        Contains("options.labels.size() = 3, expected one label per sample, 2"));
+                        Contains("labels.size() = 3, expected one label per sample, 2"));
     REQUIRE_THROWS_WITH(diffuse::ddpm_sample(schedule, fine, {2, 0, 4, 4}),
                         Contains("shape = [2, 0, 4, 4], expected [N, C, H, W], every dimension >= 1"));
     const auto x = diffuse::Generator(1).randn<double, 4>({2, 1, 4, 4});
     REQUIRE_THROWS_WITH(diffuse::ddpm_step(schedule, fine, x, 20, x), Contains("i = 20, expected a step in [0, 20)"));
-    options.labels = {};
+    options.conditioning.labels = {};
     options.thresholding = diffuse::Thresholding::dynamic;
     options.dynamic_percentile = 1.5;
     REQUIRE_THROWS_WITH(diffuse::ddpm_sample(schedule, fine, {2, 1, 4, 4}, options),

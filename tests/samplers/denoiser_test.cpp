@@ -60,7 +60,7 @@ TEST_CASE("denoise converts eps, x0 and v outputs to x0 and eps at the original 
     INFO(diffuse::to_string(kind));
     diffuse::SamplerOptions<double> options;
     options.prediction = kind;
-    options.labels = {4, 5};
+    options.conditioning.labels = {4, 5};
     const auto d = diffuse::denoise("test", schedule, model, x, 3, options);
     CHECK(doubler.last_t == std::vector<int>{300, 300});
     CHECK(doubler.last_labels == std::vector<int>{4, 5});

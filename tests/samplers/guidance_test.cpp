@@ -80,7 +80,7 @@ TEST_CASE("Guided DDIM with scale 1 samples each class's Gaussian and a larger s
         return out;
     };
     diffuse::DDIMOptions<double> options;
-    options.labels = {0, 1, 0, 1, 0, 1, 0, 1};
+    options.conditioning.labels = {0, 1, 0, 1, 0, 1, 0, 1};
     std::vector<LD> means_at_1;
     for (const double scale : {1.0, 3.0}) {
         const auto samples = diffuse::ddim_sample(schedule, diffuse::classifier_free_guidance(model, 2, scale), 50, {8, 1, 16, 32}, options);
@@ -114,5 +114,48 @@ TEST_CASE("Guidance rejects an unconditional model, missing labels and labels ou
     // through a sampler: an unconditional run (no labels) of a guided model
     const diffuse::NoiseSchedule<double> schedule(diffuse::cosine_betas(10));
     REQUIRE_THROWS_WITH(diffuse::ddim_sample(schedule, guided, 5, {2, 1, 2, 2}),
-                        Contains("set the sampler's options.labels; guidance needs a class"));
+                        Contains("set the sampler's options.conditioning.labels; guidance needs a class"));
 }
+
+TEST_CASE("Guidance of a prompt model calls it once with the null prompt's embedding padded into the unconditional half",
+          "[samplers][guidance]") {
+    // A model whose output is x times the mean of each sample's real context tokens' first feature.
+    diffuse::Conditioning<double> seen;
+    const diffuse::ModelFn<double> model = [&](const diffuse::Tensor4<double>& x, const diffuse::Timesteps&,
+                                               const diffuse::Conditioning<double>& c) {
+        seen = c;
+        diffuse::Tensor4<double> out(x.dimensions());
+        const Index per = x.size() / x.dimension(0), l = c.context.dimension(1), d = c.context.dimension(2);
+        for (Index n = 0; n < x.dimension(0); ++n) {
+            double sum = 0;
+            int count = 0;
+            for (Index j = 0; j < l; ++j) {
+                if (!c.context_mask.empty() && !c.context_mask[static_cast<std::size_t>(n * l + j)]) continue;
+                sum += c.context.data()[(n * l + j) * d];
+                ++count;
+            }
+            for (Index i = 0; i < per; ++i) out.data()[n * per + i] = x.data()[n * per + i] * sum / count;
+        }
+        return out;
+    };
+    diffuse::Tensor3<double> null(1, 1, 2);  // the empty prompt: one token
+    null.setValues({{{0.5, 9.0}}});
+    const auto guided = diffuse::classifier_free_guidance<double>(model, diffuse::null_context<double>(null), 2.0);
+    diffuse::Conditioning<double> c;
+    c.context = diffuse::Tensor3<double>(2, 3, 2);
+    c.context.setValues({{{1, 0}, {2, 0}, {3, 0}}, {{4, 0}, {8, 0}, {100, 0}}});
+    c.context_mask = {1, 1, 1, 1, 1, 0};  // sample 1's third token is padding
+    const auto x = diffuse::Generator(3).randn<double, 4>({2, 1, 2, 2});
+    const auto out = guided(x, {1, 1}, c);
+    REQUIRE(seen.context.dimension(0) == 4);
+    REQUIRE(seen.context.dimension(1) == 3);
+    REQUIRE(seen.context_mask == diffuse::KeyMask{1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 0});
+    for (Index i = 0; i < x.size(); ++i) {
+        const double cond = i < 4 ? 2.0 : 6.0, uncond = 0.5;
+        REQUIRE(out.data()[i] == Approx(x.data()[i] * (uncond + 2.0 * (cond - uncond))).epsilon(1e-14));
+    }
+    diffuse::Conditioning<double> none;
+    REQUIRE_THROWS_WITH(guided(x, {1, 1}, none), Catch::Contains("a context per sample"));
+    REQUIRE_THROWS_WITH(diffuse::null_context<double>(diffuse::Tensor3<double>(2, 1, 2)), Catch::Contains("[1, L, D]"));
+}
+

@@ -348,16 +348,12 @@ Tensor4<T> encode_latents(Autoencoder<T>& model, const Tensor4<T>& images, std::
     model.set_training(false);
     Generator generator(seed);
     const AutoencoderConfig& c = model.config();
-    const Index n = images.dimension(0), per = images.size() / n;
-    const Index latent = c.latent_size(), latent_per = c.z_channels * latent * latent;
+    const Index n = images.dimension(0), latent = c.latent_size();
     Tensor4<T> out(n, c.z_channels, latent, latent);  // [N, z, H/f, W/f]
     for (Index first = 0; first < n; first += batch) {
         const Index m = std::min(batch, n - first);
-        Tensor4<T> x(m, images.dimension(1), images.dimension(2), images.dimension(3));  // [m, C, H, W]
-        std::copy_n(images.data() + first * per, m * per, x.data());
-        const DiagonalGaussianPosterior<T> q = posterior_from_moments(model.encode(x));
-        const Tensor4<T> z = posterior_sample(q, generator.randn<T, 4>(q.mean.dimensions()));  // [m, z, h, w]
-        std::copy_n(z.data(), m * latent_per, out.data() + first * latent_per);
+        const DiagonalGaussianPosterior<T> q = posterior_from_moments(model.encode(batch_slice(images, first, m)));
+        batch_assign(out, first, posterior_sample(q, generator.randn<T, 4>(q.mean.dimensions())));  // [m, z, h, w]
     }
     return out;
 }
@@ -371,14 +367,10 @@ Tensor4<T> decode_latents(Autoencoder<T>& model, const Tensor4<T>& z, Index batc
     if (batch < 1) detail::throw_invalid(where, "batch", batch, ">= 1");
     model.set_training(false);
     const AutoencoderConfig& c = model.config();
-    const Index n = z.dimension(0), per = z.size() / n, image_per = c.in_channels * c.image_size * c.image_size;
+    const Index n = z.dimension(0);
     Tensor4<T> out(n, c.in_channels, c.image_size, c.image_size);  // [N, C, H, W]
     for (Index first = 0; first < n; first += batch) {
-        const Index m = std::min(batch, n - first);
-        Tensor4<T> part(m, z.dimension(1), z.dimension(2), z.dimension(3));  // [m, z, h, w]
-        std::copy_n(z.data() + first * per, m * per, part.data());
-        const Tensor4<T> x = model.decode(part);
-        std::copy_n(x.data(), m * image_per, out.data() + first * image_per);
+        batch_assign(out, first, model.decode(batch_slice(z, first, std::min(batch, n - first))));
     }
     return out;
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The DDPM U-Net (Ho et al. 2020, appendix B; parameter names as in the PyTorch port of its code):
 //   temb  = TimeMLP(t) (+ class embedding)                              [N, 4 ch]
-//   h     = conv_in(x)
+//   h     = conv_in(x)      (x_t, with an image concatenated along the channels when configured)
 //   down  level l: num_res_blocks x (ResBlock -> ch * mult[l], Attention at the listed resolutions),
 //                  then a stride-2 3x3 conv, except at the last level; every output is kept for a skip
 //   mid   ResBlock, Attention, ResBlock
@@ -9,7 +9,12 @@
 //                  then nearest 2x and a 3x3 conv, except at level 0
 //   out   conv_out(SiLU(norm_out(h)))
 // It predicts a tensor shaped like x (the noise eps, or x0 or v: the trainer decides what it means).
+// With context_dim > 0 every attention block is LDM's SpatialTransformer instead (self-attention,
+// cross-attention to a context [N, L, context_dim], a GEGLU feed-forward), the way a prompt conditions
+// Stable Diffusion; backward then also gives the context's gradient (context_gradient()), for the
+// text encoder that made it.
 
+#include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/shape.hpp"
@@ -22,6 +27,7 @@
 #include "diffuse/nn/res_block.hpp"
 #include "diffuse/nn/resample.hpp"
 #include "diffuse/nn/silu.hpp"
+#include "diffuse/nn/spatial_transformer.hpp"
 #include "diffuse/nn/time_mlp.hpp"
 
 #include <algorithm>
@@ -44,6 +50,8 @@ struct UNetConfig {
     Index heads = 1;        // attention heads
     Index num_classes = 0;  // > 0: class-conditional, with index num_classes meaning "no class"
     Index image_size = 28;  // the side the resolutions above are counted from
+    Index context_dim = 0;      // > 0: attention blocks are transformer blocks attending to a context [N, L, context_dim]
+    Index concat_channels = 0;  // channels of an image concatenated to x_t (Conditioning::concat), 0: none
 
     /// The reference configuration for 28x28x1 images: 1,623,169 parameters unconditional.
     static UNetConfig reference() { return {}; }
@@ -64,7 +72,7 @@ class UNet {
         const Index ch = config_.model_channels, temb_ch = 4 * ch;
         temb = nn::TimeMLP<T>(ch, temb_ch, init);
         if (config_.num_classes > 0) class_embedding = nn::Embedding<T>(config_.num_classes + 1, temb_ch, init);
-        conv_in = nn::Conv2d<T>(config_.in_channels, ch, 3, 1, init);
+        conv_in = nn::Conv2d<T>(config_.in_channels + config_.concat_channels, ch, 3, 1, init);
 
         const Index levels = static_cast<Index>(config_.channel_mult.size());
         std::vector<Index> skip_channels = {ch};
@@ -75,7 +83,7 @@ class UNet {
             for (Index b = 0; b < config_.num_res_blocks; ++b) {
                 level.blocks.emplace_back(c, out, temb_ch, config_.groups, config_.dropout, init);
                 c = out;
-                if (has_attention(resolution)) level.attentions.emplace_back(c, config_.heads, config_.groups, init);
+                if (has_attention(resolution)) add_attention(level, c, init);
                 skip_channels.push_back(c);
             }
             if (l + 1 < levels) {
@@ -86,7 +94,11 @@ class UNet {
             down.push_back(std::move(level));
         }
         mid_block_1 = nn::ResBlock<T>(c, c, temb_ch, config_.groups, config_.dropout, init);
-        mid_attn_1 = nn::AttentionBlock<T>(c, config_.heads, config_.groups, init);
+        if (config_.context_dim > 0) {
+            mid_transformer = transformer(c, init);
+        } else {
+            mid_attn_1 = nn::AttentionBlock<T>(c, config_.heads, config_.groups, init);
+        }
         mid_block_2 = nn::ResBlock<T>(c, c, temb_ch, config_.groups, config_.dropout, init);
         up.resize(static_cast<std::size_t>(levels));
         for (Index l = levels - 1; l >= 0; --l) {
@@ -97,7 +109,7 @@ class UNet {
                                           init);
                 skip_channels.pop_back();
                 c = out;
-                if (has_attention(resolution)) level.attentions.emplace_back(c, config_.heads, config_.groups, init);
+                if (has_attention(resolution)) add_attention(level, c, init);
             }
             if (l > 0) {
                 level.resample = nn::Conv2d<T>(c, c, 3, 1, init);
@@ -119,62 +131,50 @@ class UNet {
         for (auto* levels : {&down, &up}) {
             for (Level& level : *levels) {
                 for (auto& a : level.attentions) a.set_training(training);
+                for (auto& a : level.transformers) a.set_training(training);
                 level.resample.set_training(training);
             }
         }
         mid_attn_1.set_training(training);
+        mid_transformer.set_training(training);
         norm_out.set_training(training), conv_out.set_training(training);
     }
     bool training() const { return training_; }
 
-    /// x: [N, Cin, H, W]; t: [N] timesteps; labels: [N] class indices in [0, num_classes] (num_classes
-    /// meaning "no class"), empty for an unconditional model; `dropout` draws the dropout masks.
-    /// Returns [N, Cout, H, W].
-    Tensor4<T> forward(const Tensor4<T>& x, const Timesteps& t, const std::vector<int>& labels = {},
-                       const Generator& dropout = Generator()) {
-        check_input(x, t, labels);
-        Tensor2<T> emb = temb.forward(t);
-        if (config_.num_classes > 0) {
-            const Tensor2<T> e = class_embedding.forward(labels);
-            add_inplace(emb, e);
-        }
-        Index block_index = 0;
-        const auto res = [&](nn::ResBlock<T>& block, const Tensor4<T>& in) {
-            // Each block's masks come from its own stretch of the stream: 2^40 blocks apart.
-            Generator stream(dropout.seed(), dropout.offset() + (static_cast<std::uint64_t>(block_index++) << 40));
-            return block.forward(in, emb, stream);
-        };
+    /// Evaluation runs a batch larger than this through the network `chunk` samples at a time, so that
+    /// a sampler's batch of thousands keeps its activations in cache instead of streaming hundreds of
+    /// megabytes per layer. Every sample's computation is the same whatever its batch, so the outputs
+    /// are the same bits for any chunk. 0: never chunk. Training always runs the whole batch.
+    void set_evaluation_chunk(Index chunk) {
+        if (chunk < 0) detail::throw_invalid("diffuse::UNet::set_evaluation_chunk", "chunk", chunk, ">= 0 (0: never chunk)");
+        evaluation_chunk_ = chunk;
+    }
+    Index evaluation_chunk() const { return evaluation_chunk_; }
 
-        skips_.clear();
-        skips_.push_back(conv_in.forward(x));
-        for (Level& level : down) {
-            for (std::size_t b = 0; b < level.blocks.size(); ++b) {
-                Tensor4<T> h = res(level.blocks[b], skips_.back());
-                if (!level.attentions.empty()) h = level.attentions[b].forward(h);
-                skips_.push_back(std::move(h));
-            }
-            if (level.resample.out_channels() > 0) skips_.push_back(level.resample.forward(skips_.back()));
+    /// x: [N, Cin, H, W]; t: [N] timesteps; the conditioning: labels [N], class indices in
+    /// [0, num_classes] (num_classes meaning "no class"), empty for an unconditional model; a context
+    /// [N, L, context_dim] with its mask when context_dim > 0; an image [N, concat_channels, H, W] when
+    /// concat_channels > 0. `dropout` draws the dropout masks. Returns [N, Cout, H, W].
+    Tensor4<T> forward(const Tensor4<T>& x, const Timesteps& t, const Conditioning<T>& conditioning = {},
+                       const Generator& dropout = Generator()) {
+        check_input(x, t, conditioning);
+        const Index n = x.dimension(0), chunk = evaluation_chunk_;
+        if (training_ || chunk == 0 || n <= chunk) return forward_batch(x, t, conditioning, dropout);
+        Tensor4<T> y(n, config_.out_channels, x.dimension(2), x.dimension(3));  // [N, Cout, H, W]
+        for (Index first = 0; first < n; first += chunk) {
+            const Index count = std::min(chunk, n - first);
+            const Timesteps t_part(t.begin() + first, t.begin() + first + count);  // [count]
+            batch_assign(y, first, forward_batch(batch_slice(x, first, count), t_part,
+                                                 slice_conditioning(conditioning, first, count), dropout));
         }
-        Tensor4<T> h = res(mid_block_1, skips_.back());
-        h = mid_attn_1.forward(h);
-        h = res(mid_block_2, h);
-        std::size_t skip = skips_.size();
-        skip_channels_used_.clear();
-        for (Index l = static_cast<Index>(up.size()) - 1; l >= 0; --l) {
-            Level& level = up[l];
-            for (std::size_t b = 0; b < level.blocks.size(); ++b) {
-                const Tensor4<T>& s = skips_[--skip];
-                skip_channels_used_.push_back(h.dimension(1));
-                h = res(level.blocks[b], nn::concat_channels(h, s));
-                if (!level.attentions.empty()) h = level.attentions[b].forward(h);
-            }
-            if (level.resample.out_channels() > 0) h = level.resample.forward(nn::upsample_nearest2x(h));
-        }
-        return conv_out.forward(norm_out.forward(std::move(h)));
+        skips_.clear();  // a chunk's activations are no use to a backward pass
+        return y;
     }
 
-    /// dy: [N, Cout, H, W] -> dx: [N, Cin, H, W]; accumulates every parameter gradient.
+    /// dy: [N, Cout, H, W] -> dx: [N, Cin, H, W], the gradient of x_t (not of a concatenated image);
+    /// accumulates every parameter gradient, and with a context, sets context_gradient().
     Tensor4<T> backward(const Tensor4<T>& dy) {
+        context_gradient_ = Tensor3<T>();
         Tensor4<T> dh = norm_out.backward(conv_out.backward(dy));
         Tensor2<T> demb;
         const auto res_backward = [&](nn::ResBlock<T>& block, const Tensor4<T>& d) {
@@ -198,7 +198,7 @@ class UNet {
             Level& level = up[l];
             if (level.resample.out_channels() > 0) dh = nn::upsample_nearest2x_backward(level.resample.backward(dh));
             for (std::size_t b = level.blocks.size(); b-- > 0;) {
-                if (!level.attentions.empty()) dh = level.attentions[b].backward(dh);
+                dh = attention_backward(level, b, dh);
                 const Tensor4<T> dcat = res_backward(level.blocks[b], dh);
                 --used;
                 auto [dprev, dskip] = nn::split_channels(dcat, skip_channels_used_[used]);
@@ -207,7 +207,7 @@ class UNet {
             }
         }
         dh = res_backward(mid_block_2, dh);
-        dh = mid_attn_1.backward(dh);
+        dh = config_.context_dim > 0 ? transformer_backward(mid_transformer, dh) : mid_attn_1.backward(dh);
         dh = res_backward(mid_block_1, dh);
         add_skip(skips_.size() - 1, dh);
         std::size_t top = skips_.size() - 1;
@@ -218,17 +218,21 @@ class UNet {
                 --top;
             }
             for (std::size_t b = level.blocks.size(); b-- > 0;) {
-                Tensor4<T> d = dskips[top];
-                if (!level.attentions.empty()) d = level.attentions[b].backward(d);
+                const Tensor4<T> d = attention_backward(level, b, dskips[top]);
                 add_skip(top - 1, res_backward(level.blocks[b], d));
                 --top;
             }
         }
         Tensor4<T> dx = conv_in.backward(dskips[0]);
+        if (config_.concat_channels > 0) dx = nn::split_channels(dx, config_.in_channels).first;
         temb.backward(demb);
         if (config_.num_classes > 0) class_embedding.backward(demb);
         return dx;
     }
+
+    /// The gradient of the context [N, L, context_dim] from the last backward pass (summed over every
+    /// transformer block); empty without a context.
+    const Tensor3<T>& context_gradient() const { return context_gradient_; }
 
     template <class Fn>
     void for_each_parameter(const std::string& prefix, Fn&& fn) {
@@ -244,6 +248,9 @@ class UNet {
                 for (std::size_t b = 0; b < levels[l].attentions.size(); ++b) {
                     levels[l].attentions[b].for_each_parameter(at + ".attn." + std::to_string(b), fn);
                 }
+                for (std::size_t b = 0; b < levels[l].transformers.size(); ++b) {
+                    levels[l].transformers[b].for_each_parameter(at + ".attn." + std::to_string(b), fn);
+                }
                 if (levels[l].resample.out_channels() > 0) {
                     levels[l].resample.for_each_parameter(at + "." + resample + ".conv", fn);
                 }
@@ -251,7 +258,11 @@ class UNet {
         };
         visit_levels(down, "down", "downsample");
         mid_block_1.for_each_parameter(nn::join_name(prefix, "mid.block_1"), fn);
-        mid_attn_1.for_each_parameter(nn::join_name(prefix, "mid.attn_1"), fn);
+        if (config_.context_dim > 0) {
+            mid_transformer.for_each_parameter(nn::join_name(prefix, "mid.attn_1"), fn);
+        } else {
+            mid_attn_1.for_each_parameter(nn::join_name(prefix, "mid.attn_1"), fn);
+        }
         mid_block_2.for_each_parameter(nn::join_name(prefix, "mid.block_2"), fn);
         visit_levels(up, "up", "upsample");
         norm_out.for_each_parameter(nn::join_name(prefix, "norm_out"), fn);
@@ -259,8 +270,9 @@ class UNet {
     }
 
     /// Floating-point operations (2 per multiply-add) of the convolutions, linear layers and attention
-    /// products in one forward pass of one image; norms and activations are not counted.
-    double forward_flops_per_image() const {
+    /// products in one forward pass of one image (with a context of context_length tokens, for a
+    /// model with cross-attention); norms and activations are not counted.
+    double forward_flops_per_image(Index context_length = 0) const {
         const UNetConfig& c = config_;
         const double ch = static_cast<double>(c.model_channels), temb_ch = 4 * ch;
         double side = static_cast<double>(c.image_size), flops = 0.0;
@@ -274,11 +286,21 @@ class UNet {
             if (in != out) conv(in, out, 1, side);
         };
         const auto attn = [&](double channels) {
-            for (int i = 0; i < 4; ++i) conv(channels, channels, 1, side);  // q, k, v, proj_out
-            flops += 4.0 * side * side * side * side * channels;            // Q^T K and V A^T
+            const double p = side * side;
+            if (c.context_dim == 0) {
+                for (int i = 0; i < 4; ++i) conv(channels, channels, 1, side);  // q, k, v, proj_out
+                flops += 4.0 * p * p * channels;                                // Q^T K and V A^T
+                return;
+            }
+            const double width = static_cast<double>(c.context_dim), l = static_cast<double>(context_length);
+            flops += 4.0 * p * channels * channels;                                // proj_in, proj_out
+            flops += 8.0 * p * channels * channels + 4.0 * p * p * channels;       // attn1: q, k, v, out; Q K^T, A V
+            flops += 4.0 * p * channels * channels + 4.0 * l * width * channels +  // attn2: q, out; k, v of the context
+                     4.0 * p * l * channels;                                       //        Q K^T, A V
+            flops += 24.0 * p * channels * channels;                               // GEGLU: C -> 8C, 4C -> C
         };
         flops += 2.0 * ch * temb_ch + 2.0 * temb_ch * temb_ch;  // time MLP
-        conv(static_cast<double>(c.in_channels), ch, 3, side);
+        conv(static_cast<double>(c.in_channels + c.concat_channels), ch, 3, side);
         std::vector<double> skip = {ch};
         double cur = ch;
         const std::size_t levels = c.channel_mult.size();
@@ -319,6 +341,7 @@ class UNet {
     struct Level {
         std::vector<nn::ResBlock<T>> blocks;
         std::vector<nn::AttentionBlock<T>> attentions;  // one per block, or none
+        std::vector<nn::SpatialTransformer<T>> transformers;  // instead of attentions, with a context
         nn::Conv2d<T> resample;                         // stride-2 conv (down) or conv after 2x (up)
     };
 
@@ -328,12 +351,48 @@ class UNet {
     std::vector<Level> down;
     nn::ResBlock<T> mid_block_1;
     nn::AttentionBlock<T> mid_attn_1;
+    nn::SpatialTransformer<T> mid_transformer;  // instead of mid_attn_1, with a context
     nn::ResBlock<T> mid_block_2;
     std::vector<Level> up;  // indexed by level, run from the last to the first
     nn::GroupNorm<T> norm_out;  // followed by SiLU, fused
     nn::Conv2d<T> conv_out;
 
   private:
+    nn::SpatialTransformer<T> transformer(Index channels, Generator& init) const {
+        if (channels % config_.heads != 0) {
+            detail::throw_invalid("diffuse::UNet", "heads", config_.heads, "a divisor of channels = " + std::to_string(channels));
+        }
+        return nn::SpatialTransformer<T>(channels, config_.heads, channels / config_.heads, config_.context_dim,
+                                         config_.groups, init);
+    }
+    void add_attention(Level& level, Index channels, Generator& init) {
+        if (config_.context_dim > 0) {
+            level.transformers.push_back(transformer(channels, init));
+        } else {
+            level.attentions.emplace_back(channels, config_.heads, config_.groups, init);
+        }
+    }
+    // Block b's attention (or transformer) of a level, if it has one.
+    Tensor4<T> attend(Level& level, std::size_t b, Tensor4<T> h, const Conditioning<T>& c) {
+        if (!level.attentions.empty()) return level.attentions[b].forward(h);
+        if (!level.transformers.empty()) return level.transformers[b].forward(h, c.context, c.context_mask);
+        return h;
+    }
+    Tensor4<T> attention_backward(Level& level, std::size_t b, const Tensor4<T>& dh) {
+        if (!level.attentions.empty()) return level.attentions[b].backward(dh);
+        if (!level.transformers.empty()) return transformer_backward(level.transformers[b], dh);
+        return dh;
+    }
+    Tensor4<T> transformer_backward(nn::SpatialTransformer<T>& block, const Tensor4<T>& dh) {
+        auto d = block.backward(dh);
+        if (context_gradient_.size() == 0) {
+            context_gradient_ = std::move(d.dcontext);
+        } else {
+            add_inplace(context_gradient_, d.dcontext);
+        }
+        return std::move(d.dx);
+    }
+
     bool has_attention(Index resolution) const {
         const auto& r = config_.attention_resolutions;
         return std::find(r.begin(), r.end(), resolution) != r.end();
@@ -346,6 +405,46 @@ class UNet {
         }
         fn(mid_block_1);
         fn(mid_block_2);
+    }
+
+    // forward() of a checked input, the whole batch at once.
+    Tensor4<T> forward_batch(const Tensor4<T>& x, const Timesteps& t, const Conditioning<T>& c,
+                             const Generator& dropout) {
+        Tensor2<T> emb = temb.forward(t);
+        if (config_.num_classes > 0) {
+            const Tensor2<T> e = class_embedding.forward(c.labels);
+            add_inplace(emb, e);
+        }
+        Index block_index = 0;
+        const auto res = [&](nn::ResBlock<T>& block, const Tensor4<T>& in) {
+            // Each block's masks come from its own stretch of the stream: 2^40 blocks apart.
+            Generator stream(dropout.seed(), dropout.offset() + (static_cast<std::uint64_t>(block_index++) << 40));
+            return block.forward(in, emb, stream);
+        };
+
+        skips_.clear();
+        skips_.push_back(config_.concat_channels > 0 ? conv_in.forward(nn::concat_channels(x, c.concat)) : conv_in.forward(x));
+        for (Level& level : down) {
+            for (std::size_t b = 0; b < level.blocks.size(); ++b) {
+                skips_.push_back(attend(level, b, res(level.blocks[b], skips_.back()), c));
+            }
+            if (level.resample.out_channels() > 0) skips_.push_back(level.resample.forward(skips_.back()));
+        }
+        Tensor4<T> h = res(mid_block_1, skips_.back());
+        h = config_.context_dim > 0 ? mid_transformer.forward(h, c.context, c.context_mask) : mid_attn_1.forward(h);
+        h = res(mid_block_2, h);
+        std::size_t skip = skips_.size();
+        skip_channels_used_.clear();
+        for (Index l = static_cast<Index>(up.size()) - 1; l >= 0; --l) {
+            Level& level = up[l];
+            for (std::size_t b = 0; b < level.blocks.size(); ++b) {
+                const Tensor4<T>& s = skips_[--skip];
+                skip_channels_used_.push_back(h.dimension(1));
+                h = attend(level, b, res(level.blocks[b], nn::concat_channels(h, s)), c);
+            }
+            if (level.resample.out_channels() > 0) h = level.resample.forward(nn::upsample_nearest2x(h));
+        }
+        return conv_out.forward(norm_out.forward(std::move(h)));
     }
 
     void validate() const {
@@ -374,6 +473,8 @@ class UNet {
         if (c.num_res_blocks < 1) detail::throw_invalid(where, "num_res_blocks", c.num_res_blocks, "at least 1");
         if (!(c.dropout >= 0.0 && c.dropout < 1.0)) detail::throw_invalid(where, "dropout", c.dropout, "a value in [0, 1)");
         if (c.num_classes < 0) detail::throw_invalid(where, "num_classes", c.num_classes, ">= 0 (0: unconditional)");
+        if (c.context_dim < 0) detail::throw_invalid(where, "context_dim", c.context_dim, ">= 0 (0: no cross-attention)");
+        if (c.concat_channels < 0) detail::throw_invalid(where, "concat_channels", c.concat_channels, ">= 0 (0: nothing concatenated)");
         const Index halvings = static_cast<Index>(c.channel_mult.size()) - 1;
         if (c.image_size < 1 || c.image_size % (Index{1} << halvings) != 0) {
             detail::throw_invalid(where, "image_size", c.image_size,
@@ -381,7 +482,8 @@ class UNet {
         }
     }
 
-    void check_input(const Tensor4<T>& x, const Timesteps& t, const std::vector<int>& labels) const {
+    void check_input(const Tensor4<T>& x, const Timesteps& t, const Conditioning<T>& conditioning) const {
+        const std::vector<int>& labels = conditioning.labels;
         constexpr const char* where = "diffuse::UNet::forward";
         const Index halvings = static_cast<Index>(config_.channel_mult.size()) - 1, factor = Index{1} << halvings;
         if (x.dimension(0) < 1 || x.dimension(1) != config_.in_channels) {
@@ -411,12 +513,34 @@ class UNet {
         } else if (!labels.empty()) {
             detail::throw_invalid(where, "labels.size()", labels.size(), "0: the model is unconditional (num_classes = 0)");
         }
+        check_conditioning(where, conditioning, x.dimension(0), x.dimension(2), x.dimension(3));
+        const Index context_dim = config_.context_dim, cc = config_.concat_channels;
+        if (context_dim > 0 && (!conditioning.has_context() || conditioning.context.dimension(2) != context_dim)) {
+            detail::throw_invalid(where, "context.shape",
+                                  conditioning.has_context() ? shape_string(conditioning.context.dimensions()) : std::string("none"),
+                                  "[N, L, " + std::to_string(context_dim) + "]: the model attends to a context of that width");
+        }
+        if (context_dim == 0 && conditioning.has_context()) {
+            detail::throw_invalid(where, "context.shape", shape_string(conditioning.context.dimensions()),
+                                  "none: the model has no cross-attention (context_dim = 0)");
+        }
+        if (cc > 0 && (!conditioning.has_concat() || conditioning.concat.dimension(1) != cc)) {
+            detail::throw_invalid(where, "concat.shape",
+                                  conditioning.has_concat() ? shape_string(conditioning.concat.dimensions()) : std::string("none"),
+                                  "[N, " + std::to_string(cc) + ", H, W]: the image the model concatenates to x_t");
+        }
+        if (cc == 0 && conditioning.has_concat()) {
+            detail::throw_invalid(where, "concat.shape", shape_string(conditioning.concat.dimensions()),
+                                  "none: the model concatenates nothing (concat_channels = 0)");
+        }
     }
 
     UNetConfig config_;
     std::vector<Tensor4<T>> skips_;           // the down path's outputs, kept for the up path
     std::vector<Index> skip_channels_used_;   // channels of h at each concatenation, in forward order
+    Tensor3<T> context_gradient_;             // [N, L, context_dim], from the last backward
     bool training_ = true;                    // the mode set_training set last
+    Index evaluation_chunk_ = 16;             // set_evaluation_chunk
 };
 
 }  // namespace diffuse

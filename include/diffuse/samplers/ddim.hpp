@@ -90,7 +90,7 @@ StepResult<T> ddim_step(const NoiseSchedule<T>& schedule, const ModelArg<T>& mod
         detail::throw_invalid(where, "i", i, "a step in [0, " + std::to_string(schedule.num_timesteps()) + ")");
     }
     detail::check_eta(where, options.eta);
-    detail::check_sampler_options(where, options, x_t.dimension(0));
+    detail::check_sampler_options(where, options, x_t);
     StepResult<T> out = detail::ddim_update(schedule, model, x_t, i, noise, options);
     detail::check_finite(where, "x after the step at t = " + std::to_string(schedule.timestep_map()[i]), out.x);
     return out;
@@ -104,7 +104,7 @@ Samples<T> ddim_sample_from(const NoiseSchedule<T>& schedule, const ModelArg<T>&
     constexpr const char* where = "diffuse::ddim_sample";
     check_batch(where, "x_T", x_T);
     detail::check_eta(where, options.eta);
-    detail::check_sampler_options(where, options, x_T.dimension(0));
+    detail::check_sampler_options(where, options, x_T);
     const NoiseSchedule<T> sampling = detail::sampling_schedule(where, schedule, num_steps, options.steps);
     const Shape4 shape = x_T.dimensions();
     const Tensor4<T> zeros = Tensor4<T>(shape).setZero();
@@ -139,7 +139,7 @@ Samples<T> ddim_invert(const NoiseSchedule<T>& schedule, const ModelArg<T>& mode
     if (options.fixed_point_iterations < 0) {
         detail::throw_invalid(where, "fixed_point_iterations", options.fixed_point_iterations, ">= 0");
     }
-    detail::check_sampler_options(where, options, x0.dimension(0));
+    detail::check_sampler_options(where, options, x0);
     const NoiseSchedule<T> sampling = detail::sampling_schedule(where, schedule, num_steps, options.steps);
     SamplerOptions<T> plain = options;
     plain.thresholding = Thresholding::none;

@@ -42,7 +42,7 @@ template <class T>
 StepResult<T> ddpm_update(const NoiseSchedule<T>& schedule, const ModelArg<T>& model, const Tensor4<T>& x_t, int i,
                           const Tensor4<T>& noise, const DDPMOptions<T>& options) {
     constexpr const char* where = "diffuse::ddpm_step";
-    const Tensor4<T> output = call_model(where, model, schedule, x_t, i, options.labels,
+    const Tensor4<T> output = call_model(where, model, schedule, x_t, i, options.conditioning,
                                          model_output_channels(x_t.dimension(1), options.variance));
     const Timesteps steps(static_cast<std::size_t>(x_t.dimension(0)), i);
     ReverseStep<T> p = p_mean_variance(schedule, output, x_t, steps, reverse_options(options));
@@ -74,7 +74,7 @@ StepResult<T> ddpm_step(const NoiseSchedule<T>& schedule, const ModelArg<T>& mod
     if (i < 0 || i >= schedule.num_timesteps()) {
         detail::throw_invalid(where, "i", i, "a step in [0, " + std::to_string(schedule.num_timesteps()) + ")");
     }
-    detail::check_sampler_options(where, options, x_t.dimension(0));
+    detail::check_sampler_options(where, options, x_t);
     StepResult<T> out = detail::ddpm_update(schedule, model, x_t, i, noise, options);
     detail::check_finite(where, "x after the step at t = " + std::to_string(schedule.timestep_map()[i]), out.x);
     return out;
@@ -87,7 +87,7 @@ Samples<T> ddpm_sample_from(const NoiseSchedule<T>& schedule, const ModelArg<T>&
                             const DDPMOptions<T>& options = {}) {
     constexpr const char* where = "diffuse::ddpm_sample";
     check_batch(where, "x_T", x_T);
-    detail::check_sampler_options(where, options, x_T.dimension(0));
+    detail::check_sampler_options(where, options, x_T);
     const Shape4 shape = x_T.dimensions();
     const int n = schedule.num_timesteps();
     return detail::sampling_loop(where, "step at", x_T, n, options, [&](int k, const Tensor4<T>& x) {

@@ -1,6 +1,7 @@
 #pragma once
 // The denoiser: all a sampler knows of a model. A model is a callback
-//     output [N, C', H, W] = model(x_t [N, C, H, W], t [N], labels [N] or empty)
+//     output [N, C', H, W] = model(x_t [N, C, H, W], t [N], conditioning)
+// (conditioning: class labels, a context, a concatenated image, each optional; core/conditioning.hpp)
 // that predicts eps, x0 or v (Prediction), so a sampler runs the same with the U-Net, with any model
 // a user brings, and with an analytic denoiser in the tests. The model is told the timesteps it was
 // trained on: a sampler on a respaced schedule passes timestep_map()[i], not the step index i.
@@ -22,10 +23,12 @@
 
 namespace diffuse {
 
-/// A model as a callback: x_t [N, C, H, W], the model's timesteps t [N], class labels [N] (empty for
-/// an unconditional model) -> its output, [N, C, H, W] (or [N, 2C, H, W] with a learned variance).
+/// A model as a callback: x_t [N, C, H, W], the model's timesteps t [N], its conditioning (labels [N]
+/// or none, a context, a concatenated image) -> its output, [N, C, H, W] (or [N, 2C, H, W] with a
+/// learned variance). A callback of a labels-only model, (x_t, t, const std::vector<int>& labels),
+/// converts to it: a Conditioning passes as its labels.
 template <class T>
-using ModelFn = std::function<Tensor4<T>(const Tensor4<T>& x_t, const Timesteps& t, const std::vector<int>& labels)>;
+using ModelFn = std::function<Tensor4<T>(const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning)>;
 
 namespace detail {
 template <class U>
@@ -51,7 +54,7 @@ struct has_training_getter<Model, std::void_t<decltype(bool(std::declval<const M
     : std::true_type {};
 }  // namespace detail
 
-/// Anything with forward(x, t, labels) (the U-Net) as a ModelFn. The model is held by reference and
+/// Anything with forward(x, t, conditioning) (the U-Net) as a ModelFn. The model is held by reference and
 /// must outlive the callback. A model with a training mode (set_training(bool) and training()) is
 /// called in evaluation mode, no dropout, whatever mode it is in, and given its mode back after the
 /// call, even if the call throws.
@@ -60,7 +63,7 @@ ModelFn<T> model_fn(Model& model) {
     static_assert(detail::has_training_getter<Model>::value || !detail::has_set_training<Model>::value,
                   "diffuse::model_fn: the model has set_training(bool) but no bool training() const, so the "
                   "callback could not call it in evaluation mode and give it its mode back; add training()");
-    return [&model](const Tensor4<T>& x_t, const Timesteps& t, const std::vector<int>& labels) {
+    return [&model](const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning) {
         if constexpr (detail::has_training_getter<Model>::value && detail::has_set_training<Model>::value) {
             if (model.training()) {
                 struct Restore {  // training mode back, even if forward throws
@@ -68,10 +71,10 @@ ModelFn<T> model_fn(Model& model) {
                     ~Restore() { model.set_training(true); }
                 } restore{model};
                 model.set_training(false);
-                return Tensor4<T>(model.forward(x_t, t, labels));
+                return Tensor4<T>(model.forward(x_t, t, conditioning));
             }
         }
-        return Tensor4<T>(model.forward(x_t, t, labels));
+        return Tensor4<T>(model.forward(x_t, t, conditioning));
     };
 }
 
@@ -100,9 +103,9 @@ void check_finite(const char* where, const std::string& what, const Tensor4<T>& 
 /// [N, channels, H, W] of finite values, and returns that output.
 template <class T>
 Tensor4<T> call_model(const char* where, const ModelArg<T>& model, const NoiseSchedule<T>& schedule,
-                      const Tensor4<T>& x, int i, const std::vector<int>& labels, Index channels) {
+                      const Tensor4<T>& x, int i, const Conditioning<T>& conditioning, Index channels) {
     const Timesteps t(static_cast<std::size_t>(x.dimension(0)), schedule.timestep_map()[static_cast<std::size_t>(i)]);
-    Tensor4<T> out = model(x, t, labels);  // [N, channels, H, W]
+    Tensor4<T> out = model(x, t, conditioning);  // [N, channels, H, W]
     const Shape4 want = {x.dimension(0), channels, x.dimension(2), x.dimension(3)};
     const Shape4 got = {out.dimension(0), out.dimension(1), out.dimension(2), out.dimension(3)};
     if (got != want) {
@@ -121,7 +124,7 @@ Tensor4<T> call_model(const char* where, const ModelArg<T>& model, const NoiseSc
 template <class T>
 Denoised<T> denoise(const char* where, const NoiseSchedule<T>& schedule, const ModelArg<T>& model,
                     const Tensor4<T>& x, int i, const SamplerOptions<T>& options) {
-    const Tensor4<T> output = detail::call_model(where, model, schedule, x, i, options.labels, x.dimension(1));
+    const Tensor4<T> output = detail::call_model(where, model, schedule, x, i, options.conditioning, x.dimension(1));
     const Timesteps steps(static_cast<std::size_t>(x.dimension(0)), i);
     Denoised<T> d;
     d.eps = predict_eps(schedule, x, steps, output, options.prediction);

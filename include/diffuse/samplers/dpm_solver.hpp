@@ -41,7 +41,7 @@ Samples<T> dpm_solver_sample_from(const NoiseSchedule<T>& schedule, const ModelA
                                   const Tensor4<T>& x_T, const DPMSolverOptions<T>& options = {}) {
     constexpr const char* where = "diffuse::dpm_solver_sample";
     check_batch(where, "x_T", x_T);
-    detail::check_sampler_options(where, options, x_T.dimension(0));
+    detail::check_sampler_options(where, options, x_T);
     const NoiseSchedule<T> sampling = detail::sampling_schedule(where, schedule, num_steps, options.steps);
     const auto& ab = sampling.alphas_cumprod_double();
     // alpha_i, sigma_i and lambda_i = log(alpha_i / sigma_i) of selected step i, in double

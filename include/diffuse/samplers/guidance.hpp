@@ -1,12 +1,16 @@
 #pragma once
-// Classifier-free guidance (Ho & Salimans 2022): a model trained with labels dropped to a "no class"
-// index predicts both eps_cond = eps(x_t, c) and eps_uncond = eps(x_t, no class), and sampling uses
+// Classifier-free guidance (Ho & Salimans 2022): a model trained with its condition c dropped now and
+// then to a null condition predicts both eps_cond = eps(x_t, c) and eps_uncond = eps(x_t, null), and
+// sampling uses
 //   eps = eps_uncond + s (eps_cond - eps_uncond),
 // s = 1 being the conditional model alone and s > 1 trading diversity for fidelity. The wrapper makes
-// ONE model call on the doubled batch [x_t; x_t] with labels [c; no class], and its output is a model
-// like any other: guidance is affine with weights summing to 1, so it applies alike to eps, x0 and v
-// outputs. The "no class" index is num_classes, the U-Net's extra embedding row.
+// ONE model call on the doubled batch [x_t; x_t] with conditioning [c; null(c)], and its output is a
+// model like any other: guidance is affine with weights summing to 1, so it applies alike to eps, x0
+// and v outputs. What is null is the model's: for class labels the "no class" index num_classes (the
+// U-Net's extra embedding row); for a prompt, the text encoder's embedding of the empty prompt
+// (null_context). A concatenated image is a spatial input, not a condition to drop: both halves keep it.
 
+#include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/elementwise.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -15,13 +19,99 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffuse {
 
-/// A model callback that applies classifier-free guidance with scale `scale` to a class-conditional
-/// model with num_classes classes. The returned callback needs one label in [0, num_classes) per sample.
+/// The unconditional counterpart of a batch's conditioning, one sample for each of its samples.
+template <class T>
+using NullConditioningFn = std::function<Conditioning<T>(const Conditioning<T>& conditioning)>;
+
+/// Class labels replaced by the "no class" index num_classes; the rest kept. Every label must be a
+/// class in [0, num_classes).
+template <class T>
+NullConditioningFn<T> null_labels(int num_classes) {
+    constexpr const char* where = "diffuse::null_labels";
+    if (num_classes < 1) {
+        detail::throw_invalid(where, "num_classes", num_classes,
+                              "a class-conditional model (num_classes >= 1); guidance needs one");
+    }
+    return [num_classes](const Conditioning<T>& c) {
+        constexpr const char* call = "diffuse::classifier_free_guidance (the guided model)";
+        for (std::size_t n = 0; n < c.labels.size(); ++n) {
+            if (c.labels[n] < 0 || c.labels[n] >= num_classes) {
+                detail::throw_invalid(call, "labels[" + std::to_string(n) + "]", c.labels[n],
+                                      "a class in [0, " + std::to_string(num_classes) + ")");
+            }
+        }
+        Conditioning<T> null = c;
+        std::fill(null.labels.begin(), null.labels.end(), num_classes);
+        return null;
+    };
+}
+
+/// The context replaced by `embedding` [1, L0, D] (the text encoder's output for the empty prompt)
+/// for every sample, with its mask [L0] (or empty); the rest kept.
+template <class T>
+NullConditioningFn<T> null_context(Tensor3<T> embedding, KeyMask mask = {}) {
+    constexpr const char* where = "diffuse::null_context";
+    if (embedding.dimension(0) != 1 || embedding.size() == 0) {
+        detail::throw_invalid(where, "embedding.shape", shape_string(embedding.dimensions()), "[1, L, D], one null prompt");
+    }
+    check_key_mask(where, "mask", mask, 1, embedding.dimension(1));
+    return [embedding = std::move(embedding), mask = std::move(mask)](const Conditioning<T>& c) {
+        const Index n = c.has_context() ? c.context.dimension(0) : 0;
+        if (n == 0) {
+            detail::throw_invalid("diffuse::classifier_free_guidance (the guided model)", "conditioning.context", "none",
+                                  "a context per sample: the model is guided by its prompt");
+        }
+        const Index l = embedding.dimension(1), d = embedding.dimension(2);
+        Conditioning<T> null = c;
+        null.context = Tensor3<T>(n, l, d);
+        null.context_mask.clear();
+        for (Index s = 0; s < n; ++s) {
+            std::copy_n(embedding.data(), l * d, null.context.data() + s * l * d);
+            null.context_mask.insert(null.context_mask.end(), mask.begin(), mask.end());
+        }
+        return null;
+    };
+}
+
+/// A model callback that applies classifier-free guidance with scale `scale`, the unconditional half
+/// of each call conditioned on null(conditioning).
+template <class T>
+ModelFn<T> classifier_free_guidance(ModelFn<T> model, NullConditioningFn<T> null, double scale) {
+    constexpr const char* where = "diffuse::classifier_free_guidance";
+    if (!std::isfinite(scale)) detail::throw_invalid(where, "scale", scale, "a finite guidance scale");
+    if (!model) detail::throw_invalid(where, "model", "an empty callback", "a model");
+    if (!null) detail::throw_invalid(where, "null", "an empty callback", "the null conditioning");
+    return [model = std::move(model), null = std::move(null), scale](const Tensor4<T>& x_t, const Timesteps& t,
+                                                                      const Conditioning<T>& conditioning) {
+        const Index batch = x_t.dimension(0);
+        check_conditioning("diffuse::classifier_free_guidance (the guided model)", conditioning, batch, x_t.dimension(2), x_t.dimension(3));
+        // [x_t; x_t], t twice, conditioning [c; null(c)]
+        Tensor4<T> doubled(2 * batch, x_t.dimension(1), x_t.dimension(2), x_t.dimension(3));  // [2N, C, H, W]
+        batch_assign(doubled, 0, x_t);
+        batch_assign(doubled, batch, x_t);
+        Timesteps t2 = t;
+        t2.insert(t2.end(), t.begin(), t.end());
+        const Tensor4<T> both = model(doubled, t2, concat_conditioning(conditioning, null(conditioning)));  // [2N, C', H, W]
+        if (both.dimension(0) != 2 * batch || both.size() % 2 != 0) {
+            detail::throw_invalid("diffuse::classifier_free_guidance (the guided model)", "the model's output shape",
+                                  shape_string(both.dimensions()), std::to_string(2 * batch) + " samples, the doubled batch");
+        }
+        const Shape4 half = {batch, both.dimension(1), both.dimension(2), both.dimension(3)};  // [N, C', H, W]
+        const Eigen::TensorMap<const Tensor4<T>> cond(both.data(), half), uncond(both.data() + cond.size(), half);
+        const T s = static_cast<T>(scale);
+        return elementwise([s](T c, T u) { return u + s * (c - u); }, cond, uncond);
+    };
+}
+
+/// Guidance of a class-conditional model with num_classes classes: the returned callback needs one
+/// label in [0, num_classes) per sample.
 template <class T>
 ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double scale) {
     constexpr const char* where = "diffuse::classifier_free_guidance";
@@ -29,40 +119,16 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double sc
         detail::throw_invalid(where, "num_classes", num_classes,
                               "a class-conditional model (num_classes >= 1); guidance needs one");
     }
-    if (!std::isfinite(scale)) detail::throw_invalid(where, "scale", scale, "a finite guidance scale");
-    if (!model) detail::throw_invalid(where, "model", "an empty callback", "a model");
-    return [model = std::move(model), num_classes, scale](const Tensor4<T>& x_t, const Timesteps& t,
-                                                          const std::vector<int>& labels) {
-        constexpr const char* call = "diffuse::classifier_free_guidance (the guided model)";
+    ModelFn<T> guided = classifier_free_guidance<T>(std::move(model), null_labels<T>(num_classes), scale);
+    return [guided = std::move(guided)](const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning) {
         const Index batch = x_t.dimension(0);
-        if (static_cast<Index>(labels.size()) != batch) {
-            detail::throw_invalid(call, "labels.size()", labels.size(),
+        if (static_cast<Index>(conditioning.labels.size()) != batch) {
+            detail::throw_invalid("diffuse::classifier_free_guidance (the guided model)", "labels.size()",
+                                  conditioning.labels.size(),
                                   "one class per sample, " + std::to_string(batch) +
-                                      " (set the sampler's options.labels; guidance needs a class)");
+                                      " (set the sampler's options.conditioning.labels; guidance needs a class)");
         }
-        for (std::size_t n = 0; n < labels.size(); ++n) {
-            if (labels[n] < 0 || labels[n] >= num_classes) {
-                detail::throw_invalid(call, "labels[" + std::to_string(n) + "]", labels[n],
-                                      "a class in [0, " + std::to_string(num_classes) + ")");
-            }
-        }
-        // [x_t; x_t], t twice, labels [c; no class]
-        Tensor4<T> doubled(2 * batch, x_t.dimension(1), x_t.dimension(2), x_t.dimension(3));  // [2N, C, H, W]
-        std::copy_n(x_t.data(), x_t.size(), doubled.data());
-        std::copy_n(x_t.data(), x_t.size(), doubled.data() + x_t.size());
-        Timesteps t2 = t;
-        t2.insert(t2.end(), t.begin(), t.end());
-        std::vector<int> labels2 = labels;
-        labels2.insert(labels2.end(), static_cast<std::size_t>(batch), num_classes);
-        const Tensor4<T> both = model(doubled, t2, labels2);  // [2N, C', H, W]
-        if (both.dimension(0) != 2 * batch || both.size() % 2 != 0) {
-            detail::throw_invalid(call, "the model's output shape", shape_string(both.dimensions()),
-                                  std::to_string(2 * batch) + " samples, the doubled batch");
-        }
-        const Shape4 half = {batch, both.dimension(1), both.dimension(2), both.dimension(3)};  // [N, C', H, W]
-        const Eigen::TensorMap<const Tensor4<T>> cond(both.data(), half), uncond(both.data() + cond.size(), half);
-        const T s = static_cast<T>(scale);
-        return elementwise([s](T c, T u) { return u + s * (c - u); }, cond, uncond);
+        return guided(x_t, t, conditioning);
     };
 }
 

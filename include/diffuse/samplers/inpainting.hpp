@@ -106,7 +106,7 @@ Samples<T> inpaint(const NoiseSchedule<T>& schedule, const ModelArg<T>& model, c
                    const Tensor4<T>& mask, const InpaintOptions<T>& options = {}) {
     constexpr const char* where = "diffuse::inpaint";
     detail::check_inpainting_inputs(where, known, mask);
-    detail::check_sampler_options(where, options, known.dimension(0));
+    detail::check_sampler_options(where, options, known);
     const int n_steps = schedule.num_timesteps();
     const std::vector<int> levels = repaint_levels(n_steps, options.jump_length, options.resample_count);
     const Shape4 shape = known.dimensions();

@@ -1,12 +1,14 @@
 #pragma once
-// What every sampler takes and gives back: the seed, what the model predicts, the class labels, the
-// x0 thresholding, a progress callback and whether to keep the intermediate states; and the result,
+// What every sampler takes and gives back: the seed, what the model predicts, the conditioning (class
+// labels, a context, a concatenated image: core/conditioning.hpp), the x0 thresholding, a progress
+// callback and whether to keep the intermediate states; and the result,
 // the samples with, when asked, every intermediate state and x0 prediction.
 //
 // Randomness: the starting noise is stream 0 of the seed and the noise of step k is stream k + 1
 // (derive_seed), each drawn by a counter-based Philox generator, so a seed gives the same samples,
 // bit for bit, whatever the thread count.
 
+#include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -35,7 +37,8 @@ template <class T>
 struct SamplerOptions {
     std::uint64_t seed = 0;
     Prediction prediction = Prediction::epsilon;  // what the model outputs
-    std::vector<int> labels;                      // [N] class per sample; empty for an unconditional model
+    Conditioning<T> conditioning;                 // handed to the model at every step: labels [N] (empty for an
+                                                  // unconditional model), a context, a concatenated image
     Thresholding thresholding = Thresholding::none;
     double dynamic_percentile = 0.995;            // Imagen's p, for Thresholding::dynamic
     double clip_range = 1.0;                      // Thresholding::clip's bound, x0 in [-r, r]: 1 for images in
@@ -75,11 +78,8 @@ Tensor4<T> stream_noise(std::uint64_t seed, std::uint64_t stream, const Shape4& 
 }
 
 template <class T>
-void check_sampler_options(const char* where, const SamplerOptions<T>& options, Index batch) {
-    if (!options.labels.empty() && static_cast<Index>(options.labels.size()) != batch) {
-        throw_invalid(where, "options.labels.size()", options.labels.size(),
-                      "one label per sample, " + std::to_string(batch) + ", or none for an unconditional model");
-    }
+void check_sampler_options(const char* where, const SamplerOptions<T>& options, const Tensor4<T>& x) {
+    check_conditioning(where, options.conditioning, x.dimension(0), x.dimension(2), x.dimension(3));
     if (options.thresholding == Thresholding::dynamic) check_percentile(where, options.dynamic_percentile);
     if (options.thresholding == Thresholding::clip) check_clip_range(where, options.clip_range);
 }
