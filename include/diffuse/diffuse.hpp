@@ -52,6 +52,8 @@
 
 #include "diffuse/models/autoencoder.hpp"
 #include "diffuse/models/latent_diffusion.hpp"
+#include "diffuse/models/prompt_unet.hpp"
+#include "diffuse/models/text_encoder.hpp"
 #include "diffuse/models/unet.hpp"
 
 #include "diffuse/optim/adam.hpp"

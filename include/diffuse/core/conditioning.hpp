@@ -6,7 +6,9 @@
 //    the U-Net's transformer blocks attend to by cross-attention, with a key padding mask so that
 //    prompts of different lengths share a batch;
 //  - an image concatenated to x_t along the channels, spatially aligned with it (a low-resolution
-//    image for super-resolution, a masked image and its mask for inpainting).
+//    image for super-resolution, a masked image and its mask for inpainting);
+//  - a prompt's tokens, for a model that embeds them itself (models/prompt_unet.hpp: a text encoder
+//    trained with the U-Net makes the context from them).
 // A sampler hands it to the model unchanged at every step; guidance doubles it (samplers/guidance.hpp).
 
 #include "diffuse/core/error.hpp"
@@ -41,12 +43,23 @@ inline void check_key_mask(const char* where, const std::string& name, const Key
     }
 }
 
+/// A batch of tokenised prompts, padded to its longest (models/text_encoder.hpp's Tokenizer): ids
+/// [N * L] (padding holds id 0, <start>, masked out), mask [N * L] (1: a real token).
+struct Tokens {
+    Index batch = 0, length = 0;
+    std::vector<int> ids;
+    KeyMask mask;
+
+    bool empty() const { return batch == 0; }
+};
+
 template <class T>
 struct Conditioning {
     std::vector<int> labels;  // [N] class per sample, or empty
     Tensor3<T> context;       // [N, L, D] token embeddings per sample, or empty
     KeyMask context_mask;     // [N * L], or empty: every token of the context is real
     Tensor4<T> concat;        // [N, Cc, H, W] concatenated to x_t, or empty
+    Tokens prompt;            // [N, L] token ids with their mask, or empty
 
     Conditioning() = default;
     /// Labels alone, so that model(x_t, t, labels) reads as before there was more to condition on.
@@ -59,7 +72,8 @@ struct Conditioning {
     bool has_labels() const { return !labels.empty(); }
     bool has_context() const { return context.size() > 0; }
     bool has_concat() const { return concat.size() > 0; }
-    bool empty() const { return !has_labels() && !has_context() && !has_concat(); }
+    bool has_prompt() const { return !prompt.empty(); }
+    bool empty() const { return !has_labels() && !has_context() && !has_concat() && !has_prompt(); }
 };
 
 /// Throws unless every part present has one entry per sample of a batch of `batch` images of
@@ -77,11 +91,51 @@ void check_conditioning(const char* where, const Conditioning<T>& c, Index batch
         detail::throw_invalid(where, "context_mask.size()", c.context_mask.size(), "0: there is no context");
     }
     if (c.has_context()) check_key_mask(where, "context_mask", c.context_mask, batch, c.context.dimension(1));
+    if (c.has_prompt()) {
+        const Tokens& p = c.prompt;
+        if (p.batch != batch || p.length < 1 || static_cast<Index>(p.ids.size()) != p.batch * p.length) {
+            detail::throw_invalid(where, "prompt", std::to_string(p.batch) + " x " + std::to_string(p.length) + " tokens in " +
+                                      std::to_string(p.ids.size()) + " ids",
+                                  "one prompt per sample, " + n + " x L tokens");
+        }
+        check_key_mask(where, "prompt.mask", p.mask, p.batch, p.length);
+    }
     if (c.has_concat() && (c.concat.dimension(0) != batch || c.concat.dimension(2) != height || c.concat.dimension(3) != width)) {
         detail::throw_invalid(where, "concat.shape", shape_string(c.concat.dimensions()),
                               "[" + n + ", C, " + std::to_string(height) + ", " + std::to_string(width) +
                                   "]: one image per sample, the size of x_t");
     }
+}
+
+/// Prompts [first, first + count) of a batch of tokens.
+inline Tokens slice_tokens(const Tokens& t, Index first, Index count) {
+    Tokens out;
+    out.batch = count;
+    out.length = t.length;
+    out.ids.assign(t.ids.begin() + first * t.length, t.ids.begin() + (first + count) * t.length);
+    if (!t.mask.empty()) out.mask.assign(t.mask.begin() + first * t.length, t.mask.begin() + (first + count) * t.length);
+    return out;
+}
+
+/// [a; b], padded to the longer prompts (id 0, masked).
+inline Tokens concat_tokens(const Tokens& a, const Tokens& b) {
+    Tokens out;
+    out.batch = a.batch + b.batch;
+    out.length = std::max(a.length, b.length);
+    out.ids.assign(static_cast<std::size_t>(out.batch * out.length), 0);
+    out.mask.assign(static_cast<std::size_t>(out.batch * out.length), 0);
+    const auto place = [&out](const Tokens& t, Index at) {
+        for (Index s = 0; s < t.batch; ++s) {
+            for (Index j = 0; j < t.length; ++j) {
+                const std::size_t to = static_cast<std::size_t>((at + s) * out.length + j), from = static_cast<std::size_t>(s * t.length + j);
+                out.ids[to] = t.ids[from];
+                out.mask[to] = t.mask.empty() ? 1 : t.mask[from];
+            }
+        }
+    };
+    place(a, 0);
+    place(b, a.batch);
+    return out;
 }
 
 /// Samples [first, first + count) of a conditioning.
@@ -95,6 +149,7 @@ Conditioning<T> slice_conditioning(const Conditioning<T>& c, Index first, Index 
         if (!c.context_mask.empty()) out.context_mask.assign(c.context_mask.begin() + first * l, c.context_mask.begin() + (first + count) * l);
     }
     if (c.has_concat()) out.concat = batch_slice(c.concat, first, count);
+    if (c.has_prompt()) out.prompt = slice_tokens(c.prompt, first, count);
     return out;
 }
 
@@ -103,8 +158,9 @@ Conditioning<T> slice_conditioning(const Conditioning<T>& c, Index first, Index 
 template <class T>
 Conditioning<T> concat_conditioning(const Conditioning<T>& a, const Conditioning<T>& b) {
     constexpr const char* where = "diffuse::concat_conditioning";
-    if (a.has_labels() != b.has_labels() || a.has_context() != b.has_context() || a.has_concat() != b.has_concat()) {
-        detail::throw_invalid(where, "the parts of b", "other parts than a's", "the same parts (labels, context, concat) as a");
+    if (a.has_labels() != b.has_labels() || a.has_context() != b.has_context() || a.has_concat() != b.has_concat() ||
+        a.has_prompt() != b.has_prompt()) {
+        detail::throw_invalid(where, "the parts of b", "other parts than a's", "the same parts (labels, context, concat, prompt) as a");
     }
     Conditioning<T> out;
     out.labels = a.labels;
@@ -144,6 +200,7 @@ Conditioning<T> concat_conditioning(const Conditioning<T>& a, const Conditioning
         batch_assign(out.concat, 0, a.concat);
         batch_assign(out.concat, na, b.concat);
     }
+    if (a.has_prompt()) out.prompt = concat_tokens(a.prompt, b.prompt);
     return out;
 }
 

@@ -29,14 +29,6 @@
 
 namespace diffuse {
 
-/// A batch of tokenised prompts, padded to its longest: ids [N * L] (padding holds <start>, masked
-/// out), mask [N * L] (1: a real token).
-struct Tokens {
-    Index batch = 0, length = 0;
-    std::vector<int> ids;
-    KeyMask mask;
-};
-
 /// Words over a fixed vocabulary. A prompt is lower-cased and split at every character that is not a
 /// letter, a digit or '-'; a word outside the vocabulary is an error that names it (no unknown-word
 /// token: a prompt the model cannot read should not sample as if it could).

@@ -5,9 +5,10 @@
 //   4. embed t (inside the model)         5. predict eps (or x0, or v)
 //   6. MSE against the true target; backpropagate; clip; Adam update; EMA update.
 // For classifier-free guidance, labels are replaced by the "no class" index with probability
-// label_dropout. Every random draw comes from the trainer's Generator, so a run is reproducible and
+// label_dropout, and prompts (a PromptUNet's) by the empty prompt with the same probability. Every random draw comes from the trainer's Generator, so a run is reproducible and
 // can be resumed bit for bit from (weights, optimizer, EMA, generator state, step).
 
+#include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -33,7 +34,7 @@ struct TrainerOptions {
     bool ema_warmup = true;
     Prediction prediction = Prediction::epsilon;
     double min_snr_gamma = 0.0;      // 0: the plain simple loss; 5 is the paper's choice
-    double label_dropout = 0.1;      // for classifier-free guidance; conditional models only
+    double label_dropout = 0.1;      // for classifier-free guidance: labels and prompts dropped to their null
     std::uint64_t seed = 0;
 };
 
@@ -60,14 +61,17 @@ class Trainer {
     /// A temporary schedule would dangle once the constructor's full expression ends: refused at compile time.
     Trainer(Model& model, const NoiseSchedule<T>&& schedule, TrainerOptions options = {}) = delete;
 
-    /// One step on a batch x0 [N, C, H, W] scaled to [-1, 1], with class labels [N] for a
-    /// conditional model (empty for an unconditional one).
-    StepStats step(const Tensor4<T>& x0, const std::vector<int>& labels = {}) {
+    /// One step on a batch x0 [N, C, H, W] scaled to [-1, 1], with its conditioning: class labels [N]
+    /// for a class-conditional model (none for an unconditional one), a prompt per image for a
+    /// PromptUNet, a concatenated image per image for a model that takes one.
+    StepStats step(const Tensor4<T>& x0, const Conditioning<T>& conditioning = {}) {
+        const std::vector<int>& labels = conditioning.labels;
         const Index batch = x0.dimension(0);
         const Timesteps t = generator_.randint(batch, schedule_.num_timesteps());  // 1
         Tensor4<T> eps;
         const Tensor4<T> x_t = q_sample(schedule_, x0, t, generator_, eps);       // 2, 3
-        std::vector<int> y = labels;
+        Conditioning<T> c = conditioning;
+        std::vector<int>& y = c.labels;
         const Index classes = model_.config().num_classes;
         if (classes > 0 && !labels.empty() && options_.label_dropout > 0.0) {
             std::vector<double> u(labels.size());
@@ -76,12 +80,24 @@ class Trainer {
                 if (u[n] < options_.label_dropout) y[n] = static_cast<int>(classes);
             }
         }
+        if (c.has_prompt() && options_.label_dropout > 0.0) {  // the empty prompt: <start>, then padding
+            Tokens& p = c.prompt;
+            if (p.mask.empty()) p.mask.assign(p.ids.size(), 1);
+            std::vector<double> u(static_cast<std::size_t>(p.batch));
+            generator_.uniform(u.data(), p.batch);
+            for (Index n = 0; n < p.batch; ++n) {
+                if (u[static_cast<std::size_t>(n)] >= options_.label_dropout) continue;
+                std::fill_n(p.ids.begin() + n * p.length, p.length, 0);
+                std::fill_n(p.mask.begin() + n * p.length, p.length, std::uint8_t{0});
+                p.mask[static_cast<std::size_t>(n * p.length)] = 1;
+            }
+        }
         // the dropout masks: a stream of their own, a new one each step. Derived from the generator's
         // seed (equal to options.seed unless a checkpoint restored another), so that (generator, step)
         // is the whole of a step's randomness.
         const Generator dropout(derive_seed(generator_.seed(), static_cast<std::uint64_t>(step_)));
         model_.set_training(true);
-        const Tensor4<T> output = model_.forward(x_t, t, y, dropout);              // 4, 5
+        const Tensor4<T> output = model_.forward(x_t, t, c, dropout);              // 4, 5
         const Tensor4<T> target = training_target(schedule_, options_.prediction, x0, eps, t);
         Tensor4<T> grad;
         const double loss = mse_loss(output, target,                               // 6

@@ -7,8 +7,9 @@
 // ONE model call on the doubled batch [x_t; x_t] with conditioning [c; null(c)], and its output is a
 // model like any other: guidance is affine with weights summing to 1, so it applies alike to eps, x0
 // and v outputs. What is null is the model's: for class labels the "no class" index num_classes (the
-// U-Net's extra embedding row); for a prompt, the text encoder's embedding of the empty prompt
-// (null_context). A concatenated image is a spatial input, not a condition to drop: both halves keep it.
+// U-Net's extra embedding row); for a prompt, the empty prompt (null_prompt, for a model that embeds
+// its prompts) or its embedding (null_context, for a U-Net given contexts). A concatenated image is
+// a spatial input, not a condition to drop: both halves keep it.
 
 #include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/elementwise.hpp"
@@ -76,6 +77,23 @@ NullConditioningFn<T> null_context(Tensor3<T> embedding, KeyMask mask = {}) {
             std::copy_n(embedding.data(), l * d, null.context.data() + s * l * d);
             null.context_mask.insert(null.context_mask.end(), mask.begin(), mask.end());
         }
+        return null;
+    };
+}
+
+/// Every prompt replaced by the empty prompt, <start> alone (Tokenizer::encode("")), for a model that
+/// embeds its prompts itself (PromptUNet); the rest kept.
+template <class T>
+NullConditioningFn<T> null_prompt() {
+    return [](const Conditioning<T>& c) {
+        if (!c.has_prompt()) {
+            detail::throw_invalid("diffuse::classifier_free_guidance (the guided model)", "conditioning.prompt", "none",
+                                  "a prompt per sample: the model is guided by its prompt");
+        }
+        Conditioning<T> null = c;
+        null.prompt.length = 1;
+        null.prompt.ids.assign(static_cast<std::size_t>(c.prompt.batch), 0);   // <start>
+        null.prompt.mask.assign(static_cast<std::size_t>(c.prompt.batch), 1);
         return null;
     };
 }
