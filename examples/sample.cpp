@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
     std::string schedule;
     int timesteps = 0;
     int threads = 0;
+    Index chunk = diffuse::UNet<float>::default_evaluation_chunk;
     double log_seconds = 10.0;
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train (or a weights file)")->required();
     app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
@@ -132,6 +133,9 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"linear", "cosine"}));
     app.add_option("--timesteps", timesteps, "T, if the file does not say");
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
+    app.add_option("--chunk", chunk, "Samples per U-Net pass: a larger batch runs in chunks of this many, so its "
+                                     "activations stay in cache (the same bits for any chunk; 0: the whole batch at once)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--log-seconds", log_seconds, "Seconds between progress lines when stderr is not a terminal")
         ->capture_default_str();
 
@@ -145,6 +149,7 @@ int main(int argc, char** argv) {
         diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
         diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
         model.set_training(false);
+        model.set_evaluation_chunk(chunk);
         const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, model.config(), "diffuse_sample");
         const diffuse::NoiseSchedule<float> noise_schedule(betas);
         const Index num_classes = model.config().num_classes;

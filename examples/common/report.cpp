@@ -99,11 +99,15 @@ void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
         {"none", diffuse::Thresholding::none}, {"clip", diffuse::Thresholding::clip},
         {"dynamic", diffuse::Thresholding::dynamic}};
     app.add_option("--thresholding", sampler.thresholding,
-                   "x0 predictions: clip to [-1, 1], dynamic (Imagen's, p = 0.995) or none")
+                   "x0 predictions: clip to [-r, r] (--clip-range), dynamic (Imagen's, p = 0.995) or none")
         ->transform(CLI::CheckedTransformer(kinds, CLI::ignore_case))
         ->type_name("TEXT:{none,clip,dynamic}")
-        ->default_str(std::string(diffuse::to_string(sampler.thresholding)) + " (none for a latent model)")
+        ->default_str(std::string(diffuse::to_string(sampler.thresholding)))
         ->each([&sampler](const std::string&) { sampler.thresholding_given = true; });
+    app.add_option("--clip-range", sampler.clip_range, "clip's bound r, x0 in [-r, r]")
+        ->check(CLI::PositiveNumber)
+        ->default_str("1, the images' range; a latent model's checkpoint says its latents' range")
+        ->each([&sampler](const std::string&) { sampler.clip_range_given = true; });
 }
 
 diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,

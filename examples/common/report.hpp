@@ -94,18 +94,20 @@ struct SamplerChoice {
     diffuse::Thresholding thresholding = diffuse::Thresholding::clip;
     double clip_range = 1.0;          // clip's bound: x0 in [-r, r]
     bool thresholding_given = false;  // --thresholding was on the command line
+    bool clip_range_given = false;    // --clip-range was on the command line
 
     /// What a model of latents samples with: x0 clipped to the latents' range r (the checkpoint's
-    /// diffuse.latent clip_range) instead of the images' [-1, 1], unless --thresholding said otherwise.
+    /// diffuse.latent clip_range) instead of the images' [-1, 1], unless --thresholding or
+    /// --clip-range said otherwise.
     SamplerChoice for_latents(double range) const {
         SamplerChoice out = *this;
         if (!thresholding_given) out.thresholding = diffuse::Thresholding::clip;
-        out.clip_range = range;
+        if (!clip_range_given) out.clip_range = range;
         return out;
     }
 };
 
-/// --thresholding {none, clip, dynamic}: what the samplers do to each x0 prediction.
+/// --thresholding {none, clip, dynamic} and --clip-range: what the samplers do to each x0 prediction.
 void add_thresholding_option(CLI::App& app, SamplerChoice& sampler);
 
 /// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none); `progress`

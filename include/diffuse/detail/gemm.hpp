@@ -7,7 +7,7 @@
 // is rows[k][0 .. N)) or from a packed strip ([K][NR]). A convolution's im2col matrix is such a set
 // of rows: each row is a shifted view of the (padded) input, so B is never copied (conv2d.hpp).
 // The micro-kernel keeps an MR x NR tile of C in registers (6 x 16 floats with AVX2: 12 of the 16
-// vector registers) and does MR * NR / lanes fused multiply-adds per k.
+// vector registers; 8 x 32 with AVX-512: 16 of 32) and does MR * NR / lanes fused multiply-adds per k.
 //
 // The order of every sum depends only on the shapes (K is cut into fixed blocks), never on the
 // thread count, so results are the same bits however the work is split.
@@ -47,9 +47,18 @@ template <class T>
 struct Gemm {
     using Vec = typename GemmVector<T>::type;
     static constexpr Index lanes = static_cast<Index>(sizeof(Vec) / sizeof(T));
-    static constexpr Index mr = 6;           // rows of the C tile
+    // Rows of the C tile: 6 x 2 vectors fill 12 of AVX2's 16 registers; with AVX-512's 32, 8 x 2
+    // accumulators leave room for the B row and the broadcast, and 8 divides the U-Net's channel
+    // counts (16, 32, 64, 96, 128), which 6 leaves an 89% full last panel of.
+#if defined(__AVX512F__)
+    static constexpr Index mr = 8;
+#else
+    static constexpr Index mr = 6;
+#endif
     static constexpr Index nr = 2 * lanes;   // columns of the C tile
-    static constexpr Index kc_max = 384;     // a B strip of kc rows stays in L1
+    // A B strip of kc rows, [kc][NR], is at most 24 KiB, so that it stays in a 32 or 48 KiB L1 beside
+    // the A panel streaming past it: 384 rows of 16 floats (AVX2), 192 rows of 32 (AVX-512).
+    static constexpr Index kc_max = 24576 / static_cast<Index>(nr * sizeof(T));
 
     static Vec load(const T* p) {
         Vec v;
@@ -132,7 +141,8 @@ struct Gemm {
     };
 
     /// C[0:rows, 0:cols] (+)= A_panel[kc][MR] . B[kc][NR], for rows <= MR, cols <= NR. With
-    /// accumulate the tile starts from C, else from zero.
+    /// accumulate the tile starts from C, else from zero. The MR x 2 accumulators are an array the
+    /// compiler keeps in registers: every loop over them is unrolled, every index a constant.
     static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate) {
         const bool full = rows == mr && cols == nr;
         T edge[mr * nr];  // a partial tile goes through here
@@ -146,39 +156,28 @@ struct Gemm {
                 for (Index i = 0; i < rows; ++i) std::copy_n(c + i * ldc, cols, edge + i * nr);
             }
         }
-        Vec c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-        if (accumulate || !full) {
-            c00 = load(out + 0 * ld), c01 = load(out + 0 * ld + lanes);
-            c10 = load(out + 1 * ld), c11 = load(out + 1 * ld + lanes);
-            c20 = load(out + 2 * ld), c21 = load(out + 2 * ld + lanes);
-            c30 = load(out + 3 * ld), c31 = load(out + 3 * ld + lanes);
-            c40 = load(out + 4 * ld), c41 = load(out + 4 * ld + lanes);
-            c50 = load(out + 5 * ld), c51 = load(out + 5 * ld + lanes);
-        } else {
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vec{};
+        Vec acc[mr][2];
+        const bool load_c = accumulate || !full;
+#pragma GCC unroll 16
+        for (Index i = 0; i < mr; ++i) {
+            acc[i][0] = load_c ? load(out + i * ld) : Vec{};
+            acc[i][1] = load_c ? load(out + i * ld + lanes) : Vec{};
         }
 #pragma GCC unroll 4
         for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
             const Vec b0 = load(b), b1 = load(b + lanes);
-            Vec ai = broadcast(a + 0);
-            c00 = fmadd(ai, b0, c00), c01 = fmadd(ai, b1, c01);
-            ai = broadcast(a + 1);
-            c10 = fmadd(ai, b0, c10), c11 = fmadd(ai, b1, c11);
-            ai = broadcast(a + 2);
-            c20 = fmadd(ai, b0, c20), c21 = fmadd(ai, b1, c21);
-            ai = broadcast(a + 3);
-            c30 = fmadd(ai, b0, c30), c31 = fmadd(ai, b1, c31);
-            ai = broadcast(a + 4);
-            c40 = fmadd(ai, b0, c40), c41 = fmadd(ai, b1, c41);
-            ai = broadcast(a + 5);
-            c50 = fmadd(ai, b0, c50), c51 = fmadd(ai, b1, c51);
+#pragma GCC unroll 16
+            for (Index i = 0; i < mr; ++i) {
+                const Vec ai = broadcast(a + i);
+                acc[i][0] = fmadd(ai, b0, acc[i][0]);
+                acc[i][1] = fmadd(ai, b1, acc[i][1]);
+            }
         }
-        store(out + 0 * ld, c00), store(out + 0 * ld + lanes, c01);
-        store(out + 1 * ld, c10), store(out + 1 * ld + lanes, c11);
-        store(out + 2 * ld, c20), store(out + 2 * ld + lanes, c21);
-        store(out + 3 * ld, c30), store(out + 3 * ld + lanes, c31);
-        store(out + 4 * ld, c40), store(out + 4 * ld + lanes, c41);
-        store(out + 5 * ld, c50), store(out + 5 * ld + lanes, c51);
+#pragma GCC unroll 16
+        for (Index i = 0; i < mr; ++i) {
+            store(out + i * ld, acc[i][0]);
+            store(out + i * ld + lanes, acc[i][1]);
+        }
         if (!full) {
             for (Index i = 0; i < rows; ++i) std::copy_n(edge + i * nr, cols, c + i * ldc);
         }

@@ -145,6 +145,7 @@ class UNet {
     /// a sampler's batch of thousands keeps its activations in cache instead of streaming hundreds of
     /// megabytes per layer. Every sample's computation is the same whatever its batch, so the outputs
     /// are the same bits for any chunk. 0: never chunk. Training always runs the whole batch.
+    static constexpr Index default_evaluation_chunk = 16;
     void set_evaluation_chunk(Index chunk) {
         if (chunk < 0) detail::throw_invalid("diffuse::UNet::set_evaluation_chunk", "chunk", chunk, ">= 0 (0: never chunk)");
         evaluation_chunk_ = chunk;
@@ -540,7 +541,7 @@ class UNet {
     std::vector<Index> skip_channels_used_;   // channels of h at each concatenation, in forward order
     Tensor3<T> context_gradient_;             // [N, L, context_dim], from the last backward
     bool training_ = true;                    // the mode set_training set last
-    Index evaluation_chunk_ = 16;             // set_evaluation_chunk
+    Index evaluation_chunk_ = default_evaluation_chunk;  // set_evaluation_chunk
 };
 
 }  // namespace diffuse
