@@ -17,6 +17,16 @@ namespace {
 
 Tokenizer small_tokenizer() { return Tokenizer({"a", "dark", "light", "ankle", "boot", "t-shirt", "wide"}, 5); }
 
+diffuse::TextEncoderConfig small_encoder_config(const Tokenizer& tok, Index width) {
+    diffuse::TextEncoderConfig config;
+    config.vocabulary_size = tok.vocabulary_size();
+    config.max_length = tok.max_length();
+    config.width = width;
+    config.layers = 2;
+    config.heads = 2;
+    return config;
+}
+
 }  // namespace
 
 TEST_CASE("The tokenizer encodes words to ids after <start> and decodes them back", "[models][text]") {
@@ -48,13 +58,7 @@ TEST_CASE("The tokenizer names an unknown word, a prompt too long and a bad voca
 
 TEST_CASE("The text encoder gives a padded prompt's real tokens the unpadded prompt's context", "[models][text]") {
     const Tokenizer tok = small_tokenizer();
-    diffuse::TextEncoderConfig config;
-    config.vocabulary_size = tok.vocabulary_size();
-    config.max_length = tok.max_length();
-    config.width = 8;
-    config.layers = 2;
-    config.heads = 2;
-    diffuse::TextEncoder<double> encoder(config, 3);
+    diffuse::TextEncoder<double> encoder(small_encoder_config(tok, 8), 3);
     const auto alone = encoder.forward(tok.batch({"dark boot"}));
     const auto both = encoder.forward(tok.batch({"dark boot", "a wide light t-shirt"}));
     REQUIRE(alone.dimension(1) == 3);
@@ -71,13 +75,7 @@ TEST_CASE("The text encoder gives a padded prompt's real tokens the unpadded pro
 
 TEST_CASE("The text encoder's backward pass matches finite differences", "[models][text][gradient]") {
     const Tokenizer tok = small_tokenizer();
-    diffuse::TextEncoderConfig config;
-    config.vocabulary_size = tok.vocabulary_size();
-    config.max_length = tok.max_length();
-    config.width = 4;
-    config.layers = 2;
-    config.heads = 2;
-    diffuse::TextEncoder<double> encoder(config, 4);
+    diffuse::TextEncoder<double> encoder(small_encoder_config(tok, 4), 4);
     diffuse::Generator init(5);
     encoder.for_each_parameter("", [&init](auto p) {  // beyond CLIP's tiny initial embeddings
         init.normal(p.value, p.size);
