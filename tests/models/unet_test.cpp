@@ -266,6 +266,11 @@ TEST_CASE("A U-Net rejects a missing or mis-shaped context and concatenated imag
     UNet<float> plain(two_level_config(), 1);
     c.concat = gen.randn<float, 4>({2, 1, 4, 4});
     REQUIRE_THROWS_WITH(plain.forward(x, {1, 2}, c), Contains("no cross-attention"));
+    diffuse::Conditioning<float> prompted = {0, 1};
+    prompted.prompt.batch = 2;
+    prompted.prompt.length = 1;
+    prompted.prompt.ids = {0, 0};
+    REQUIRE_THROWS_WITH(plain.forward(x, {1, 2}, prompted), Contains("a PromptUNet embeds prompts"));
     UNetConfig bad = context_config();
     bad.heads = 3;
     REQUIRE_THROWS_WITH(UNet<float>(bad), Contains("heads = 3"));

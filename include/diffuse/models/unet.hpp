@@ -530,6 +530,10 @@ class UNet {
                                   conditioning.has_concat() ? shape_string(conditioning.concat.dimensions()) : std::string("none"),
                                   "[N, " + std::to_string(cc) + ", H, W]: the image the model concatenates to x_t");
         }
+        if (conditioning.has_prompt()) {
+            detail::throw_invalid(where, "conditioning.prompt", std::to_string(conditioning.prompt.batch) + " prompts",
+                                  "none: a U-Net attends to a context; a PromptUNet embeds prompts into one");
+        }
         if (cc == 0 && conditioning.has_concat()) {
             detail::throw_invalid(where, "concat.shape", shape_string(conditioning.concat.dimensions()),
                                   "none: the model concatenates nothing (concat_channels = 0)");
