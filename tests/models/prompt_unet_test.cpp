@@ -3,6 +3,7 @@
 // and bad input.
 
 #include "../support/layers.hpp"
+#include "../support/unet_configs.hpp"
 
 #include <diffuse/models/prompt_unet.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -31,18 +32,7 @@ diffuse::TextEncoderConfig prompt_text_config(const diffuse::Tokenizer& tok) {
     return t;
 }
 
-diffuse::UNetConfig prompt_unet_config() {
-    diffuse::UNetConfig c;
-    c.model_channels = 4;
-    c.channel_mult = {1, 2};
-    c.num_res_blocks = 1;
-    c.attention_resolutions = {2};
-    c.groups = 2;
-    c.heads = 2;
-    c.image_size = 4;
-    c.dropout = 0.0;
-    return c;
-}
+diffuse::UNetConfig prompt_unet_config() { return diffuse::testing_support::two_level_unet_config(); }
 
 // A model that records the conditioning it was given and predicts zero.
 struct ConditioningSpy {

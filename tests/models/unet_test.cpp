@@ -3,6 +3,7 @@
 // chunked evaluation, thread-count independence, and bad input.
 
 #include "../support/layers.hpp"
+#include "../support/unet_configs.hpp"
 
 #include <diffuse/core/threading.hpp>
 #include <diffuse/models/unet.hpp>
@@ -21,14 +22,7 @@ namespace {
 
 // Two levels (4x4 -> 2x2), attention at 2x2, two heads, classes and dropout: every kind of block.
 UNetConfig two_level_config() {
-    UNetConfig c;
-    c.model_channels = 4;
-    c.channel_mult = {1, 2};
-    c.num_res_blocks = 1;
-    c.attention_resolutions = {2};
-    c.groups = 2;
-    c.heads = 2;
-    c.image_size = 4;
+    UNetConfig c = diffuse::testing_support::two_level_unet_config();
     c.num_classes = 3;
     c.dropout = 0.2;
     return c;

@@ -4,6 +4,7 @@
 
 #include "../support/bits.hpp"
 #include "../support/reference.hpp"
+#include "../support/unet_configs.hpp"
 
 #include <diffuse/core/random.hpp>
 #include <diffuse/models/unet.hpp>
@@ -35,13 +36,8 @@ struct Doubler {
 
 // Two levels (4x4 -> 2x2) with attention and heavy dropout, so that a training-mode call shows it.
 diffuse::UNet<float> dropout_unet() {
-    diffuse::UNetConfig c;
-    c.model_channels = 4;
-    c.channel_mult = {1, 2};
-    c.num_res_blocks = 1;
-    c.attention_resolutions = {2};
-    c.groups = 2;
-    c.image_size = 4;
+    diffuse::UNetConfig c = diffuse::testing_support::two_level_unet_config();
+    c.heads = 1;
     c.dropout = 0.5;
     return diffuse::UNet<float>(c, 1);
 }
