@@ -3,7 +3,7 @@
 // a batch of vectors [N, in], or of token sequences [N, L, in]. The bias is optional (LDM's attention
 // projections to_q, to_k and to_v have none). The forward product runs on detail/gemm.hpp as
 // Y^T = W X^T, whose sums run in an order fixed by `in` alone: each row of y is the same bits however
-// many rows share the batch (a sampler's batch in chunks, u-net.hpp) and whatever the thread count.
+// many rows share the batch (a sampler's batch in chunks, models/unet.hpp) and whatever the thread count.
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
