@@ -6,10 +6,15 @@
 // Each phase shows its progress on stderr: redrawn in place on a terminal, a line every
 // --log-seconds otherwise.
 //
+// A prompt model's checkpoint (diffuse_train --prompts) asks for each class by its prompt "a <noun>"
+// and for "no class" by the empty prompt, and adds prompts.png (a row per prompt) and
+// prompt_adherence: the attribute statistics of --attribute-samples samples per attribute word.
+//
 //   diffuse_evaluate --checkpoint out/train/checkpoint.safetensors --out out/eval
 
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
+#include "common/prompts.hpp"
 #include "common/report.hpp"
 
 #include <diffuse/core/memory.hpp>
@@ -25,6 +30,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +46,8 @@ int main(int argc, char** argv) {
     int classifier_epochs = 2;
     int threads = 0;
     examples::ReportOptions report;
+    examples::PromptReportOptions prompt_report;
+    prompt_report.prompts = examples::default_figure_prompts();
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train")->required();
     app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
                                                       "the checkpoint says it was]");
@@ -51,6 +59,11 @@ int main(int argc, char** argv) {
     app.add_flag("--ema,!--no-ema", ema, "Use the EMA's weights")->capture_default_str();
     app.add_option("--test-images", test_images, "Test images for the scores (at most 10000)")->capture_default_str();
     examples::add_report_options(app, report);
+    app.add_option("--prompt", prompt_report.prompts, "A prompt model: a row of prompts.png (repeat for more rows)")
+        ->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)->default_str("12 prompts, attribute pairs and synonyms");
+    app.add_option("--attribute-samples", prompt_report.attribute_samples,
+                   "A prompt model: samples per attribute word (dark, light, narrow, wide) of the adherence figures")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--seed", report.seed, "Seed of the samples")->capture_default_str();
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
     app.add_option("--log-seconds", report.log_seconds, "Seconds between progress lines when stderr is not a terminal")
@@ -68,12 +81,11 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(out_dir);
 
         const auto metadata = examples::file_metadata(checkpoint);
-        const auto kind = metadata.find("diffuse.checkpoint");
-        const bool training_state = kind != metadata.end() && kind->second == "training_state";
-        diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
-        diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
+        examples::CheckpointModel loaded = examples::load_checkpoint_model(checkpoint, ema);
         const diffuse::NoiseSchedule<float> schedule(examples::checkpoint_schedule(metadata, checkpoint).betas);
-        const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, model.config(), "diffuse_evaluate");
+        const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path,
+                                                                    loaded.config(),
+                                                                    "diffuse_evaluate");
 
         const examples::Splits splits = examples::read_splits_or_exit(data_dir, "diffuse_evaluate");
         const examples::LabelledImages& train = splits.train;
@@ -90,7 +102,7 @@ int main(int argc, char** argv) {
 
         nlohmann::ordered_json metrics;
         metrics["checkpoint"] = checkpoint;
-        metrics["weights"] = ema && training_state ? "ema" : "model";
+        metrics["weights"] = loaded.ema ? "ema" : "model";
         const auto step = diffuse::load_safetensors(checkpoint);
         if (step.contains("trainer.step")) metrics["step"] = step.scalar<std::int64_t>("trainer.step");
         const auto header = examples::file_metadata(classifier_path);
@@ -99,12 +111,24 @@ int main(int argc, char** argv) {
                                  {"test_accuracy", accuracy == header.end() ? nlohmann::ordered_json()
                                                                             : nlohmann::ordered_json(std::stod(accuracy->second))}};
         if (latent.space) metrics["latent"] = {{"autoencoder", latent.reference.autoencoder}, {"scale_factor", latent.reference.scale_factor}};
-        const auto figures = examples::write_report(model, schedule, test_set, real_x, &classifier, out_dir, report, latent.space.get(),
-                                                    latent.reference.clip_range);
+        nlohmann::ordered_json figures;
+        if (loaded.prompt_model) {
+            // the attribute thirds of the captions the model was trained on, from all training images
+            const examples::CaptionDrawer captions(diffuse::images_to_tensor<float>(train.images, 0, train.images.count), train.labels, 0);
+            prompt_report.thirds = captions.thirds();
+            prompt_report.training_attributes = captions.attributes();
+            prompt_report.training_labels = train.labels;
+            figures = examples::write_prompt_report(*loaded.prompt_model, diffuse::tokenizer_from_checkpoint(checkpoint), schedule, test_set,
+                                                    real_x, &classifier, out_dir, report, prompt_report);
+        } else {
+            figures = examples::write_report(*loaded.unet, schedule, test_set, real_x, &classifier, out_dir, report, latent.space.get(),
+                                             latent.reference.clip_range);
+        }
         for (const auto& [key, value] : figures.items()) metrics[key] = value;
         metrics["total_seconds"] = examples::seconds_since(start);
         examples::write_json(out_dir + "/metrics.json", metrics);
-        std::printf("%s; %.0f s\nwrote %s/metrics.json and the pictures\n", examples::scores_line(metrics).c_str(),
-                    examples::seconds_since(start), out_dir.c_str());
+        std::printf("%s; %.0f s\n", examples::scores_line(metrics).c_str(), examples::seconds_since(start));
+        if (metrics.contains("prompt_adherence")) std::printf("%s\n", examples::adherence_line(metrics).c_str());
+        std::printf("wrote %s/metrics.json and the pictures\n", out_dir.c_str());
     });
 }

@@ -19,11 +19,17 @@
 //
 // A latent diffusion checkpoint (diffuse_train --autoencoder) samples latents, which its autoencoder
 // (found where the checkpoint says, or --autoencoder) decodes to images.
+//
+// A prompt model's checkpoint (diffuse_train --prompts) samples a row per --prompt, guided against the
+// empty prompt; labels.npy then holds each sample's row (the index of its prompt):
+//   diffuse_sample --checkpoint out/prompts/checkpoint.safetensors --prompt "a dark ankle boot"
+//                  --prompt "a light ankle boot" --count 8 --out boots.png
 
 #include "common/cli.hpp"
 #include "common/npy.hpp"
 #include "common/png_grid.hpp"
 #include "common/progress.hpp"
+#include "common/prompts.hpp"
 #include "common/report.hpp"
 
 #include <diffuse/core/memory.hpp>
@@ -37,6 +43,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -96,6 +103,7 @@ int main(int argc, char** argv) {
     std::string checkpoint, autoencoder_path;
     bool ema = true;
     std::vector<int> classes;
+    std::vector<std::string> prompts;
     bool unconditional = false;
     Index count = 8;
     examples::SamplerChoice sampler;
@@ -114,7 +122,10 @@ int main(int argc, char** argv) {
     app.add_flag("--ema,!--no-ema", ema, "Sample with the EMA's weights (a training checkpoint holds both)")
         ->capture_default_str();
     app.add_option("--classes", classes, "Classes to sample, one row each (default: all)")->delimiter(',');
-    app.add_flag("--unconditional", unconditional, "One row of unconditional samples (the \"no class\" label) instead");
+    app.add_option("--prompt", prompts, "A prompt model's prompt, one row each (repeat the option for more rows)")
+        ->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    app.add_flag("--unconditional", unconditional, "One row of unconditional samples (the \"no class\" label, or the "
+                                                   "empty prompt) instead");
     app.add_option("--count", count, "Samples per class")->capture_default_str();
     app.add_option("--sampler", sampler.name, "Sampler")->check(CLI::IsMember(diffuse::sampler_names()))
         ->capture_default_str();
@@ -144,24 +155,42 @@ int main(int argc, char** argv) {
         const auto metadata = examples::file_metadata(checkpoint);
         const diffuse::Betas betas = !schedule.empty() && timesteps > 0 ? diffuse::make_betas(schedule, timesteps)
                                                                         : examples::checkpoint_schedule(metadata, checkpoint).betas;
-        const auto kind = metadata.find("diffuse.checkpoint");
-        const bool training_state = kind != metadata.end() && kind->second == "training_state";
-        diffuse::UNet<float> model(diffuse::config_from_checkpoint(checkpoint));
-        diffuse::load_weights(checkpoint, model, ema && training_state ? diffuse::Weights::ema : diffuse::Weights::model);
-        model.set_training(false);
-        model.set_evaluation_chunk(chunk);
-        const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, model.config(), "diffuse_sample");
-        const diffuse::NoiseSchedule<float> noise_schedule(betas);
-        const Index num_classes = model.config().num_classes;
+        examples::CheckpointModel loaded = examples::load_checkpoint_model(checkpoint, ema);
+        const bool prompt_model = loaded.prompt_model != nullptr;
         if (count < 1) diffuse::detail::throw_invalid("diffuse_sample", "--count", count, ">= 1");
+        if (prompt_model) {
+            // a row per prompt, guided against the empty prompt
+            if (!classes.empty()) {
+                diffuse::detail::throw_invalid("diffuse_sample", "--classes", "given", "--prompt: \"" + checkpoint + "\" is a prompt model's");
+            }
+            if (!dump.empty()) diffuse::detail::throw_invalid("diffuse_sample", "--dump-io", dump, "none: it is for U-Nets and autoencoders");
+            if (unconditional) prompts = {""};
+            if (prompts.empty()) {
+                const diffuse::Tokenizer tokenizer = diffuse::tokenizer_from_checkpoint(checkpoint);
+                std::string words;
+                for (const std::string& w : tokenizer.words()) words += (words.empty() ? "" : " ") + w;
+                diffuse::detail::throw_invalid("diffuse_sample", "--prompt", "none",
+                                               "a prompt (or --unconditional): \"" + checkpoint + "\" is a prompt model's, of the words: " + words);
+            }
+        } else if (!prompts.empty()) {
+            diffuse::detail::throw_invalid("diffuse_sample", "--prompt", "\"" + prompts.front() + "\"",
+                                           "none: \"" + checkpoint + "\" is not a prompt model's (diffuse_train --prompts trains one)");
+        }
+        if (loaded.unet) loaded.unet->set_evaluation_chunk(chunk);
+        const diffuse::UNetConfig& config = loaded.config();
+        const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path, config, "diffuse_sample");
+        const diffuse::NoiseSchedule<float> noise_schedule(betas);
+        const Index num_classes = config.num_classes;
 
         if (!dump.empty()) {
-            dump_io(model, dump);
+            dump_io(*loaded.unet, dump);
             if (latent.space) dump_autoencoder_io(*latent.autoencoder, dump);
         }
 
         std::vector<int> rows;
-        if (unconditional || num_classes == 0) {
+        if (prompt_model) {
+            for (std::size_t k = 0; k < prompts.size(); ++k) rows.push_back(static_cast<int>(k));
+        } else if (unconditional || num_classes == 0) {
             rows = {static_cast<int>(num_classes)};
         } else if (classes.empty()) {
             for (int k = 0; k < num_classes; ++k) rows.push_back(k);
@@ -177,16 +206,20 @@ int main(int argc, char** argv) {
         std::vector<int> labels;
         for (const int k : rows) labels.insert(labels.end(), static_cast<std::size_t>(count), k);
         const Index n = static_cast<Index>(labels.size());
-        const Index side = model.config().image_size, channels = model.config().in_channels;
+        const Index side = config.image_size, channels = config.in_channels;
 
-        const bool conditional = num_classes > 0 && !unconditional;
-        const diffuse::ModelFn<float> fn = examples::guided_model(model, conditional ? guidance : 1.0);
+        const bool conditional = (prompt_model || num_classes > 0) && !unconditional;
+        // a prompt model reads label k as its k-th prompt
+        const diffuse::ModelFn<float> fn =
+            prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, conditional ? guidance : 1.0),
+                                                       diffuse::tokenizer_from_checkpoint(checkpoint), prompts)
+                         : examples::guided_model(*loaded.unet, conditional ? guidance : 1.0);
         if (latent.space) sampler = sampler.for_latents(latent.reference.clip_range);
         const auto start = std::chrono::steady_clock::now();
         examples::Phase phase("sampling", n, sampler.steps, sampler.steps, log_seconds);
         const diffuse::Samples<float> sampled = examples::run_sampler(
             noise_schedule, fn, sampler, {n, channels, side, side}, seed,
-            num_classes > 0 ? labels : std::vector<int>(), false, examples::count_steps(phase, n));
+            prompt_model || num_classes > 0 ? labels : std::vector<int>(), false, examples::count_steps(phase, n));
         phase.finish();
         // a latent model's samples are latents: the decoder makes them images
         const diffuse::Tensor4<float> images = latent.space ? latent.space->decode(sampled.x) : sampled.x;  // [N, C, H, W]
@@ -197,7 +230,7 @@ int main(int argc, char** argv) {
         std::printf("%lld samples (%zu row(s) of %lld) with %s, %d steps, x0 %s, guidance %g, seed %llu, %s weights: %.1f s\n",
                     static_cast<long long>(n), rows.size(), static_cast<long long>(count), sampler.name.c_str(),
                     sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
-                    ema && training_state ? "EMA" : "model", examples::seconds_since(start));
+                    loaded.ema ? "EMA" : "model", examples::seconds_since(start));
 
         if (!out.empty()) {
             examples::write_png_grid(out, images, count, 4, 2);

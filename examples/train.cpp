@@ -21,6 +21,7 @@
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/progress.hpp"
+#include "common/prompts.hpp"
 #include "common/report.hpp"
 
 #include <diffuse/core/memory.hpp>
@@ -30,6 +31,8 @@
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/autoencoder.hpp>
 #include <diffuse/models/latent_diffusion.hpp>
+#include <diffuse/models/prompt_unet.hpp>
+#include <diffuse/models/text_encoder.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/nn/parameter.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -50,6 +53,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifndef DIFFUSE_EXAMPLES_PLOTS_DIR
@@ -71,6 +75,17 @@ diffuse::UNetConfig model_config(const std::string& name) {
         c.attention_resolutions = {14};
     }
     c.num_classes = 10;
+    return c;
+}
+
+/// The U-Net of a prompt model: the class model's without its class embedding, its attention blocks
+/// transformer blocks of 4 heads attending to the prompt, and the prompt's pooled embedding added to
+/// the time embedding where the class embedding was (context_pooling).
+diffuse::UNetConfig prompt_model_config(const std::string& name) {
+    diffuse::UNetConfig c = model_config(name);
+    c.num_classes = 0;
+    c.heads = 4;
+    c.context_pooling = true;
     return c;
 }
 
@@ -116,8 +131,14 @@ struct Arguments {
     std::string schedule = "cosine";
     int timesteps = 1000;
     bool evaluate = true;
+    bool prompts = false;
     int classifier_epochs = 2;
     examples::ReportOptions report;
+    examples::PromptReportOptions prompt_report = [] {
+        examples::PromptReportOptions p;
+        p.attribute_samples = 40;  // within the training budget; diffuse_evaluate measures 100
+        return p;
+    }();
     std::string plots_dir = DIFFUSE_EXAMPLES_PLOTS_DIR;
     double log_seconds = 10.0;
 };
@@ -146,6 +167,12 @@ void add_options(CLI::App& app, Arguments& a) {
                                                         "(autoencoder.safetensors of diffuse_train_autoencoder); the "
                                                         "U-Net is --config without its outer levels (see "
                                                         "diffuse/models/latent_diffusion.hpp)");
+    app.add_flag("--prompts", a.prompts, "Train a prompt-conditioned model instead of a class-conditional one: a text "
+                                         "encoder and a U-Net with cross-attention, on captions built from each image "
+                                         "(its class's name or a synonym, dark/light, narrow/wide), drawn anew each step");
+    app.add_option("--attribute-samples", a.prompt_report.attribute_samples,
+                   "With --prompts: samples per attribute word (dark, light, narrow, wide) of the prompt-adherence "
+                   "figures in metrics.json (0: none)")->capture_default_str();
     app.add_option("--config", a.config_name, "U-Net size: reference (1.6 M parameters), small, or tiny (for tests)")
         ->check(CLI::IsMember({"reference", "small", "tiny"}))->capture_default_str();
     app.add_option("--max-images", a.max_images, "Train on the first this many training images (0: all)")->capture_default_str();
@@ -166,6 +193,7 @@ void add_options(CLI::App& app, Arguments& a) {
 diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
     const auto m = examples::file_metadata(a.resume);
     a.config_name = metadata_at(m, "diffuse_train.config", a.resume);
+    a.prompts = m.count("diffuse.text_encoder_config") != 0;
     const std::optional<diffuse::LatentReference> latent = diffuse::latent_reference_from_checkpoint(a.resume);
     if (!latent && !a.autoencoder_path.empty()) {
         diffuse::detail::throw_invalid("diffuse_train", "--autoencoder", a.autoencoder_path,
@@ -223,10 +251,11 @@ struct TrainingRun {
 
 /// Trains until the budget says stop, one batch a step, appending to loss.csv, drawing the progress
 /// bar and saving a checkpoint every `checkpoint_every` steps; stops early, without saving, when a
-/// step is not finite.
-template <class Trainer, class Save>
+/// step is not finite. conditioning_of(labels, indices, step) is what the model is told of the batch
+/// of images `indices` (in the data set) at step `step` (0 for the first).
+template <class Trainer, class ConditioningOf, class Save>
 TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments& a, const Budget& budget,
-                  std::ofstream& loss_csv, Save&& save) {
+                  std::ofstream& loss_csv, ConditioningOf&& conditioning_of, Save&& save) {
     TrainingRun run;
     run.last_checkpoint = trainer.step_count();
     const long first_step = trainer.step_count();
@@ -248,7 +277,7 @@ TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments&
         const auto t0 = Clock::now();
         diffuse::optim::StepStats stats;
         try {
-            stats = trainer.step(x, y);
+            stats = trainer.step(x, conditioning_of(y, batches.last_indices(), step));
         } catch (const diffuse::numerical_error& e) {
             bar.finish();
             std::cerr << "diffuse_train: training stopped: " << e.what() << '\n';
@@ -313,6 +342,7 @@ nlohmann::ordered_json training_metrics(const Arguments& a, Index parameters,
     metrics["step"] = step;
     metrics["images_seen"] = step * a.batch_size;
     metrics["training"] = {{"config", a.config_name},
+                           {"conditioning", a.prompts ? "prompts (captions drawn per image per step)" : "class labels"},
                            {"parameters", parameters},
                            {"batch_size", a.batch_size},
                            {"lr", options.adam.lr},
@@ -355,6 +385,10 @@ int main(int argc, char** argv) {
         const std::string checkpoint_path = a.out_dir + "/checkpoint.safetensors";
         const diffuse::DataCursor cursor = a.resume.empty() ? diffuse::DataCursor{} : take_settings_from_checkpoint(a);
         if (a.batch_size < 1) diffuse::detail::throw_invalid("diffuse_train", "--batch-size", a.batch_size, ">= 1");
+        if (a.prompts && !a.autoencoder_path.empty()) {
+            diffuse::detail::throw_invalid("diffuse_train", "--prompts with --autoencoder", a.autoencoder_path,
+                                           "one of them: a prompt-conditioned latent model is not built yet");
+        }
         if (!(a.minutes > 0.0) && a.steps <= 0) diffuse::detail::throw_invalid("diffuse_train", "--minutes", a.minutes, "> 0, or --steps");
 
         // The data.
@@ -407,126 +441,173 @@ int main(int argc, char** argv) {
             encode_seconds = examples::seconds_since(encode_start);
         }
 
-        // The model and its trainer.
+        // The model and its trainer: run_model trains either kind of model and writes its report.
         const diffuse::NoiseSchedule<float> noise_schedule(diffuse::make_betas(a.schedule, a.timesteps));
-        diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
-                                   : latent ? diffuse::latent_unet_config(model_config(a.config_name), latent_reference.config)
-                                            : model_config(a.config_name),
-                                   a.seed);
-        if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
         const diffuse::optim::TrainerOptions options = trainer_options(a);
-        diffuse::optim::Trainer<diffuse::UNet<float>> trainer(model, noise_schedule, options);
-        if (!a.resume.empty()) diffuse::load_checkpoint(a.resume, trainer);
-        const long first_step = trainer.step_count();
-        if (!a.resume.empty() && cursor.epoch * static_cast<std::uint64_t>(n_train) + static_cast<std::uint64_t>(cursor.position) !=
-                                     static_cast<std::uint64_t>(first_step * a.batch_size)) {
-            throw std::runtime_error("\"" + a.resume + "\": the data position (epoch " + std::to_string(cursor.epoch) +
-                                     ", image " + std::to_string(cursor.position) + ") does not match step " +
-                                     std::to_string(first_step) + " at batch " + std::to_string(a.batch_size) + " of " +
-                                     std::to_string(n_train) + " images");
-        }
-        examples::Batches batches(latent ? train_latents : train_x, train_data.labels, n_train, a.seed, cursor);
+        const auto run_model = [&](auto& model, auto&& conditioning_of, const std::map<std::string, std::string>& model_metadata,
+                                   auto&& make_ema_model, auto&& write_figures) {
+            using Model = std::decay_t<decltype(model)>;
+            diffuse::optim::Trainer<Model> trainer(model, noise_schedule, options);
+            if (!a.resume.empty()) diffuse::load_checkpoint(a.resume, trainer);
+            const long first_step = trainer.step_count();
+            if (!a.resume.empty() && cursor.epoch * static_cast<std::uint64_t>(n_train) + static_cast<std::uint64_t>(cursor.position) !=
+                                         static_cast<std::uint64_t>(first_step * a.batch_size)) {
+                throw std::runtime_error("\"" + a.resume + "\": the data position (epoch " + std::to_string(cursor.epoch) +
+                                         ", image " + std::to_string(cursor.position) + ") does not match step " +
+                                         std::to_string(first_step) + " at batch " + std::to_string(a.batch_size) + " of " +
+                                         std::to_string(n_train) + " images");
+            }
+            examples::Batches batches(latent ? train_latents : train_x, train_data.labels, n_train, a.seed, cursor);
 
-        std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %d classes; %lld training images from %s; %s "
-                    "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads\n",
-                    a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
-                    static_cast<int>(model.config().num_classes), static_cast<long long>(n_train), a.data_dir.c_str(),
-                    a.schedule.c_str(), a.timesteps, static_cast<long long>(a.batch_size), options.adam.lr,
-                    options.warmup_steps, options.ema_decay, diffuse::num_threads());
-        if (latent) {
-            std::printf("latent diffusion: %lldx%lldx%lld latents of %s (scale factor %.5f), encoded in %.1f s; x0 "
-                        "clipped to +-%.3f\n",
-                        static_cast<long long>(latent->latent_channels()), static_cast<long long>(latent->latent_size()),
-                        static_cast<long long>(latent->latent_size()), latent_reference.autoencoder.c_str(),
-                        latent_reference.scale_factor, encode_seconds, latent_reference.clip_range);
-        }
-        if (!a.resume.empty()) std::printf("resumed from %s at step %ld\n", a.resume.c_str(), first_step);
-        if (a.steps > 0) {
-            std::printf("budget: until step %ld\n", a.steps);
-        } else {
-            std::printf("budget: %.1f minutes in all, pictures and evaluation included\n", a.minutes);
-        }
-        std::fflush(stdout);
+            std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %s; %lld training images from %s; %s "
+                        "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads\n",
+                        a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
+                        a.prompts ? "prompt-conditioned (text encoder and cross-attention)"
+                                  : (std::to_string(model.config().num_classes) + " classes").c_str(),
+                        static_cast<long long>(n_train), a.data_dir.c_str(), a.schedule.c_str(), a.timesteps,
+                        static_cast<long long>(a.batch_size), options.adam.lr, options.warmup_steps, options.ema_decay,
+                        diffuse::num_threads());
+            if (latent) {
+                std::printf("latent diffusion: %lldx%lldx%lld latents of %s (scale factor %.5f), encoded in %.1f s; x0 "
+                            "clipped to +-%.3f\n",
+                            static_cast<long long>(latent->latent_channels()), static_cast<long long>(latent->latent_size()),
+                            static_cast<long long>(latent->latent_size()), latent_reference.autoencoder.c_str(),
+                            latent_reference.scale_factor, encode_seconds, latent_reference.clip_range);
+            }
+            if (!a.resume.empty()) std::printf("resumed from %s at step %ld\n", a.resume.c_str(), first_step);
+            if (a.steps > 0) {
+                std::printf("budget: until step %ld\n", a.steps);
+            } else {
+                std::printf("budget: %.1f minutes in all, pictures and evaluation included\n", a.minutes);
+            }
+            std::fflush(stdout);
 
-        const auto save = [&] {
-            std::map<std::string, std::string> m = diffuse::schedule_metadata(noise_schedule, a.schedule);
-            m["diffuse_train.config"] = a.config_name;
-            m["diffuse_train.batch_size"] = std::to_string(a.batch_size);
-            m["diffuse_train.max_images"] = std::to_string(a.max_images);
-            m["diffuse_train.seed"] = std::to_string(a.seed);
-            m["diffuse_train.epoch"] = std::to_string(batches.cursor().epoch);
-            m["diffuse_train.position"] = std::to_string(batches.cursor().position);
-            m["diffuse_train.data_dir"] = a.data_dir;
-            if (latent) m.merge(diffuse::latent_metadata(latent_reference));
-            diffuse::save_checkpoint(checkpoint_path, trainer, m);
+            const auto save = [&] {
+                std::map<std::string, std::string> m = diffuse::schedule_metadata(noise_schedule, a.schedule);
+                m["diffuse_train.config"] = a.config_name;
+                m["diffuse_train.batch_size"] = std::to_string(a.batch_size);
+                m["diffuse_train.max_images"] = std::to_string(a.max_images);
+                m["diffuse_train.seed"] = std::to_string(a.seed);
+                m["diffuse_train.epoch"] = std::to_string(batches.cursor().epoch);
+                m["diffuse_train.position"] = std::to_string(batches.cursor().position);
+                m["diffuse_train.data_dir"] = a.data_dir;
+                if (latent) m.merge(diffuse::latent_metadata(latent_reference));
+                for (const auto& [key, value] : model_metadata) m[key] = value;
+                diffuse::save_checkpoint(checkpoint_path, trainer, m);
+            };
+
+            // Training. The budget runs from the start, less the time a missing classifier took to train,
+            // and keeps time for the pictures and evaluation: their forward passes at the training's cost.
+            const std::string loss_path = a.out_dir + "/loss.csv";
+            if (first_step == 0) {
+                std::ofstream(loss_path, std::ios::trunc) << "step,loss,loss_smoothed,lr,grad_norm,seconds\n";
+            } else {
+                truncate_loss_csv(loss_path, first_step);
+            }
+            std::ofstream loss_csv(loss_path, std::ios::app);
+            Budget budget;
+            budget.steps = a.steps;
+            budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
+            budget.seconds = a.minutes * 60.0;
+            budget.report_forwards = examples::report_forward_count(a.report, a.timesteps, a.prompts || model.config().num_classes > 0) +
+                                     (a.prompts ? examples::prompt_report_forward_count(a.report, a.prompt_report) : 0.0) +
+                                     (a.evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
+            const TrainingRun run = train(trainer, batches, a, budget, loss_csv, conditioning_of, save);
+            loss_csv.close();
+            if (run.stopped_non_finite) {
+                std::cerr << "diffuse_train: the last good checkpoint is "
+                          << (std::filesystem::exists(checkpoint_path) ? checkpoint_path + " (step " + std::to_string(run.last_checkpoint) + ")"
+                                                                       : std::string("none (no checkpoint was written yet)"))
+                          << "; lower --lr or raise --warmup and --resume from it\n";
+                std::exit(1);
+            }
+            save();
+            std::printf("trained steps %ld to %ld (%ld steps, %lld images) in %.0f s: %.2f s/step, %.1f images/s; "
+                        "smoothed loss %.4f\nwrote %s\n",
+                        first_step, trainer.step_count(), run.taken, static_cast<long long>(run.taken * a.batch_size),
+                        run.seconds, run.seconds_per_step(),
+                        run.taken > 0 ? static_cast<double>(run.taken * a.batch_size) / run.step_seconds : 0.0, run.smoothed,
+                        checkpoint_path.c_str());
+            draw_loss_curve(a, loss_path);
+
+            // The pictures and figures, with the EMA's weights.
+            const auto report_start = Clock::now();
+            Model ema_model = make_ema_model();
+            trainer.ema().copy_to(ema_model);
+            a.report.seed = a.seed;
+            a.report.evaluate = a.evaluate;
+            a.report.log_seconds = a.log_seconds;
+            const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
+                train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
+            nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
+            const nlohmann::ordered_json figures = write_figures(ema_model, real_x);
+            if (latent) {
+                metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
+                                     {"scale_factor", latent_reference.scale_factor},
+                                     {"clip_range", latent_reference.clip_range},
+                                     {"clip_range_what", "x0 predictions clipped to [-r, r]: the 0.995 quantile of |z_0| "
+                                                         "over the training latents"},
+                                     {"latent_shape", {latent->latent_channels(), latent->latent_size(), latent->latent_size()}},
+                                     {"encode_seconds", encode_seconds}};
+            }
+            for (const auto& [key, value] : figures.items()) metrics[key] = value;
+            const double report_seconds = examples::seconds_since(report_start);
+            metrics["report_seconds"] = report_seconds;
+            metrics["report_seconds_predicted"] = budget.report_forwards * run.seconds_per_forward(a.batch_size);
+            metrics["total_seconds"] = examples::seconds_since(run_start);
+            examples::write_json(a.out_dir + "/metrics.json", metrics);
+
+            std::printf("pictures and evaluation took %.0f s (%.0f s in all)\n", report_seconds, examples::seconds_since(run_start));
+            if (a.evaluate) std::printf("%s\n", examples::scores_line(metrics).c_str());
+            if (a.evaluate && metrics.contains("prompt_adherence")) std::printf("%s\n", examples::adherence_line(metrics).c_str());
+            std::printf("wrote into %s: checkpoint.safetensors, loss.csv, loss.png, samples_by_class.png, "
+                        "samples_unconditional.png, denoising.png, inpainting.png, %smetrics.json\n",
+                        a.out_dir.c_str(), a.prompts ? "prompts.png, " : "");
         };
 
-        // Training. The budget runs from the start, less the time a missing classifier took to train,
-        // and keeps time for the pictures and evaluation: their forward passes at the training's cost.
-        const std::string loss_path = a.out_dir + "/loss.csv";
-        if (first_step == 0) {
-            std::ofstream(loss_path, std::ios::trunc) << "step,loss,loss_smoothed,lr,grad_norm,seconds\n";
+        if (a.prompts) {
+            // A text encoder and a U-Net with cross-attention at the attention resolutions, trained as one
+            // model on captions drawn per image per step; the "no class" of guidance is the empty prompt.
+            const diffuse::Tokenizer tokenizer = a.resume.empty() ? examples::caption_tokenizer() : diffuse::tokenizer_from_checkpoint(a.resume);
+            const diffuse::TextEncoderConfig text = a.resume.empty() ? examples::caption_text_encoder(tokenizer)
+                                                                     : diffuse::text_encoder_config_from_checkpoint(a.resume);
+            const diffuse::UNetConfig unet = a.resume.empty() ? prompt_model_config(a.config_name) : diffuse::config_from_checkpoint(a.resume);
+            diffuse::PromptUNet<float> model(text, unet, a.seed);
+            const examples::CaptionDrawer captions(train_x, train_data.labels, a.seed);
+            a.prompt_report.thirds = captions.thirds();
+            a.prompt_report.training_attributes = captions.attributes();
+            a.prompt_report.training_labels.assign(train_data.labels.begin(), train_data.labels.begin() + n_train);
+            if (a.prompt_report.prompts.empty()) a.prompt_report.prompts = examples::default_figure_prompts();
+            run_model(
+                model,
+                [&](const std::vector<int>&, const std::vector<Index>& indices, long step) {
+                    diffuse::Conditioning<float> c;
+                    c.prompt = tokenizer.batch(captions.draw(indices, step));
+                    return c;
+                },
+                diffuse::tokenizer_metadata(tokenizer), [&] { return diffuse::PromptUNet<float>(text, model.config(), a.seed); },
+                [&](diffuse::PromptUNet<float>& ema_model, const diffuse::Tensor4<float>& real_x) {
+                    return examples::write_prompt_report(ema_model, tokenizer, noise_schedule, test_set, real_x,
+                                                         a.evaluate ? &classifier : nullptr, a.out_dir, a.report, a.prompt_report);
+                });
         } else {
-            truncate_loss_csv(loss_path, first_step);
+            diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
+                                       : latent ? diffuse::latent_unet_config(model_config(a.config_name), latent_reference.config)
+                                                : model_config(a.config_name),
+                                       a.seed);
+            if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
+            run_model(
+                model,
+                [](const std::vector<int>& labels, const std::vector<Index>&, long) {
+                    diffuse::Conditioning<float> c;
+                    c.labels = labels;
+                    return c;
+                },
+                {}, [&] { return diffuse::UNet<float>(model.config(), a.seed); },
+                [&](diffuse::UNet<float>& ema_model, const diffuse::Tensor4<float>& real_x) {
+                    return examples::write_report(ema_model, noise_schedule, test_set, real_x, a.evaluate ? &classifier : nullptr,
+                                                  a.out_dir, a.report, latent, latent_reference.clip_range);
+                });
         }
-        std::ofstream loss_csv(loss_path, std::ios::app);
-        Budget budget;
-        budget.steps = a.steps;
-        budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
-        budget.seconds = a.minutes * 60.0;
-        budget.report_forwards = examples::report_forward_count(a.report, a.timesteps, model.config().num_classes > 0) +
-                                 (a.evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
-        const TrainingRun run = train(trainer, batches, a, budget, loss_csv, save);
-        loss_csv.close();
-        if (run.stopped_non_finite) {
-            std::cerr << "diffuse_train: the last good checkpoint is "
-                      << (std::filesystem::exists(checkpoint_path) ? checkpoint_path + " (step " + std::to_string(run.last_checkpoint) + ")"
-                                                                   : std::string("none (no checkpoint was written yet)"))
-                      << "; lower --lr or raise --warmup and --resume from it\n";
-            std::exit(1);
-        }
-        save();
-        std::printf("trained steps %ld to %ld (%ld steps, %lld images) in %.0f s: %.2f s/step, %.1f images/s; "
-                    "smoothed loss %.4f\nwrote %s\n",
-                    first_step, trainer.step_count(), run.taken, static_cast<long long>(run.taken * a.batch_size),
-                    run.seconds, run.seconds_per_step(),
-                    run.taken > 0 ? static_cast<double>(run.taken * a.batch_size) / run.step_seconds : 0.0, run.smoothed,
-                    checkpoint_path.c_str());
-        draw_loss_curve(a, loss_path);
-
-        // The pictures and figures, with the EMA's weights.
-        const auto report_start = Clock::now();
-        diffuse::UNet<float> ema_model(model.config(), a.seed);
-        trainer.ema().copy_to(ema_model);
-        a.report.seed = a.seed;
-        a.report.evaluate = a.evaluate;
-        a.report.log_seconds = a.log_seconds;
-        const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
-            train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
-        nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
-        const auto figures = examples::write_report(ema_model, noise_schedule, test_set, real_x,
-                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report, latent,
-                                                    latent_reference.clip_range);
-        if (latent) {
-            metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
-                                 {"scale_factor", latent_reference.scale_factor},
-                                 {"clip_range", latent_reference.clip_range},
-                                 {"clip_range_what", "x0 predictions clipped to [-r, r]: the 0.995 quantile of |z_0| "
-                                                     "over the training latents"},
-                                 {"latent_shape", {latent->latent_channels(), latent->latent_size(), latent->latent_size()}},
-                                 {"encode_seconds", encode_seconds}};
-        }
-        for (const auto& [key, value] : figures.items()) metrics[key] = value;
-        const double report_seconds = examples::seconds_since(report_start);
-        metrics["report_seconds"] = report_seconds;
-        metrics["report_seconds_predicted"] = budget.report_forwards * run.seconds_per_forward(a.batch_size);
-        metrics["total_seconds"] = examples::seconds_since(run_start);
-        examples::write_json(a.out_dir + "/metrics.json", metrics);
-
-        std::printf("pictures and evaluation took %.0f s (%.0f s in all)\n", report_seconds, examples::seconds_since(run_start));
-        if (a.evaluate) std::printf("%s\n", examples::scores_line(metrics).c_str());
-        std::printf("wrote into %s: checkpoint.safetensors, loss.csv, loss.png, samples_by_class.png, "
-                    "samples_unconditional.png, denoising.png, inpainting.png, metrics.json\n",
-                    a.out_dir.c_str());
     });
 }

@@ -26,14 +26,16 @@ class Batches {
         : data_(data), labels_(labels), order_(count, diffuse::derive_seed(seed, 0x6461746131ULL), cursor) {}
 
     const diffuse::DataCursor& cursor() const { return order_.cursor(); }
+    /// The data set's indices of the last batch, in its order.
+    const std::vector<Index>& last_indices() const { return indices_; }
 
     void next(Index batch, diffuse::Tensor4<float>& x, std::vector<int>& y) {
         const Index per = data_.dimension(1) * data_.dimension(2) * data_.dimension(3);
         x = diffuse::Tensor4<float>(batch, data_.dimension(1), data_.dimension(2), data_.dimension(3));  // [B, C, H, W]
         y.resize(static_cast<std::size_t>(batch));
-        const std::vector<Index> indices = order_.next(batch);
+        indices_ = order_.next(batch);
         for (Index b = 0; b < batch; ++b) {
-            const Index i = indices[static_cast<std::size_t>(b)];
+            const Index i = indices_[static_cast<std::size_t>(b)];
             std::copy_n(data_.data() + i * per, per, x.data() + b * per);
             y[static_cast<std::size_t>(b)] = labels_[static_cast<std::size_t>(i)];
         }
@@ -43,6 +45,7 @@ class Batches {
     const diffuse::Tensor4<float>& data_;
     const std::vector<int>& labels_;
     diffuse::ShuffledIndices order_;
+    std::vector<Index> indices_;  // [batch], of the last next()
 };
 
 }  // namespace examples

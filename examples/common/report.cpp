@@ -7,6 +7,7 @@
 #include "common/classifier_metrics.hpp"
 #include "common/frechet.hpp"
 #include "common/png_grid.hpp"
+#include "common/prompts.hpp"
 #include "common/train_classifier.hpp"
 
 #include <diffuse/core/random.hpp>
@@ -79,6 +80,25 @@ Latent checkpoint_latent(const std::string& checkpoint, const std::string& autoe
     latent.reference.clip_range = stored->clip_range;
     diffuse::check_latent_unet(unet, latent.reference.config);
     return latent;
+}
+
+CheckpointModel load_checkpoint_model(const std::string& checkpoint, bool ema) {
+    const auto metadata = file_metadata(checkpoint);
+    const auto kind = metadata.find("diffuse.checkpoint");
+    CheckpointModel out;
+    out.ema = ema && kind != metadata.end() && kind->second == "training_state";
+    const diffuse::Weights which = out.ema ? diffuse::Weights::ema : diffuse::Weights::model;
+    if (metadata.count("diffuse.text_encoder_config") != 0) {
+        out.prompt_model = std::make_unique<diffuse::PromptUNet<float>>(diffuse::text_encoder_config_from_checkpoint(checkpoint),
+                                                                        diffuse::config_from_checkpoint(checkpoint));
+        diffuse::load_weights(checkpoint, *out.prompt_model, which);
+        out.prompt_model->set_training(false);
+    } else {
+        out.unet = std::make_unique<diffuse::UNet<float>>(diffuse::config_from_checkpoint(checkpoint));
+        diffuse::load_weights(checkpoint, *out.unet, which);
+        out.unet->set_training(false);
+    }
+    return out;
 }
 
 diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
@@ -212,6 +232,27 @@ double report_forward_count(const ReportOptions& o, int timesteps, bool conditio
     count += static_cast<double>(o.inpaint_count) * cfg * inpaint_levels * 0.5;              // about half denoise
     if (o.evaluate) count += static_cast<double>(o.bpd_images) * (std::ceil((timesteps - 1.0) / o.bpd_stride) + 1.0);
     return count;
+}
+
+double prompt_report_forward_count(const ReportOptions& o, const PromptReportOptions& p) {
+    const double cfg = o.guidance_scale != 1.0 ? 2.0 : 1.0;
+    const double figure = static_cast<double>(p.prompts.empty() ? default_figure_prompts().size() : p.prompts.size()) *
+                          static_cast<double>(p.per_prompt);
+    const double adherence = o.evaluate ? 4.0 * static_cast<double>(p.attribute_samples) : 0.0;
+    return (figure + adherence) * cfg * o.sampler.steps;
+}
+
+std::string adherence_line(const nlohmann::ordered_json& metrics) {
+    const auto& a = metrics["prompt_adherence"];
+    const auto part = [&a](const char* word) {
+        char text[160];
+        std::snprintf(text, sizeof text, "%s %.3f +- %.3f (%.0f%% in its third)", word,
+                      a[word]["samples"]["mean"].get<double>(), a[word]["samples"]["standard_error"].get<double>(),
+                      100.0 * a[word]["share_in_third"]["mean"].get<double>());
+        return std::string(text);
+    };
+    return "prompt adherence, " + std::to_string(a["samples_per_word"].get<Index>()) + " samples a word: intensity " +
+           part("dark") + " vs " + part("light") + "; width " + part("narrow") + " vs " + part("wide");
 }
 
 namespace {
@@ -519,20 +560,13 @@ void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered
                                {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
 }
 
-}  // namespace
 
-nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
-                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
-                                    examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                    const ReportOptions& given, diffuse::LatentSpace<float>* latent,
-                                    double latent_clip) {
+/// The report of any model the ReportContext calls: the pictures, and with a classifier the scores.
+nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                              examples::eval::Classifier<float>* classifier, ClassSamples* samples_out) {
     const auto start = std::chrono::steady_clock::now();
-    ReportOptions o = given;
-    if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
-    if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
-    const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
-                          model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0),
-                          latent};
+    const ReportOptions& o = r.options;
+    const diffuse::LatentSpace<float>* latent = r.latent;
     nlohmann::ordered_json metrics;
     metrics["sampler"] = {{"name", o.sampler.name},
                           {"steps", o.sampler.steps},
@@ -547,6 +581,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
     inpainting_demo(r, test, metrics);
     if (latent != nullptr) latent_pipeline_figure(r, test, metrics);
     metrics["pictures_seconds"] = seconds_since(start);
+    if (samples_out != nullptr) *samples_out = samples;
     if (!o.evaluate || r.classes == 0 || classifier == nullptr) return metrics;
 
     const auto eval_start = std::chrono::steady_clock::now();
@@ -561,6 +596,164 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                             "pixels, and is not comparable with a pixel model's"}};
     }
     metrics["evaluation_seconds"] = seconds_since(eval_start);
+    return metrics;
+}
+
+}  // namespace
+
+nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
+                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                                    examples::eval::Classifier<float>* classifier, const std::string& out_dir,
+                                    const ReportOptions& given, diffuse::LatentSpace<float>* latent,
+                                    double latent_clip) {
+    ReportOptions o = given;
+    if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
+    if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
+    const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
+                          model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0),
+                          latent};
+    return report(r, test, real_x, classifier, nullptr);
+}
+
+namespace {
+
+/// Samples [N, C, H, W], one per prompt, in chunks of options.chunk, each chunk from its own seed.
+diffuse::Tensor4<float> sample_prompts(const ReportContext& r, const diffuse::ModelFn<float>& guided,
+                                       const diffuse::Tokenizer& tokenizer, const std::vector<std::string>& prompts,
+                                       std::uint64_t seed, const char* what) {
+    const ReportOptions& o = r.options;
+    const Index n = static_cast<Index>(prompts.size());
+    diffuse::Tensor4<float> out(n, r.channels, r.side, r.side);  // [N, C, H, W]
+    Phase phase(what, n, o.sampler.steps, (n + o.chunk - 1) / o.chunk * o.sampler.steps, o.log_seconds);
+    for (Index first = 0, k = 0; first < n; first += o.chunk, ++k) {
+        const Index count = std::min(o.chunk, n - first);
+        // sample i of the chunk is "class" i of a model that reads class i as its prompt
+        const std::vector<std::string> chunk(prompts.begin() + first, prompts.begin() + first + count);
+        std::vector<int> labels(static_cast<std::size_t>(count));
+        for (Index i = 0; i < count; ++i) labels[static_cast<std::size_t>(i)] = static_cast<int>(i);
+        const diffuse::Samples<float> s =
+            run_sampler(r.schedule, labels_as_prompts(guided, tokenizer, chunk), o.sampler, {count, r.channels, r.side, r.side},
+                        diffuse::derive_seed(seed, static_cast<std::uint64_t>(k)), labels, false, count_steps(phase, count));
+        copy_images(s.x, 0, count, out, first);
+    }
+    phase.finish();
+    return r.to_pixels(out);
+}
+
+/// The mean of values and its standard error.
+nlohmann::ordered_json mean_and_error(const std::vector<double>& v) {
+    const double n = static_cast<double>(v.size());
+    double mean = 0.0, squares = 0.0;
+    for (const double x : v) mean += x / n;
+    for (const double x : v) squares += (x - mean) * (x - mean);
+    return {{"mean", mean}, {"standard_error", v.size() > 1 ? std::sqrt(squares / (n - 1.0) / n) : 0.0}};
+}
+
+/// Prompt adherence, measured in the pixels: for each attribute word, attribute_samples samples (an
+/// equal share per class) of "a <word> <noun>"; their statistic (mean garment intensity for dark and
+/// light, silhouette width for narrow and wide), and the share of them in the word's third of their
+/// class (chance: 1/3); beside it the same of the class prompts' samples and of the captioned
+/// training images.
+nlohmann::ordered_json prompt_adherence(const ReportContext& r, const diffuse::ModelFn<float>& guided,
+                                        const diffuse::Tokenizer& tokenizer, const PromptReportOptions& p,
+                                        const ClassSamples& class_samples) {
+    const std::vector<std::string> class_names = class_prompts();
+    const Index classes = static_cast<Index>(class_names.size());
+    const Index per_class = std::max<Index>(1, p.attribute_samples / classes);
+    const AttributeThirds& thirds = p.thirds;
+    struct Word {
+        const char* word;
+        bool intensity;  // else width
+        bool low;        // the lower third, else the upper
+    };
+    const Word words[] = {{"dark", true, true}, {"light", true, false}, {"narrow", false, true}, {"wide", false, false}};
+    const auto statistic = [](const ImageAttributes& a, bool intensity) { return intensity ? a.intensity : a.width; };
+    const auto in_third = [&thirds](const ImageAttributes& a, int k, const Word& w) {
+        const auto& t = w.intensity ? thirds.intensity[static_cast<std::size_t>(k)] : thirds.width[static_cast<std::size_t>(k)];
+        const double v = w.intensity ? a.intensity : a.width;
+        return w.low ? v < t[0] : v > t[1];
+    };
+    const Index side = r.side;  // a model of pixels
+    nlohmann::ordered_json out = nlohmann::ordered_json::object();
+    out["samples_per_word"] = per_class * classes;
+    out["what"] = "per attribute word, the samples of \"a <word> <noun>\" (an equal share per class): their statistic "
+                  "(intensity: the garment pixels' mean on [0, 1]; width: the silhouette's mean width in pixels) and the "
+                  "share in the word's third of their class (chance 1/3). class_prompts: the samples of \"a <noun>\"; "
+                  "training_images: the training images whose captions can carry the word";
+    std::uint64_t seed = 5000;
+    for (const Word& w : words) {
+        std::vector<std::string> prompts;
+        std::vector<int> label;
+        for (Index k = 0; k < classes; ++k) {
+            for (Index i = 0; i < per_class; ++i) {
+                prompts.push_back(std::string("a ") + w.word + " " + fashion_mnist_nouns()[static_cast<std::size_t>(k)].front());
+                label.push_back(static_cast<int>(k));
+            }
+        }
+        const diffuse::Tensor4<float> x = sample_prompts(r, guided, tokenizer, prompts, diffuse::derive_seed(r.options.seed, seed++),
+                                                         (std::string("prompts with \"") + w.word + "\"").c_str());
+        std::vector<double> values, hits;
+        for (Index i = 0; i < x.dimension(0); ++i) {
+            const ImageAttributes a = measure_attributes(x.data() + i * side * side, side);
+            values.push_back(statistic(a, w.intensity));
+            hits.push_back(in_third(a, label[static_cast<std::size_t>(i)], w) ? 1.0 : 0.0);
+        }
+        std::vector<double> class_values, class_hits;
+        for (Index i = 0; i < class_samples.x.dimension(0); ++i) {
+            const ImageAttributes a = measure_attributes(class_samples.x.data() + i * side * side, side);
+            class_values.push_back(statistic(a, w.intensity));
+            class_hits.push_back(in_third(a, class_samples.requested[static_cast<std::size_t>(i)], w) ? 1.0 : 0.0);
+        }
+        std::vector<double> real_values;
+        for (std::size_t i = 0; i < p.training_attributes.size(); ++i) {
+            if (in_third(p.training_attributes[i], p.training_labels[i], w)) real_values.push_back(statistic(p.training_attributes[i], w.intensity));
+        }
+        out[w.word] = {{"statistic", w.intensity ? "intensity" : "width"},
+                       {"samples", mean_and_error(values)},
+                       {"share_in_third", mean_and_error(hits)},
+                       {"class_prompts", mean_and_error(class_values)},
+                       {"class_prompts_share_in_third", mean_and_error(class_hits)},
+                       {"training_images", mean_and_error(real_values)}};
+    }
+    return out;
+}
+
+}  // namespace
+
+nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, const diffuse::Tokenizer& tokenizer,
+                                           const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
+                                           const diffuse::Tensor4<float>& real_x,
+                                           examples::eval::Classifier<float>* classifier, const std::string& out_dir,
+                                           const ReportOptions& o, const PromptReportOptions& p) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<std::string> names = class_prompts();
+    const diffuse::ModelFn<float> guided = guided_prompt_model(model, o.guidance_scale);
+    const diffuse::ModelFn<float> plain = guided_prompt_model(model, 1.0);
+    const ReportContext r{schedule, o, out_dir, static_cast<Index>(names.size()), model.config().image_size,
+                          model.config().in_channels, labels_as_prompts(guided, tokenizer, names),
+                          labels_as_prompts(plain, tokenizer, names), nullptr};
+    ClassSamples samples;
+    nlohmann::ordered_json metrics = report(r, test, real_x, classifier, &samples);
+    metrics["class_prompts"] = names;
+    metrics["samples_by_class"]["rows"] = "one per class, its prompt \"a <noun>\" (class_prompts)";
+    metrics["samples_unconditional"]["prompt"] = "the empty prompt";
+
+    // prompts.png: a row per prompt
+    const auto figure_start = std::chrono::steady_clock::now();
+    std::vector<std::string> rows;
+    for (const std::string& prompt : p.prompts) rows.insert(rows.end(), static_cast<std::size_t>(p.per_prompt), prompt);
+    if (!rows.empty()) {
+        write_png_grid(out_dir + "/prompts.png", sample_prompts(r, guided, tokenizer, rows, diffuse::derive_seed(o.seed, 4000), "prompts figure"),
+                       p.per_prompt, 3, 2);
+        metrics["prompts_figure"] = {{"file", "prompts.png"}, {"rows", p.prompts}, {"per_prompt", p.per_prompt}};
+    }
+    metrics["pictures_seconds"] = metrics["pictures_seconds"].get<double>() + seconds_since(figure_start);
+    if (o.evaluate && p.attribute_samples > 0 && !p.training_attributes.empty()) {
+        const auto adherence_start = std::chrono::steady_clock::now();
+        metrics["prompt_adherence"] = prompt_adherence(r, guided, tokenizer, p, samples);
+        metrics["prompt_adherence"]["seconds"] = seconds_since(adherence_start);
+    }
+    metrics["report_seconds"] = seconds_since(start);
     return metrics;
 }
 

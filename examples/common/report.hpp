@@ -15,6 +15,7 @@
 // "dpm++2m" (DPM-Solver++(2M)), the last two over `steps` timesteps of trailing spacing (which starts
 // at t = T - 1).
 
+#include "common/captions.hpp"
 #include "common/classifier.hpp"
 #include "common/progress.hpp"
 
@@ -23,6 +24,8 @@
 #include <diffuse/core/tensor.hpp>
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/latent_diffusion.hpp>
+#include <diffuse/models/prompt_unet.hpp>
+#include <diffuse/models/text_encoder.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/process/thresholding.hpp>
 #include <diffuse/samplers/denoiser.hpp>
@@ -77,6 +80,23 @@ Latent load_autoencoder(const std::string& path);
 /// autoencoder given for a pixel model's checkpoint is refused (`program` names the caller).
 Latent checkpoint_latent(const std::string& checkpoint, const std::string& autoencoder_path,
                          const diffuse::UNetConfig& unet, const char* program);
+
+// ---- the model of a checkpoint -------------------------------------------------------------------------
+
+/// The model a diffuse_train checkpoint holds: a U-Net (class-conditional, unconditional or of latents)
+/// or a prompt model (diffuse_train --prompts), with its weights, the EMA's where asked and the file
+/// has them.
+struct CheckpointModel {
+    std::unique_ptr<diffuse::UNet<float>> unet;                 // or null
+    std::unique_ptr<diffuse::PromptUNet<float>> prompt_model;   // or null
+    bool ema = false;                                           // the EMA's weights were loaded
+
+    const diffuse::UNetConfig& config() const { return unet ? unet->config() : prompt_model->config(); }
+};
+
+/// Loads the model of `checkpoint`; `ema`: the EMA's weights of a training checkpoint (a weights file
+/// has one set).
+CheckpointModel load_checkpoint_model(const std::string& checkpoint, bool ema);
 
 // ---- sampling ----------------------------------------------------------------------------------------
 
@@ -185,6 +205,38 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
                                     const ReportOptions& o, diffuse::LatentSpace<float>* latent = nullptr,
                                     double latent_clip = 1.0);
+
+/// What a prompt model's report adds to the class-conditional one.
+struct PromptReportOptions {
+    std::vector<std::string> prompts;  // prompts.png: a row per prompt
+    Index per_prompt = 8;
+    Index attribute_samples = 100;     // samples per attribute word (dark, light, narrow, wide), an equal share per class
+    AttributeThirds thirds;            // the training images' attribute thirds per class (CaptionDrawer::thirds)
+    std::vector<ImageAttributes> training_attributes;  // [N] of the training images, for the reference figures
+    std::vector<int> training_labels;                  // [N]
+};
+
+/// Forward passes of one image through the U-Net that write_prompt_report makes beyond write_report's.
+double prompt_report_forward_count(const ReportOptions& options, const PromptReportOptions& prompts);
+
+/// The prompt-adherence figures of metrics.json in one line.
+std::string adherence_line(const nlohmann::ordered_json& metrics);
+
+/// The prompts of prompts.png by default: attribute pairs and synonyms.
+inline std::vector<std::string> default_figure_prompts() {
+    return {"a dark ankle boot", "a light ankle boot", "a narrow dress",  "a wide dress",
+            "a dark t-shirt",    "a light t-shirt",    "a narrow bag",    "a wide bag",
+            "a sneaker",         "a trainer",          "a dark coat",     "a light coat"};
+}
+
+/// The report of a prompt model (PromptUNet over pixels): write_report's pictures and scores with each
+/// class asked for by its prompt "a <noun>" (class_prompts) and the empty prompt for "no class";
+/// prompts.png, a row per prompt; and with options.evaluate, prompt_adherence (see report.cpp).
+nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, const diffuse::Tokenizer& tokenizer,
+                                           const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
+                                           const diffuse::Tensor4<float>& real_x,
+                                           examples::eval::Classifier<float>* classifier, const std::string& out_dir,
+                                           const ReportOptions& options, const PromptReportOptions& prompts);
 
 /// Writes `j` to `path` atomically (a temporary, then a rename).
 void write_json(const std::string& path, const nlohmann::ordered_json& j);

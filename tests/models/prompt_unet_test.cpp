@@ -3,6 +3,7 @@
 // and bad input.
 
 #include "../support/layers.hpp"
+#include "../support/text_encoder_configs.hpp"
 #include "../support/unet_configs.hpp"
 
 #include <diffuse/models/prompt_unet.hpp>
@@ -21,16 +22,6 @@ using diffuse::Index;
 namespace {
 
 diffuse::Tokenizer prompt_tokenizer() { return diffuse::Tokenizer({"a", "dark", "light", "boot", "bag"}, 4); }
-
-diffuse::TextEncoderConfig prompt_text_config(const diffuse::Tokenizer& tok) {
-    diffuse::TextEncoderConfig t;
-    t.vocabulary_size = tok.vocabulary_size();
-    t.max_length = tok.max_length();
-    t.width = 4;
-    t.layers = 1;
-    t.heads = 2;
-    return t;
-}
 
 diffuse::UNetConfig prompt_unet_config() { return diffuse::testing_support::two_level_unet_config(); }
 
@@ -59,7 +50,7 @@ struct ConditioningSpy {
 
 TEST_CASE("A prompt U-Net's gradients, the text encoder's included, match finite differences", "[models][prompt][gradient]") {
     const diffuse::Tokenizer tok = prompt_tokenizer();
-    diffuse::PromptUNet<double> model(prompt_text_config(tok), prompt_unet_config(), 3);
+    diffuse::PromptUNet<double> model(diffuse::testing_support::tiny_text_encoder_config(tok), prompt_unet_config(), 3);
     REQUIRE(model.config().context_dim == 4);
     diffuse::Generator init(4);
     model.for_each_parameter("", [&init](auto p) {
@@ -116,7 +107,7 @@ TEST_CASE("The trainer drops prompts to the empty prompt at its label-dropout ra
 
 TEST_CASE("Guidance of a prompt U-Net pads the empty prompt into the unconditional half", "[models][prompt][guidance]") {
     const diffuse::Tokenizer tok = prompt_tokenizer();
-    diffuse::PromptUNet<double> model(prompt_text_config(tok), prompt_unet_config(), 6);
+    diffuse::PromptUNet<double> model(diffuse::testing_support::tiny_text_encoder_config(tok), prompt_unet_config(), 6);
     model.set_training(false);
     diffuse::Generator gen(7);
     const auto x = gen.randn<double, 4>({2, 1, 4, 4});

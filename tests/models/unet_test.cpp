@@ -1,16 +1,22 @@
 // The U-Net: parameter counts and FLOPs of the reference configurations, output shapes, the whole
 // network's gradients by finite differences (with a context and a concatenated image too),
-// chunked evaluation, thread-count independence, and bad input.
+// chunked evaluation, thread-count independence, a concatenated image that a trained model follows,
+// and bad input.
 
 #include "../support/layers.hpp"
 #include "../support/unet_configs.hpp"
 
 #include <diffuse/core/threading.hpp>
 #include <diffuse/models/unet.hpp>
+#include <diffuse/optim/trainer.hpp>
+#include <diffuse/samplers/ddim.hpp>
+#include <diffuse/samplers/denoiser.hpp>
+#include <diffuse/schedule/betas.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -191,7 +197,11 @@ diffuse::Conditioning<double> context_conditioning(diffuse::Generator& gen) {
 
 TEST_CASE("A U-Net with a context has transformer blocks under LDM's names and its gradients match finite differences",
           "[models][unet][gradient]") {
-    UNet<double> unet(context_config(), 5);
+    const bool pooling = GENERATE(false, true);  // the pooled context added to the time embedding, or not
+    INFO("context_pooling " << pooling);
+    UNetConfig config = context_config();
+    config.context_pooling = pooling;
+    UNet<double> unet(config, 5);
     std::vector<std::string> names;
     unet.for_each_parameter("", [&names](auto p) { names.push_back(p.name); });
     const auto has = [&names](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
@@ -199,6 +209,7 @@ TEST_CASE("A U-Net with a context has transformer blocks under LDM's names and i
     REQUIRE(has("mid.attn_1.transformer_blocks.0.ff.net.0.proj.weight"));
     REQUIRE(has("up.1.attn.1.proj_out.weight"));
     REQUIRE_FALSE(has("mid.attn_1.q.weight"));
+    REQUIRE(has("context_embedding.weight") == pooling);
     // proj_out starts at zero (the blocks are the identity): give every parameter a value, so that the
     // check sees every path
     diffuse::Generator init(6);
@@ -223,7 +234,9 @@ TEST_CASE("A U-Net with a context has transformer blocks under LDM's names and i
 }
 
 TEST_CASE("A U-Net's padded prompt gives the output of the unpadded one", "[models][unet]") {
-    UNet<double> unet(context_config(), 7);
+    UNetConfig config = context_config();
+    config.context_pooling = GENERATE(false, true);  // padding must not enter the pooled mean either
+    UNet<double> unet(config, 7);
     unet.for_each_parameter("", [](auto p) {
         for (Index i = 0; i < p.size; ++i) p.value[i] += 0.01 * static_cast<double>(i % 7);
     });
@@ -268,4 +281,79 @@ TEST_CASE("A U-Net rejects a missing or mis-shaped context and concatenated imag
     UNetConfig bad = context_config();
     bad.heads = 3;
     REQUIRE_THROWS_WITH(UNet<float>(bad), Contains("heads = 3"));
+}
+
+namespace {
+
+// The four 4x4 patterns of the concatenation test: left half, top half, a checkerboard of 2x2
+// squares and a diagonal band set to +1 on -1.
+diffuse::Tensor4<float> concat_patterns() {
+    diffuse::Tensor4<float> p(4, 1, 4, 4);  // [4, 1, 4, 4]
+    for (Index y = 0; y < 4; ++y) {
+        for (Index x = 0; x < 4; ++x) {
+            p(0, 0, y, x) = x < 2 ? 1.0f : -1.0f;
+            p(1, 0, y, x) = y < 2 ? 1.0f : -1.0f;
+            p(2, 0, y, x) = (x / 2 + y / 2) % 2 == 0 ? 1.0f : -1.0f;
+            p(3, 0, y, x) = std::abs(x - y) <= 1 ? 1.0f : -1.0f;
+        }
+    }
+    return p;
+}
+
+}  // namespace
+
+TEST_CASE("A U-Net trained with a concatenated image samples the image it is given", "[models][unet][concat]") {
+    // The task of super-resolution and inpainting at its simplest: x0 is the concatenated image itself,
+    // one of four patterns; the model can only tell which from the concatenated channel. Trained, its
+    // DDIM samples must land on the pattern they are given (chance: 1 in 4).
+    UNetConfig config = diffuse::testing_support::two_level_unet_config();
+    config.model_channels = 8;
+    config.concat_channels = 1;
+    UNet<float> unet(config, 3);
+    const diffuse::NoiseSchedule<float> schedule(diffuse::cosine_betas(100));
+    diffuse::optim::TrainerOptions options;
+    options.adam.lr = 3e-3;
+    options.warmup_steps = 10;
+    options.ema_decay = 0.0;
+    options.seed = 4;
+    diffuse::optim::Trainer<UNet<float>> trainer(unet, schedule, options);
+    const diffuse::Tensor4<float> patterns = concat_patterns();
+    const auto pick = [&patterns](const std::vector<int>& which) {
+        diffuse::Tensor4<float> x(static_cast<Index>(which.size()), 1, 4, 4);  // [N, 1, 4, 4]
+        for (std::size_t n = 0; n < which.size(); ++n) diffuse::batch_assign(x, static_cast<Index>(n), diffuse::batch_slice(patterns, which[n], 1));
+        return x;
+    };
+    diffuse::Generator data(5);
+    for (int step = 0; step < 400; ++step) {
+        const diffuse::Timesteps k = data.randint(16, 4);
+        const std::vector<int> which(k.begin(), k.end());
+        diffuse::Conditioning<float> c;
+        c.concat = pick(which);
+        trainer.step(c.concat, c);
+    }
+
+    std::vector<int> asked;
+    for (int n = 0; n < 32; ++n) asked.push_back(n % 4);
+    diffuse::DDIMOptions<float> sampling;
+    sampling.seed = 6;
+    sampling.conditioning.concat = pick(asked);
+    unet.set_training(false);
+    const diffuse::Samples<float> s = diffuse::ddim_sample(schedule, diffuse::model_fn<float>(unet), 20, {32, 1, 4, 4}, sampling);
+    int landed = 0;
+    for (Index n = 0; n < 32; ++n) {
+        int nearest = 0;
+        double best = 1e30;
+        for (int p = 0; p < 4; ++p) {
+            double d = 0.0;
+            for (Index i = 0; i < 16; ++i) {
+                const double e = static_cast<double>(s.x.data()[n * 16 + i]) - static_cast<double>(patterns.data()[p * 16 + i]);
+                d += e * e;
+            }
+            if (d < best) best = d, nearest = p;
+        }
+        landed += nearest == asked[static_cast<std::size_t>(n)] ? 1 : 0;
+    }
+    INFO("samples on the pattern they were given: " << landed << " of 32");
+    // by chance, binomial(32, 1/4): mean 8, and 24 or more has probability below 1e-7
+    REQUIRE(landed >= 24);
 }

@@ -30,6 +30,11 @@
 //     diffuse.version                 the diffuse that wrote it
 //     diffuse.unet_config             the UNetConfig as JSON, so config_from_checkpoint can rebuild
 //                                     the model from the file alone (U-Net models)
+//     diffuse.text_encoder_config     a PromptUNet's TextEncoderConfig as JSON (beside its diffuse.unet_config),
+//                                     for text_encoder_config_from_checkpoint; its files are refused for a
+//                                     UNet and a U-Net's for a PromptUNet
+//     diffuse.tokenizer               a prompt model's vocabulary and max_length, when given (tokenizer_metadata,
+//                                     tokenizer_from_checkpoint)
 //     diffuse.autoencoder_config      the AutoencoderConfig as JSON (autoencoders), for
 //                                     autoencoder_config_from_checkpoint
 //     diffuse.latent_scale_factor     latent diffusion's scale factor, when given (latent_scale_factor_metadata)
@@ -53,6 +58,8 @@
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/models/autoencoder.hpp"
+#include "diffuse/models/prompt_unet.hpp"
+#include "diffuse/models/text_encoder.hpp"
 #include "diffuse/models/unet.hpp"
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/optim/adam.hpp"
@@ -74,6 +81,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -110,9 +118,11 @@ inline std::uint64_t i64_as_u64(std::int64_t v) {
 
 // ---- JSON of the configuration -------------------------------------------------------------------
 
-/// Reads the JSON object `text` (metadata entry `key`), checking it has exactly `keys`.
+/// Reads the JSON object `text` (metadata entry `key`), checking it has every one of `keys`, and
+/// nothing but those and `optional` (keys added in a later version, which older files lack).
 inline nlohmann::json config_object(const char* where, const std::string& path, const std::string& key,
-                                    const std::string& text, const std::vector<std::string>& keys) {
+                                    const std::string& text, const std::vector<std::string>& keys,
+                                    const std::vector<std::string>& optional = {}) {
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(text);
@@ -122,7 +132,8 @@ inline nlohmann::json config_object(const char* where, const std::string& path, 
     if (!j.is_object()) throw_checkpoint(where, path, "metadata " + key + " is not a JSON object: " + text);
     for (const auto& [name, value] : j.items()) {
         (void)value;
-        if (std::find(keys.begin(), keys.end(), name) == keys.end()) {
+        if (std::find(keys.begin(), keys.end(), name) == keys.end() &&
+            std::find(optional.begin(), optional.end(), name) == optional.end()) {
             throw_checkpoint(where, path, "metadata " + key + " has an unknown key \"" + name + "\"");
         }
     }
@@ -213,10 +224,15 @@ inline std::string unet_config_to_json(const UNetConfig& c) {
     j["heads"] = c.heads;
     j["num_classes"] = c.num_classes;
     j["image_size"] = c.image_size;
+    j["context_dim"] = c.context_dim;
+    j["concat_channels"] = c.concat_channels;
+    j["context_pooling"] = c.context_pooling;
     return j.dump();
 }
 
-/// The configuration from unet_config_to_json's JSON; every field must be there, and nothing else.
+/// The configuration from unet_config_to_json's JSON; every field must be there, and nothing else,
+/// but context_dim, concat_channels and context_pooling, which files written before they existed
+/// lack (0 and false then).
 /// `path` names the file in error messages.
 inline UNetConfig unet_config_from_json(const std::string& text, const std::string& path = "") {
     constexpr const char* where = "diffuse::unet_config_from_json";
@@ -224,7 +240,8 @@ inline UNetConfig unet_config_from_json(const std::string& text, const std::stri
     const nlohmann::json j = detail::config_object(
         where, path, key, text,
         {"in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
-         "dropout", "groups", "heads", "num_classes", "image_size"});
+         "dropout", "groups", "heads", "num_classes", "image_size"},
+        {"context_dim", "concat_channels", "context_pooling"});
     UNetConfig c;
     c.in_channels = detail::config_value<Index>(where, path, key, j, "in_channels");
     c.out_channels = detail::config_value<Index>(where, path, key, j, "out_channels");
@@ -237,6 +254,35 @@ inline UNetConfig unet_config_from_json(const std::string& text, const std::stri
     c.heads = detail::config_value<Index>(where, path, key, j, "heads");
     c.num_classes = detail::config_value<Index>(where, path, key, j, "num_classes");
     c.image_size = detail::config_value<Index>(where, path, key, j, "image_size");
+    if (j.contains("context_dim")) c.context_dim = detail::config_value<Index>(where, path, key, j, "context_dim");
+    if (j.contains("concat_channels")) c.concat_channels = detail::config_value<Index>(where, path, key, j, "concat_channels");
+    if (j.contains("context_pooling")) c.context_pooling = detail::config_value<bool>(where, path, key, j, "context_pooling");
+    return c;
+}
+
+/// A text encoder's configuration as the JSON object a checkpoint stores (diffuse.text_encoder_config).
+inline std::string text_encoder_config_to_json(const TextEncoderConfig& c) {
+    nlohmann::ordered_json j;
+    j["vocabulary_size"] = c.vocabulary_size;
+    j["max_length"] = c.max_length;
+    j["width"] = c.width;
+    j["layers"] = c.layers;
+    j["heads"] = c.heads;
+    return j.dump();
+}
+
+/// The configuration from text_encoder_config_to_json's JSON; every field must be there, and nothing else.
+inline TextEncoderConfig text_encoder_config_from_json(const std::string& text, const std::string& path = "") {
+    constexpr const char* where = "diffuse::text_encoder_config_from_json";
+    const std::string key = "diffuse.text_encoder_config";
+    const nlohmann::json j =
+        detail::config_object(where, path, key, text, {"vocabulary_size", "max_length", "width", "layers", "heads"});
+    TextEncoderConfig c;
+    c.vocabulary_size = detail::config_value<Index>(where, path, key, j, "vocabulary_size");
+    c.max_length = detail::config_value<Index>(where, path, key, j, "max_length");
+    c.width = detail::config_value<Index>(where, path, key, j, "width");
+    c.layers = detail::config_value<Index>(where, path, key, j, "layers");
+    c.heads = detail::config_value<Index>(where, path, key, j, "heads");
     return c;
 }
 
@@ -362,6 +408,11 @@ inline std::string metadata_entry(const char* where, const std::string& path,
     return it->second;
 }
 
+template <class Module>
+struct is_prompt_model : std::false_type {};
+template <class T>
+struct is_prompt_model<PromptUNet<T>> : std::true_type {};
+
 /// Model-specific metadata: a U-Net's or an autoencoder's configuration; other modules have none.
 template <class Module>
 void add_model_metadata(const Module&, std::map<std::string, std::string>&) {}
@@ -373,6 +424,27 @@ void add_model_metadata(const UNet<T>& model, std::map<std::string, std::string>
 template <class T>
 void add_model_metadata(const Autoencoder<T>& model, std::map<std::string, std::string>& metadata) {
     metadata["diffuse.autoencoder_config"] = autoencoder_config_to_json(model.config());
+}
+template <class T>
+void add_model_metadata(const PromptUNet<T>& model, std::map<std::string, std::string>& metadata) {
+    metadata["diffuse.unet_config"] = unet_config_to_json(model.config());
+    metadata["diffuse.text_encoder_config"] = text_encoder_config_to_json(model.text_config());
+}
+
+/// A prompt model's file (it has diffuse.text_encoder_config) is refused where a U-Net's is expected,
+/// and the reverse, before any tensor is compared.
+template <class Module>
+void check_prompt_model(const char* where, const std::string& path, const std::map<std::string, std::string>& metadata) {
+    const bool file_has_prompts = metadata.count("diffuse.text_encoder_config") != 0;
+    constexpr bool model_has_prompts = is_prompt_model<Module>::value;
+    if (file_has_prompts && !model_has_prompts) {
+        throw_checkpoint(where, path, "the file is a prompt-conditioned model's (diffuse.text_encoder_config): load it "
+                                      "into a PromptUNet (text_encoder_config_from_checkpoint, config_from_checkpoint)");
+    }
+    if (!file_has_prompts && model_has_prompts && metadata.count("diffuse.unet_config") != 0) {
+        throw_checkpoint(where, path, "the file is a U-Net's without a text encoder (no diffuse.text_encoder_config), "
+                                      "not a PromptUNet's");
+    }
 }
 
 /// A parameter as a checkpoint sees it: name, shape and where its values live.
@@ -452,6 +524,60 @@ inline UNetConfig config_from_checkpoint(const std::string& path) {
     constexpr const char* where = "diffuse::config_from_checkpoint";
     const SafetensorsHeader header = read_safetensors_header(path);
     return unet_config_from_json(detail::metadata_entry(where, path, header.metadata, "diffuse.unet_config"), path);
+}
+
+/// The text encoder's configuration of a prompt model's checkpoint (PromptUNet); reads only the
+/// file's header. With config_from_checkpoint and tokenizer_from_checkpoint it rebuilds the model:
+///     PromptUNet<float> model(text_encoder_config_from_checkpoint(path), config_from_checkpoint(path));
+inline TextEncoderConfig text_encoder_config_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::text_encoder_config_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    if (header.metadata.count("diffuse.text_encoder_config") == 0) {
+        detail::throw_checkpoint(where, path, "no diffuse.text_encoder_config: the file is not a prompt-conditioned "
+                                              "model's (PromptUNet)");
+    }
+    return text_encoder_config_from_json(header.metadata.at("diffuse.text_encoder_config"), path);
+}
+
+/// The metadata entry that stores a tokenizer's vocabulary and length (pass it to save_checkpoint or
+/// save_weights with a PromptUNet), so that a sampling program reads prompts as the model was taught.
+inline std::map<std::string, std::string> tokenizer_metadata(const Tokenizer& tokenizer) {
+    nlohmann::ordered_json j;
+    j["words"] = tokenizer.words();
+    j["max_length"] = tokenizer.max_length();
+    return {{"diffuse.tokenizer", j.dump()}};
+}
+
+/// The tokenizer tokenizer_metadata stored; reads only the file's header. Refuses a vocabulary whose
+/// size does not match the file's text encoder.
+inline Tokenizer tokenizer_from_checkpoint(const std::string& path) {
+    constexpr const char* where = "diffuse::tokenizer_from_checkpoint";
+    const SafetensorsHeader header = read_safetensors_header(path);
+    const std::string key = "diffuse.tokenizer";
+    const nlohmann::json j =
+        detail::config_object(where, path, key, detail::metadata_entry(where, path, header.metadata, key), {"words", "max_length"});
+    std::vector<std::string> words;
+    for (const nlohmann::json& w : j.at("words")) {
+        if (!w.is_string()) detail::throw_checkpoint(where, path, "metadata " + key + ": a word " + w.dump() + " is not a string");
+        words.push_back(w.get<std::string>());
+    }
+    Tokenizer tokenizer;
+    try {
+        tokenizer = Tokenizer(std::move(words), detail::config_value<Index>(where, path, key, j, "max_length"));
+    } catch (const std::invalid_argument& e) {
+        detail::throw_checkpoint(where, path, std::string("metadata ") + key + ": " + e.what());
+    }
+    const auto text = header.metadata.find("diffuse.text_encoder_config");
+    if (text != header.metadata.end()) {
+        const TextEncoderConfig c = text_encoder_config_from_json(text->second, path);
+        if (c.vocabulary_size != tokenizer.vocabulary_size() || c.max_length != tokenizer.max_length()) {
+            detail::throw_checkpoint(where, path, "the tokenizer (" + std::to_string(tokenizer.vocabulary_size()) + " tokens, " +
+                                                      std::to_string(tokenizer.max_length()) + " long) does not match the text "
+                                                      "encoder (" + std::to_string(c.vocabulary_size) + " tokens, " +
+                                                      std::to_string(c.max_length) + " long)");
+        }
+    }
+    return tokenizer;
 }
 
 /// The trainer options a training checkpoint was saved with (for a --resume that takes them from
@@ -667,6 +793,7 @@ void load_weights(const std::string& path, Module<T>& model, Weights which = Wei
         detail::throw_checkpoint(where, path, "Weights::ema asks for the EMA of a training checkpoint, but this file "
                                               "holds a single set of weights; load it with Weights::model");
     }
+    detail::check_prompt_model<Module<T>>(where, path, file.metadata());
     const std::string prefix = which == Weights::ema ? "ema." : "";
     const auto slots = detail::parameter_slots<T>(model);
     std::vector<detail::Expected> expected;
@@ -850,6 +977,7 @@ void load_checkpoint(const std::string& path, optim::Trainer<Model, T>& trainer)
         detail::throw_checkpoint(where, path, "the file is an autoencoder's training state (diffuse.autoencoder_config), "
                                               "not a diffusion model's; load it into an AutoencoderTrainer");
     }
+    detail::check_prompt_model<Model>(where, path, file.metadata());
 
     // A run resumed on another schedule would go on training a different model without a word.
     const auto stored_schedule = file.metadata().find("diffuse.schedule");

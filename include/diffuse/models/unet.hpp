@@ -1,6 +1,6 @@
 #pragma once
 // The DDPM U-Net (Ho et al. 2020, appendix B; parameter names as in the PyTorch port of its code):
-//   temb  = TimeMLP(t) (+ class embedding)                              [N, 4 ch]
+//   temb  = TimeMLP(t) (+ class embedding) (+ context_embedding(pooled context))   [N, 4 ch]
 //   h     = conv_in(x)      (x_t, with an image concatenated along the channels when configured)
 //   down  level l: num_res_blocks x (ResBlock -> ch * mult[l], Attention at the listed resolutions),
 //                  then a stride-2 3x3 conv, except at the last level; every output is kept for a skip
@@ -12,7 +12,9 @@
 // With context_dim > 0 every attention block is LDM's SpatialTransformer instead (self-attention,
 // cross-attention to a context [N, L, context_dim], a GEGLU feed-forward), the way a prompt conditions
 // Stable Diffusion; backward then also gives the context's gradient (context_gradient()), for the
-// text encoder that made it.
+// text encoder that made it. With context_pooling as well, the context's mean over its real tokens,
+// through a linear layer, is added to the time embedding, as Imagen adds its pooled text embedding:
+// the prompt then reaches every ResBlock, as a class embedding does, besides the attention blocks.
 
 #include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/error.hpp"
@@ -23,6 +25,7 @@
 #include "diffuse/nn/conv2d.hpp"
 #include "diffuse/nn/embedding.hpp"
 #include "diffuse/nn/group_norm.hpp"
+#include "diffuse/nn/linear.hpp"
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/nn/res_block.hpp"
 #include "diffuse/nn/resample.hpp"
@@ -52,6 +55,7 @@ struct UNetConfig {
     Index image_size = 28;  // the side the resolutions above are counted from
     Index context_dim = 0;      // > 0: attention blocks are transformer blocks attending to a context [N, L, context_dim]
     Index concat_channels = 0;  // channels of an image concatenated to x_t (Conditioning::concat), 0: none
+    bool context_pooling = false;  // with a context: its mean over the real tokens added to temb (context_embedding)
 
     /// The reference configuration for 28x28x1 images: 1,623,169 parameters unconditional.
     static UNetConfig reference() { return {}; }
@@ -72,6 +76,7 @@ class UNet {
         const Index ch = config_.model_channels, temb_ch = 4 * ch;
         temb = nn::TimeMLP<T>(ch, temb_ch, init);
         if (config_.num_classes > 0) class_embedding = nn::Embedding<T>(config_.num_classes + 1, temb_ch, init);
+        if (config_.context_pooling) context_embedding = nn::Linear<T>(config_.context_dim, temb_ch, init);
         conv_in = nn::Conv2d<T>(config_.in_channels + config_.concat_channels, ch, 3, 1, init);
 
         const Index levels = static_cast<Index>(config_.channel_mult.size());
@@ -228,6 +233,7 @@ class UNet {
         if (config_.concat_channels > 0) dx = nn::split_channels(dx, config_.in_channels).first;
         temb.backward(demb);
         if (config_.num_classes > 0) class_embedding.backward(demb);
+        if (config_.context_pooling) pooling_backward(context_embedding.backward(demb));
         return dx;
     }
 
@@ -239,6 +245,7 @@ class UNet {
     void for_each_parameter(const std::string& prefix, Fn&& fn) {
         temb.for_each_parameter(nn::join_name(prefix, "temb"), fn);
         if (config_.num_classes > 0) class_embedding.for_each_parameter(nn::join_name(prefix, "class_embedding"), fn);
+        if (config_.context_pooling) context_embedding.for_each_parameter(nn::join_name(prefix, "context_embedding"), fn);
         conv_in.for_each_parameter(nn::join_name(prefix, "conv_in"), fn);
         const auto visit_levels = [&](std::vector<Level>& levels, const char* name, const char* resample) {
             for (std::size_t l = 0; l < levels.size(); ++l) {
@@ -301,6 +308,7 @@ class UNet {
             flops += 24.0 * p * channels * channels;                               // GEGLU: C -> 8C, 4C -> C
         };
         flops += 2.0 * ch * temb_ch + 2.0 * temb_ch * temb_ch;  // time MLP
+        if (c.context_pooling) flops += 2.0 * static_cast<double>(c.context_dim) * temb_ch;  // context_embedding
         conv(static_cast<double>(c.in_channels + c.concat_channels), ch, 3, side);
         std::vector<double> skip = {ch};
         double cur = ch;
@@ -348,6 +356,7 @@ class UNet {
 
     nn::TimeMLP<T> temb;
     nn::Embedding<T> class_embedding;
+    nn::Linear<T> context_embedding;  // [4 ch, context_dim], with context_pooling
     nn::Conv2d<T> conv_in;
     std::vector<Level> down;
     nn::ResBlock<T> mid_block_1;
@@ -394,6 +403,44 @@ class UNet {
         return std::move(d.dx);
     }
 
+    // The context's mean over its real tokens: [N, L, D] with its mask -> [N, D]; keeps the mask's
+    // token counts for the backward pass.
+    Tensor2<T> pool_context(const Conditioning<T>& c) {
+        const Index n = c.context.dimension(0), l = c.context.dimension(1), d = c.context.dimension(2);
+        pool_mask_ = c.context_mask;
+        pool_length_ = l;
+        Tensor2<T> pooled(n, d);  // [N, D]
+        pooled.setZero();
+        for (Index s = 0; s < n; ++s) {
+            Index real = 0;
+            for (Index k = 0; k < l; ++k) {
+                if (!pool_mask_.empty() && pool_mask_[static_cast<std::size_t>(s * l + k)] == 0) continue;
+                ++real;
+                for (Index i = 0; i < d; ++i) pooled(s, i) += c.context(s, k, i);
+            }
+            for (Index i = 0; i < d; ++i) pooled(s, i) /= static_cast<T>(real);  // check_conditioning: real >= 1
+        }
+        return pooled;
+    }
+    // d pooled [N, D] -> the context's gradient: d context[s, k] += d pooled[s] / (real tokens of s), for
+    // each real token k of sample s.
+    void pooling_backward(const Tensor2<T>& dpooled) {
+        const Index n = dpooled.dimension(0), d = dpooled.dimension(1), l = pool_length_;
+        if (context_gradient_.size() == 0) {
+            context_gradient_ = Tensor3<T>(n, l, d);
+            context_gradient_.setZero();
+        }
+        for (Index s = 0; s < n; ++s) {
+            const auto is_real = [&](Index k) { return pool_mask_.empty() || pool_mask_[static_cast<std::size_t>(s * l + k)] != 0; };
+            Index real = 0;
+            for (Index k = 0; k < l; ++k) real += is_real(k) ? 1 : 0;
+            for (Index k = 0; k < l; ++k) {
+                if (!is_real(k)) continue;
+                for (Index i = 0; i < d; ++i) context_gradient_(s, k, i) += dpooled(s, i) / static_cast<T>(real);
+            }
+        }
+    }
+
     bool has_attention(Index resolution) const {
         const auto& r = config_.attention_resolutions;
         return std::find(r.begin(), r.end(), resolution) != r.end();
@@ -416,6 +463,7 @@ class UNet {
             const Tensor2<T> e = class_embedding.forward(c.labels);
             add_inplace(emb, e);
         }
+        if (config_.context_pooling) add_inplace(emb, context_embedding.forward(pool_context(c)));
         Index block_index = 0;
         const auto res = [&](nn::ResBlock<T>& block, const Tensor4<T>& in) {
             // Each block's masks come from its own stretch of the stream: 2^40 blocks apart.
@@ -476,6 +524,9 @@ class UNet {
         if (c.num_classes < 0) detail::throw_invalid(where, "num_classes", c.num_classes, ">= 0 (0: unconditional)");
         if (c.context_dim < 0) detail::throw_invalid(where, "context_dim", c.context_dim, ">= 0 (0: no cross-attention)");
         if (c.concat_channels < 0) detail::throw_invalid(where, "concat_channels", c.concat_channels, ">= 0 (0: nothing concatenated)");
+        if (c.context_pooling && c.context_dim == 0) {
+            detail::throw_invalid(where, "context_pooling", "true", "false without a context (context_dim = 0)");
+        }
         const Index halvings = static_cast<Index>(c.channel_mult.size()) - 1;
         if (c.image_size < 1 || c.image_size % (Index{1} << halvings) != 0) {
             detail::throw_invalid(where, "image_size", c.image_size,
@@ -544,6 +595,8 @@ class UNet {
     std::vector<Tensor4<T>> skips_;           // the down path's outputs, kept for the up path
     std::vector<Index> skip_channels_used_;   // channels of h at each concatenation, in forward order
     Tensor3<T> context_gradient_;             // [N, L, context_dim], from the last backward
+    KeyMask pool_mask_;                       // [N * L], the pooled context's mask (context_pooling)
+    Index pool_length_ = 0;                   // L of the pooled context
     bool training_ = true;                    // the mode set_training set last
     Index evaluation_chunk_ = default_evaluation_chunk;  // set_evaluation_chunk
 };
