@@ -93,26 +93,37 @@ class Linear {
     using Gemm = detail::Gemm<T>;
 
     // y [rows, out] = x [rows, in] W^T + b, as Y^T [out, rows] = W X^T (+ b per row of Y^T), the
-    // columns of Y^T (the rows of y) split between threads in whole strips.
+    // columns of Y^T (the rows of y) split between threads in whole strips. Each thread moves its own
+    // rows into X^T and out of Y^T, a tile of rows at a time (the transposes are data movement only:
+    // the bits are those of one product over the whole batch).
     void product(const T* x, Index rows, T* y) const {
         std::vector<T> xt(static_cast<std::size_t>(in_ * rows));   // X^T [in, rows]
         std::vector<T> yt(static_cast<std::size_t>(out_ * rows));  // Y^T [out, rows]
-        for (Index r = 0; r < rows; ++r) {
-            for (Index k = 0; k < in_; ++k) xt[static_cast<std::size_t>(k * rows + r)] = x[r * in_ + k];
-        }
         std::vector<const T*> b_rows(static_cast<std::size_t>(in_));  // row k of B = X^T
         for (Index k = 0; k < in_; ++k) b_rows[static_cast<std::size_t>(k)] = xt.data() + k * rows;
         std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_a_size(out_, in_)));
         Gemm::pack_a(weight.data(), in_, 1, out_, in_, packed.data());  // W [out, in]
-        for (Index o = 0; o < out_; ++o) std::fill_n(yt.data() + o * rows, rows, has_bias() ? bias.data()[o] : T(0));
         const Index strips = (rows + Gemm::nr - 1) / Gemm::nr;
         parallel_for(strips, 1, [&](Index first, Index last) {
-            Gemm::rows_product(out_, in_, packed.data(), b_rows.data(), {}, first * Gemm::nr,
-                               std::min(rows, last * Gemm::nr), yt.data(), rows, true);
+            const Index r0 = first * Gemm::nr, r1 = std::min(rows, last * Gemm::nr);
+            constexpr Index tile = 16;  // rows of x (of y) read (written) while their columns move
+            for (Index t0 = r0; t0 < r1; t0 += tile) {
+                const Index t1 = std::min(r1, t0 + tile);
+                for (Index k = 0; k < in_; ++k) {
+                    T* to = xt.data() + k * rows;
+                    for (Index r = t0; r < t1; ++r) to[r] = x[r * in_ + k];
+                }
+            }
+            for (Index o = 0; o < out_; ++o) std::fill(yt.data() + o * rows + r0, yt.data() + o * rows + r1, has_bias() ? bias.data()[o] : T(0));
+            Gemm::rows_product(out_, in_, packed.data(), b_rows.data(), {}, r0, r1, yt.data(), rows, true);
+            for (Index t0 = r0; t0 < r1; t0 += tile) {
+                const Index t1 = std::min(r1, t0 + tile);
+                for (Index o = 0; o < out_; ++o) {
+                    const T* from = yt.data() + o * rows;
+                    for (Index r = t0; r < t1; ++r) y[r * out_ + o] = from[r];
+                }
+            }
         });
-        for (Index o = 0; o < out_; ++o) {
-            for (Index r = 0; r < rows; ++r) y[r * out_ + o] = yt[static_cast<std::size_t>(o * rows + r)];
-        }
     }
 
     using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
