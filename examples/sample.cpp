@@ -129,8 +129,10 @@ int main(int argc, char** argv) {
     app.add_option("--count", count, "Samples per class")->capture_default_str();
     app.add_option("--sampler", sampler.name, "Sampler")->check(CLI::IsMember(diffuse::sampler_names()))
         ->capture_default_str();
-    app.add_option("--steps", sampler.steps, "Sampler steps (ddpm: the schedule respaced to this many)")
+    app.add_option("--steps", sampler.steps, "Sampler steps (ddpm: the schedule respaced to this many; heun: noise "
+                                             "levels, 2 steps - 2 model calls)")
         ->capture_default_str();
+    examples::add_spacing_option(app, sampler);
     examples::add_thresholding_option(app, sampler);
     app.add_option("--guidance", guidance, "Guidance scale s: eps_u + s (eps_c - eps_u); 1 conditional only, 0 "
                                            "unconditional")->capture_default_str();

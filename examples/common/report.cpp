@@ -22,6 +22,7 @@
 #include <diffuse/samplers/guidance.hpp>
 #include <diffuse/samplers/inpainting.hpp>
 #include <diffuse/samplers/named.hpp>
+#include <diffuse/schedule/karras.hpp>
 #include <diffuse/schedule/respacing.hpp>
 
 #include <algorithm>
@@ -144,7 +145,21 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
     options.progress = progress;
     diffuse::StepSelection selection;
     selection.spacing = diffuse::Spacing::trailing;
+    if (sampler.karras) selection.timesteps = visited_timesteps(schedule, sampler);
     return diffuse::sample(sampler.name, schedule, model, sampler.steps, shape, options, selection);
+}
+
+std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule, const SamplerChoice& sampler) {
+    return sampler.karras ? diffuse::karras_timesteps(schedule, sampler.steps)
+                          : diffuse::spaced_timesteps(schedule.num_timesteps(), sampler.steps, diffuse::Spacing::trailing);
+}
+
+void add_spacing_option(CLI::App& app, SamplerChoice& sampler) {
+    app.add_option_function<std::string>(
+           "--spacing", [&sampler](const std::string& spacing) { sampler.karras = spacing == "karras"; },
+           "Timesteps the sampler visits: trailing (from T - 1, evenly) or karras (Karras et al.'s levels, rho = 7)")
+        ->check(CLI::IsMember({"trailing", "karras"}))
+        ->default_str("trailing");
 }
 
 diffuse::ProgressFn<float> count_steps(Phase& phase, Index batch) {
@@ -209,6 +224,7 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
     app.add_option("--sampler", report.sampler.name, "Sampler of the pictures and scores")
         ->check(CLI::IsMember(diffuse::sampler_names()))->capture_default_str();
     app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
+    add_spacing_option(app, report.sampler);
     add_thresholding_option(app, report.sampler);
     app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
                                                         "only, 0 unconditional")->capture_default_str();
@@ -310,8 +326,7 @@ ClassSamples sample_by_class(const ReportContext& r, nlohmann::ordered_json& met
             const Index states = static_cast<Index>(s.intermediates.size());
             const Index columns = std::min(o.denoising_columns, states);
             denoising = diffuse::Tensor4<float>(static_cast<Index>(rows.size()) * columns, channels, side, side);
-            const std::vector<int> visited =
-                diffuse::spaced_timesteps(schedule.num_timesteps(), o.sampler.steps, diffuse::Spacing::trailing);
+            const std::vector<int> visited = visited_timesteps(schedule, o.sampler);
             for (Index c = 0; c < columns; ++c) {
                 const Index state = columns == 1 ? states - 1 : static_cast<Index>(std::lround(static_cast<double>(c) * (states - 1) / (columns - 1)));
                 // state k holds x at the (k+1)-th noisiest visited timestep; the last state is x_0
@@ -572,7 +587,7 @@ nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const
                           {"steps", o.sampler.steps},
                           {"thresholding", diffuse::to_string(o.sampler.thresholding)},
                           {"clip_range", o.sampler.clip_range},
-                          {"spacing", "trailing"},
+                          {"spacing", o.sampler.karras ? "karras (rho = 7)" : "trailing"},
                           {"guidance_scale", o.guidance_scale},
                           {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
                           {"seed", o.seed}};

@@ -11,9 +11,10 @@
 //     the conditional model alone, s = 0 the unconditional one, s > 1 sharper classes, less variety;
 //   - "unconditional" samples give the model the "no class" label (index num_classes), which it
 //     learned from the 10% of training batches whose labels were dropped.
-// Samplers: "ddpm" (ancestral, on the schedule respaced to `steps` timesteps), "ddim" (eta = 0) and
-// "dpm++2m" (DPM-Solver++(2M)), the last two over `steps` timesteps of trailing spacing (which starts
-// at t = T - 1).
+// Samplers: "ddpm" (ancestral, on the schedule respaced to `steps` timesteps), "ddim" (eta = 0),
+// "dpm++2m" (DPM-Solver++(2M)), "euler", "euler_a" and "heun" (Karras et al.'s, in sigma space), over
+// `steps` timesteps of trailing spacing (which starts at t = T - 1) or, with --spacing karras, at
+// Karras et al.'s noise levels (rho = 7).
 
 #include "common/captions.hpp"
 #include "common/classifier.hpp"
@@ -113,6 +114,7 @@ struct SamplerChoice {
     // the model's small eps error there into an x0 of +-1000 that it never recovers from.
     diffuse::Thresholding thresholding = diffuse::Thresholding::clip;
     double clip_range = 1.0;          // clip's bound: x0 in [-r, r]
+    bool karras = false;              // --spacing karras: Karras et al.'s levels (rho = 7), else trailing spacing
     bool thresholding_given = false;  // --thresholding was on the command line
     bool clip_range_given = false;    // --clip-range was on the command line
 
@@ -129,6 +131,13 @@ struct SamplerChoice {
 
 /// --thresholding {none, clip, dynamic} and --clip-range: what the samplers do to each x0 prediction.
 void add_thresholding_option(CLI::App& app, SamplerChoice& sampler);
+
+/// The timesteps, ascending, that the sampler's steps visit on `schedule`: trailing spacing (which
+/// starts at t = T - 1), or Karras et al.'s levels with --spacing karras.
+std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule, const SamplerChoice& sampler);
+
+/// --spacing {trailing, karras}: which timesteps the sampler visits.
+void add_spacing_option(CLI::App& app, SamplerChoice& sampler);
 
 /// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none); `progress`
 /// is called after each of the sampler.steps steps.

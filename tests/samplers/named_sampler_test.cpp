@@ -7,6 +7,8 @@
 #include <diffuse/samplers/ddim.hpp>
 #include <diffuse/samplers/ddpm.hpp>
 #include <diffuse/samplers/dpm_solver.hpp>
+#include <diffuse/samplers/euler.hpp>
+#include <diffuse/samplers/heun.hpp>
 #include <diffuse/samplers/named.hpp>
 #include <diffuse/schedule/betas.hpp>
 #include <diffuse/schedule/noise_schedule.hpp>
@@ -18,7 +20,7 @@
 
 using diffuse::testing_support::same_bits;
 
-TEST_CASE("sample() by name gives what ddpm_sample, ddim_sample and dpm_solver_sample give", "[samplers][named]") {
+TEST_CASE("sample() by name gives what each sampler's own function gives", "[samplers][named]") {
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
     const auto model = analytic::gaussian_eps_model<float>(schedule.alphas_cumprod_double(), 0.25L, 0.5L);
     const diffuse::Shape4 shape = {3, 1, 2, 2};
@@ -50,13 +52,23 @@ TEST_CASE("sample() by name gives what ddpm_sample, ddim_sample and dpm_solver_s
     const auto by_name = diffuse::sample("dpm++2m", schedule, model, 10, shape, options, selection);
     CHECK(same_bits(by_name.x, diffuse::dpm_solver_sample(schedule, model, 10, shape, dpm).x));
     CHECK(by_name.predicted_x0.size() == 10);
+
+    diffuse::SigmaSamplerOptions<float> sigma;
+    static_cast<diffuse::SamplerOptions<float>&>(sigma) = options;
+    sigma.steps = selection;
+    CHECK(same_bits(diffuse::sample("euler", schedule, model, 10, shape, options, selection).x,
+                    diffuse::euler_sample(schedule, model, 10, shape, sigma).x));
+    CHECK(same_bits(diffuse::sample("euler_a", schedule, model, 10, shape, options, selection).x,
+                    diffuse::euler_ancestral_sample(schedule, model, 10, shape, sigma).x));
+    CHECK(same_bits(diffuse::sample("heun", schedule, model, 10, shape, options, selection).x,
+                    diffuse::heun_sample(schedule, model, 10, shape, sigma).x));
 }
 
 TEST_CASE("sample() rejects an unknown sampler name and lists the names it knows", "[samplers][named][errors]") {
     const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(10));
     const auto model = analytic::gaussian_eps_model<float>(schedule.alphas_cumprod_double(), 0.0L, 1.0L);
-    REQUIRE_THROWS_AS(diffuse::sample("euler", schedule, model, 5, {1, 1, 2, 2}), diffuse::invalid_argument);
-    REQUIRE_THROWS_WITH(diffuse::sample("euler", schedule, model, 5, {1, 1, 2, 2}),
-                        Catch::Contains("name = \"euler\"") && Catch::Contains("ddpm, ddim, dpm++2m"));
-    CHECK(diffuse::sampler_names() == std::vector<std::string>{"ddpm", "ddim", "dpm++2m"});
+    REQUIRE_THROWS_AS(diffuse::sample("lms", schedule, model, 5, {1, 1, 2, 2}), diffuse::invalid_argument);
+    REQUIRE_THROWS_WITH(diffuse::sample("lms", schedule, model, 5, {1, 1, 2, 2}),
+                        Catch::Contains("name = \"lms\"") && Catch::Contains("ddpm, ddim, dpm++2m, euler, euler_a, heun"));
+    CHECK(diffuse::sampler_names() == std::vector<std::string>{"ddpm", "ddim", "dpm++2m", "euler", "euler_a", "heun"});
 }

@@ -1,8 +1,11 @@
 #pragma once
 // Samplers by name, for command lines and configuration files (the twin of schedule/named.hpp):
 // "ddpm" (ancestral, Ho et al. 2020, on the schedule respaced to the step count), "ddim" (eta = 0,
-// Song et al. 2021) and "dpm++2m" (DPM-Solver++(2M), Lu et al. 2022), each from pure noise with the
-// options every sampler takes (seed, labels, prediction, thresholding, progress, kept intermediates).
+// Song et al. 2021), "dpm++2m" (DPM-Solver++(2M), Lu et al. 2022), and Karras et al. 2022's "euler",
+// "euler_a" (Euler ancestral, eta = 1) and "heun" (num_steps noise levels, 2 num_steps - 2 model
+// calls), each from pure noise with the options every sampler takes (seed, labels, prediction,
+// thresholding, progress, kept intermediates). Karras et al.'s spacing: selection.timesteps =
+// karras_timesteps(schedule, num_steps).
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -10,6 +13,8 @@
 #include "diffuse/samplers/ddpm.hpp"
 #include "diffuse/samplers/denoiser.hpp"
 #include "diffuse/samplers/dpm_solver.hpp"
+#include "diffuse/samplers/euler.hpp"
+#include "diffuse/samplers/heun.hpp"
 #include "diffuse/samplers/options.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
@@ -20,7 +25,7 @@ namespace diffuse {
 
 /// The names sample() knows, in the order the documentation lists them.
 inline const std::vector<std::string>& sampler_names() {
-    static const std::vector<std::string> names = {"ddpm", "ddim", "dpm++2m"};
+    static const std::vector<std::string> names = {"ddpm", "ddim", "dpm++2m", "euler", "euler_a", "heun"};
     return names;
 }
 
@@ -50,6 +55,14 @@ Samples<T> sample(const std::string& name, const NoiseSchedule<T>& schedule, con
         static_cast<SamplerOptions<T>&>(dpm) = options;
         dpm.steps = selection;
         return dpm_solver_sample(schedule, model, num_steps, shape, dpm);
+    }
+    if (name == "euler" || name == "euler_a" || name == "heun") {
+        SigmaSamplerOptions<T> sigma;
+        static_cast<SamplerOptions<T>&>(sigma) = options;
+        sigma.steps = selection;
+        if (name == "euler") return euler_sample(schedule, model, num_steps, shape, sigma);
+        if (name == "euler_a") return euler_ancestral_sample(schedule, model, num_steps, shape, sigma);
+        return heun_sample(schedule, model, num_steps, shape, sigma);
     }
     std::string known;
     for (const auto& n : sampler_names()) known += (known.empty() ? "" : ", ") + n;
