@@ -14,6 +14,8 @@
 #include <diffuse/samplers/denoiser.hpp>
 #include <diffuse/schedule/betas.hpp>
 
+#include <catch2/catch.hpp>
+
 #include <cassert>
 #include <cmath>
 #include <vector>
@@ -111,6 +113,24 @@ inline Affine gaussian_x0_affine(LD ab, LD mu, LD s) {
         CHECK(std::fabs((m) - (want_m)) <= 5 * se_m_);                                                     \
         CHECK(std::fabs((v) - (want_v)) <= 5 * se_v_);                                                     \
     } while (false)
+
+/// Checks draws of a two-mode mixture {negative mode, positive mode} split at 0: the share of positive
+/// draws within 5 binomial standard errors of the positive mode's weight, each mode's mean within 5
+/// standard errors plus `mean_slack`, its standard deviation within `sd_tolerance` (relative).
+template <class T>
+void check_two_modes(const diffuse::Tensor4<T>& x, const std::vector<Component>& mixture, LD mean_slack, LD sd_tolerance) {
+    std::vector<double> negative, positive;
+    for (Index k = 0; k < x.size(); ++k) (x.data()[k] > 0 ? positive : negative).push_back(static_cast<double>(x.data()[k]));
+    const LD n = LD(x.size()), w = mixture[1].weight;
+    INFO("fraction of positive draws " << double(positive.size() / n));
+    CHECK(std::fabs(positive.size() / n - w) <= 5 * std::sqrt(w * (1 - w) / n));
+    for (const auto& [draws, component] : {std::pair{negative, mixture[0]}, std::pair{positive, mixture[1]}}) {
+        const auto [m, v] = mean_variance(draws.data(), Index(draws.size()));
+        INFO("mode at " << double(component.mean) << ": mean " << double(m) << ", standard deviation " << double(std::sqrt(v)));
+        CHECK(std::fabs(m - component.mean) <= 5 * component.stddev / std::sqrt(LD(draws.size())) + mean_slack);
+        CHECK(std::fabs(std::sqrt(v) / component.stddev - 1) <= sd_tolerance);
+    }
+}
 
 // alphabar at the kept timesteps, ascending, in long double from the betas.
 inline std::vector<LD> kept_alphabar(const diffuse::Betas& betas, const std::vector<int>& kept) {

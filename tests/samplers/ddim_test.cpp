@@ -175,17 +175,7 @@ TEST_CASE("DDIM with 20 steps and the exact denoiser of a two-Gaussian mixture r
     options.seed = 4;
     options.steps.spacing = diffuse::Spacing::trailing;
     const auto samples = diffuse::ddim_sample(schedule, model, 20, {32, 1, 16, 16}, options);
-    std::vector<double> negative, positive;
-    for (Index k = 0; k < samples.x.size(); ++k) (samples.x.data()[k] > 0 ? positive : negative).push_back(samples.x.data()[k]);
-    const LD n = LD(samples.x.size());
-    INFO("fraction of positive draws " << double(positive.size() / n));
-    CHECK(std::fabs(positive.size() / n - 0.6L) <= 5 * std::sqrt(0.6L * 0.4L / n));
-    for (const auto& [draws, component] : {std::pair{negative, mixture[0]}, std::pair{positive, mixture[1]}}) {
-        const auto [m, v] = analytic::mean_variance(draws.data(), Index(draws.size()));
-        INFO("mode at " << double(component.mean) << ": mean " << double(m) << ", standard deviation " << double(std::sqrt(v)));
-        CHECK(std::fabs(m - component.mean) <= 5 * component.stddev / std::sqrt(LD(draws.size())) + 0.02L);
-        CHECK(std::fabs(std::sqrt(v) / component.stddev - 1) <= 0.1L);
-    }
+    analytic::check_two_modes(samples.x, mixture, 0.02L, 0.1L);
 }
 
 TEST_CASE("DDIM inversion followed by DDIM sampling returns the starting image", "[samplers][ddim]") {

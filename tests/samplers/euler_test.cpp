@@ -139,17 +139,7 @@ TEST_CASE("Euler ancestral with 50 steps and the exact denoiser of a two-Gaussia
     options.seed = 8;
     options.steps.timesteps = diffuse::karras_timesteps(schedule, 50);
     const auto samples = diffuse::euler_ancestral_sample(schedule, model, 50, {32, 1, 16, 16}, options);
-    std::vector<double> negative, positive;
-    for (Index k = 0; k < samples.x.size(); ++k) (samples.x.data()[k] > 0 ? positive : negative).push_back(samples.x.data()[k]);
-    const LD n = LD(samples.x.size());
-    INFO("fraction of positive draws " << double(positive.size() / n));
-    CHECK(std::fabs(positive.size() / n - 0.7L) <= 5 * std::sqrt(0.7L * 0.3L / n));
-    for (const auto& [draws, component] : {std::pair{negative, mixture[0]}, std::pair{positive, mixture[1]}}) {
-        const auto [m, v] = analytic::mean_variance(draws.data(), Index(draws.size()));
-        INFO("mode at " << double(component.mean) << ": mean " << double(m) << ", standard deviation " << double(std::sqrt(v)));
-        CHECK(std::fabs(m - component.mean) <= 5 * component.stddev / std::sqrt(LD(draws.size())) + 0.04L);
-        CHECK(std::fabs(std::sqrt(v) / component.stddev - 1) <= 0.15L);
-    }
+    analytic::check_two_modes(samples.x, mixture, 0.04L, 0.15L);
 }
 
 TEST_CASE("Euler ancestral gives the same bits for a seed whatever the thread count", "[samplers][euler]") {
