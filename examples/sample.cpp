@@ -20,12 +20,18 @@
 // A latent diffusion checkpoint (diffuse_train --autoencoder) samples latents, which its autoencoder
 // (found where the checkpoint says, or --autoencoder) decodes to images.
 //
+// Image-to-image (SDEdit): --source-class K takes the first --count test images of class K, noises
+// them to --strength s and denoises them toward each row's class or prompt; the grid's first row is
+// the source images:
+//   diffuse_sample --checkpoint out/train/checkpoint.safetensors --source-class 0 --classes 2,6 --strength 0.6
+//
 // A prompt model's checkpoint (diffuse_train --prompts) samples a row per --prompt, guided against the
 // empty prompt; labels.npy then holds each sample's row (the index of its prompt):
 //   diffuse_sample --checkpoint out/prompts/checkpoint.safetensors --prompt "a dark ankle boot"
 //                  --prompt "a light ankle boot" --count 8 --out boots.png
 
 #include "common/cli.hpp"
+#include "common/dataset.hpp"
 #include "common/npy.hpp"
 #include "common/png_grid.hpp"
 #include "common/progress.hpp"
@@ -40,6 +46,7 @@
 #include <diffuse/models/autoencoder.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/samplers/named.hpp>
+#include <diffuse/samplers/sdedit.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -116,6 +123,9 @@ int main(int argc, char** argv) {
     int threads = 0;
     Index chunk = diffuse::UNet<float>::default_evaluation_chunk;
     double log_seconds = 10.0;
+    int source_class = -1;
+    double strength = 0.6;
+    std::string data_dir = examples::default_data_dir;
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train (or a weights file)")->required();
     app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
                                                       "the checkpoint says it was]");
@@ -137,6 +147,11 @@ int main(int argc, char** argv) {
     app.add_option("--guidance", guidance, "Guidance scale s: eps_u + s (eps_c - eps_u); 1 conditional only, 0 "
                                            "unconditional")->capture_default_str();
     app.add_option("--seed", seed, "Seed of the noise")->capture_default_str();
+    app.add_option("--source-class", source_class, "Image-to-image (SDEdit): start from the first --count test images of "
+                                                   "this class, noised to --strength, instead of pure noise");
+    app.add_option("--strength", strength, "SDEdit's strength s in (0, 1]: noised to t = ceil(s T) - 1; 1 keeps nothing "
+                                           "of the source but its noise, small values keep more")->capture_default_str();
+    app.add_option("--data-dir", data_dir, "Directory of the IDX files, for --source-class")->capture_default_str();
     app.add_option("--out", out, "The PNG grid to write (empty: none)")->capture_default_str();
     app.add_option("--npy", npy, "Also write the samples as uint8 [N, H, W] to this .npy file");
     app.add_option("--npy-labels", npy_labels, "Where the labels go, int64 [N] [default: <--npy>_labels.npy]");
@@ -218,13 +233,27 @@ int main(int argc, char** argv) {
                          : examples::guided_model(*loaded.unet, conditional ? guidance : 1.0);
         if (latent.space) sampler = sampler.for_latents(latent.reference.clip_range);
         const auto start = std::chrono::steady_clock::now();
-        examples::Phase phase("sampling", n, sampler.steps, sampler.steps, log_seconds);
-        const diffuse::Samples<float> sampled = examples::run_sampler(
-            noise_schedule, fn, sampler, {n, channels, side, side}, seed,
-            prompt_model || num_classes > 0 ? labels : std::vector<int>(), false, examples::count_steps(phase, n));
-        phase.finish();
+        const std::vector<int> told = prompt_model || num_classes > 0 ? labels : std::vector<int>();
+        diffuse::Tensor4<float> source;  // [count, C, H, W] test images, for SDEdit
+        diffuse::Samples<float> sampled;
+        if (source_class >= 0) {
+            const examples::Splits splits = examples::read_splits_or_exit(data_dir, "diffuse_sample");
+            source = examples::first_of_class(splits.test, source_class, count, "diffuse_sample");
+            diffuse::Tensor4<float> x0(n, source.dimension(1), source.dimension(2), source.dimension(3));  // the sources, a copy per row
+            for (Index r = 0; r < static_cast<Index>(rows.size()); ++r) examples::copy_images(source, 0, count, x0, r * count);
+            if (latent.space) x0 = latent.space->encode(x0, diffuse::derive_seed(seed, 0x736465ULL));
+            const int visited = static_cast<int>(diffuse::sdedit_timesteps(noise_schedule.num_timesteps(), sampler.steps, strength).size());
+            examples::Phase phase("image-to-image", n, visited, visited, log_seconds);
+            sampled = examples::run_sdedit(noise_schedule, fn, sampler, x0, strength, seed, told, examples::count_steps(phase, n));
+            phase.finish();
+        } else {
+            examples::Phase phase("sampling", n, sampler.steps, sampler.steps, log_seconds);
+            sampled = examples::run_sampler(noise_schedule, fn, sampler, {n, channels, side, side}, seed, told, false,
+                                            examples::count_steps(phase, n));
+            phase.finish();
+        }
         // a latent model's samples are latents: the decoder makes them images
-        const diffuse::Tensor4<float> images = latent.space ? latent.space->decode(sampled.x) : sampled.x;  // [N, C, H, W]
+        diffuse::Tensor4<float> images = latent.space ? latent.space->decode(sampled.x) : sampled.x;  // [N, C, H, W]
         if (latent.space) {
             std::printf("decoded %lldx%lldx%lld latents with %s\n", static_cast<long long>(channels),
                         static_cast<long long>(side), static_cast<long long>(side), latent.reference.autoencoder.c_str());
@@ -234,8 +263,19 @@ int main(int argc, char** argv) {
                     sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
                     loaded.ema ? "EMA" : "model", examples::seconds_since(start));
 
+        if (source_class >= 0) {
+            std::printf("image-to-image from the first %lld test images of class %d at strength %g (t = %d)\n",
+                        static_cast<long long>(count), source_class, strength,
+                        diffuse::sdedit_start(noise_schedule.num_timesteps(), strength));
+        }
         if (!out.empty()) {
-            examples::write_png_grid(out, images, count, 4, 2);
+            diffuse::Tensor4<float> grid = images;  // with SDEdit, the source images as the first row
+            if (source_class >= 0) {
+                grid = diffuse::Tensor4<float>(n + count, images.dimension(1), images.dimension(2), images.dimension(3));
+                examples::copy_images(source, 0, count, grid, 0);
+                examples::copy_images(images, 0, n, grid, count);
+            }
+            examples::write_png_grid(out, grid, count, 4, 2);
             std::printf("wrote %s\n", out.c_str());
         }
         if (!npy.empty()) {

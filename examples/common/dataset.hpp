@@ -3,8 +3,10 @@
 // dataset-fashion-mnist package puts it, the class names, and a clear message when it is missing.
 // Not part of the library; needs diffuse::io (zlib).
 
+#include <diffuse/core/error.hpp>
 #include <diffuse/io/idx.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +57,26 @@ inline LabelledImages read_labelled(const std::string& data_dir, const std::stri
                                  std::to_string(out.images.count) + " images of " + images_path);
     }
     out.labels.assign(labels.begin(), labels.end());
+    return out;
+}
+
+/// The first `count` images of class `label` in `set`, as [count, 1, H, W] in [-1, 1]; fewer there is
+/// an error naming how many there are.
+inline diffuse::Tensor4<float> first_of_class(const LabelledImages& set, int label, diffuse::Index count, const char* program) {
+    std::vector<diffuse::Index> found;
+    for (std::size_t i = 0; i < set.labels.size() && static_cast<diffuse::Index>(found.size()) < count; ++i) {
+        if (set.labels[i] == label) found.push_back(static_cast<diffuse::Index>(i));
+    }
+    if (static_cast<diffuse::Index>(found.size()) < count) {
+        diffuse::detail::throw_invalid(program, "--source-class", label,
+                                       "a class with at least " + std::to_string(count) + " images (it has " + std::to_string(found.size()) + ")");
+    }
+    const diffuse::Index h = set.images.rows, w = set.images.cols;
+    diffuse::Tensor4<float> out(count, 1, h, w);  // [count, 1, H, W]
+    for (diffuse::Index k = 0; k < count; ++k) {
+        const diffuse::Tensor4<float> one = diffuse::images_to_tensor<float>(set.images, found[static_cast<std::size_t>(k)], 1);
+        std::copy_n(one.data(), h * w, out.data() + k * h * w);
+    }
     return out;
 }
 

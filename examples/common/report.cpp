@@ -22,6 +22,7 @@
 #include <diffuse/samplers/guidance.hpp>
 #include <diffuse/samplers/inpainting.hpp>
 #include <diffuse/samplers/named.hpp>
+#include <diffuse/samplers/sdedit.hpp>
 #include <diffuse/schedule/karras.hpp>
 #include <diffuse/schedule/respacing.hpp>
 
@@ -147,6 +148,19 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
     selection.spacing = diffuse::Spacing::trailing;
     if (sampler.karras) selection.timesteps = visited_timesteps(schedule, sampler);
     return diffuse::sample(sampler.name, schedule, model, sampler.steps, shape, options, selection);
+}
+
+diffuse::Samples<float> run_sdedit(const diffuse::NoiseSchedule<float>& schedule, const diffuse::ModelFn<float>& model,
+                                   const SamplerChoice& sampler, const diffuse::Tensor4<float>& x0, double strength,
+                                   std::uint64_t seed, const std::vector<int>& labels,
+                                   const diffuse::ProgressFn<float>& progress) {
+    diffuse::SamplerOptions<float> options;
+    options.seed = seed;
+    options.conditioning.labels = labels;
+    options.thresholding = sampler.thresholding;
+    options.clip_range = sampler.clip_range;
+    options.progress = progress;
+    return diffuse::sdedit(sampler.name, schedule, model, sampler.steps, x0, strength, options);
 }
 
 std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule, const SamplerChoice& sampler) {

@@ -147,6 +147,13 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
                                     const std::vector<int>& labels, bool keep_intermediates = false,
                                     const diffuse::ProgressFn<float>& progress = {});
 
+/// SDEdit (diffuse/samplers/sdedit.hpp): x0 [N, C, H, W] noised to strength s, then denoised by the
+/// sampler's steps within [0, ceil(s T) - 1] toward labels [N] (or none); `progress` after each step.
+diffuse::Samples<float> run_sdedit(const diffuse::NoiseSchedule<float>& schedule, const diffuse::ModelFn<float>& model,
+                                   const SamplerChoice& sampler, const diffuse::Tensor4<float>& x0, double strength,
+                                   std::uint64_t seed, const std::vector<int>& labels,
+                                   const diffuse::ProgressFn<float>& progress = {});
+
 /// A sampler's progress callback that counts each step as one model evaluation of `batch` images of
 /// `phase`.
 diffuse::ProgressFn<float> count_steps(Phase& phase, Index batch);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CTest: a short end-to-end run of the prompt-conditioned model (diffuse_train --prompts) on a few
 # hundred Fashion-MNIST images with the tiny U-Net, which must produce every file it promises and the
-# prompt-adherence figures; diffuse_sample --prompt and diffuse_evaluate on its checkpoint; and the
-# refusals: a word outside the vocabulary, a prompt too long, --prompt for a class model's checkpoint,
-# --classes for a prompt model's, --prompts with --autoencoder. Exit 77 (CTest's SKIP_RETURN_CODE)
+# prompt-adherence figures; diffuse_sample --prompt (and image-to-image, --source-class) and
+# diffuse_evaluate on its checkpoint; and the refusals: a word outside the vocabulary, a prompt too
+# long, --prompt for a class model's checkpoint, --classes for a prompt model's, --prompts with
+# --autoencoder, a strength outside (0, 1]. Exit 77 (CTest's SKIP_RETURN_CODE)
 # when the data set is not installed.
 #
 #   prompts_end_to_end.sh <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
@@ -41,6 +42,13 @@ expect_failure() {
     if out=$("$@" 2>&1); then echo "should have failed: $*"; exit 1; fi
     grep -qF -- "$text" <<< "$out" || { echo "the message of '$*' does not name '$text':"; echo "$out"; exit 1; }
 }
+# image-to-image: test T-shirts toward a prompt; the grid has the sources as its first row
+"$sample" --checkpoint "$ckpt" --source-class 0 --prompt "a pullover" --count 2 --strength 0.5 --steps 3 \
+    --out "$work/sdedit.png" > "$work/sdedit.log"
+grep -q "image-to-image from the first 2 test images of class 0 at strength 0.5 (t = 499)" "$work/sdedit.log" \
+    || { echo "diffuse_sample --source-class did not say what it did"; cat "$work/sdedit.log"; exit 1; }
+[[ -s $work/sdedit.png ]] || { echo "diffuse_sample --source-class wrote no PNG"; exit 1; }
+expect_failure 'strength = 1.5' "$sample" --checkpoint "$ckpt" --source-class 0 --prompt "a bag" --strength 1.5 --steps 2
 expect_failure '"purple"' "$sample" --checkpoint "$ckpt" --prompt "a purple boot" --steps 2
 expect_failure 'at most 7 words' "$sample" --checkpoint "$ckpt" --prompt "a a a a a a a a bag" --steps 2
 expect_failure '--classes' "$sample" --checkpoint "$ckpt" --classes 1 --steps 2
