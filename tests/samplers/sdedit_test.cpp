@@ -80,7 +80,7 @@ TEST_CASE("SDEdit's output returns to its input as the strength falls", "[sample
     }
 }
 
-TEST_CASE("SDEdit rejects a strength outside (0, 1]", "[samplers][sdedit][errors]") {
+TEST_CASE("SDEdit rejects a strength that is not in 0 < s <= 1", "[samplers][sdedit][errors]") {
     using Catch::Contains;
     using diffuse::testing_support::rejection;
     const diffuse::NoiseSchedule<double> schedule(diffuse::linear_betas(100));
