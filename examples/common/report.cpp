@@ -132,18 +132,30 @@ void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
         ->each([&sampler](const std::string&) { sampler.clip_range_given = true; });
 }
 
-diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
-                                    const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
-                                    const diffuse::Shape4& shape, std::uint64_t seed,
-                                    const std::vector<int>& labels, bool keep_intermediates,
-                                    const diffuse::ProgressFn<float>& progress) {
+namespace {
+
+/// What every sampler of the examples is told: the seed, the labels, the choice's x0 thresholding and
+/// the progress callback.
+diffuse::SamplerOptions<float> sampler_options(const SamplerChoice& sampler, std::uint64_t seed, const std::vector<int>& labels,
+                                               const diffuse::ProgressFn<float>& progress) {
     diffuse::SamplerOptions<float> options;
     options.seed = seed;
     options.conditioning.labels = labels;
     options.thresholding = sampler.thresholding;
     options.clip_range = sampler.clip_range;
-    options.keep_intermediates = keep_intermediates;
     options.progress = progress;
+    return options;
+}
+
+}  // namespace
+
+diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
+                                    const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
+                                    const diffuse::Shape4& shape, std::uint64_t seed,
+                                    const std::vector<int>& labels, bool keep_intermediates,
+                                    const diffuse::ProgressFn<float>& progress) {
+    diffuse::SamplerOptions<float> options = sampler_options(sampler, seed, labels, progress);
+    options.keep_intermediates = keep_intermediates;
     diffuse::StepSelection selection;
     selection.spacing = diffuse::Spacing::trailing;
     if (sampler.karras) selection.timesteps = visited_timesteps(schedule, sampler);
@@ -154,13 +166,8 @@ diffuse::Samples<float> run_sdedit(const diffuse::NoiseSchedule<float>& schedule
                                    const SamplerChoice& sampler, const diffuse::Tensor4<float>& x0, double strength,
                                    std::uint64_t seed, const std::vector<int>& labels,
                                    const diffuse::ProgressFn<float>& progress) {
-    diffuse::SamplerOptions<float> options;
-    options.seed = seed;
-    options.conditioning.labels = labels;
-    options.thresholding = sampler.thresholding;
-    options.clip_range = sampler.clip_range;
-    options.progress = progress;
-    return diffuse::sdedit(sampler.name, schedule, model, sampler.steps, x0, strength, options);
+    return diffuse::sdedit(sampler.name, schedule, model, sampler.steps, x0, strength,
+                           sampler_options(sampler, seed, labels, progress));
 }
 
 std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule, const SamplerChoice& sampler) {
