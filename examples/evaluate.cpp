@@ -10,12 +10,17 @@
 // and for "no class" by the empty prompt, and adds prompts.png (a row per prompt) and
 // prompt_adherence: the attribute statistics of --attribute-samples samples per attribute word.
 //
+// A super-resolution model's checkpoint (diffuse_train --super-resolution) upscales --sr-images test
+// images instead: superres.png and their PSNR, classifier accuracy and Frechet distance against
+// bicubic upsampling and the originals.
+//
 //   diffuse_evaluate --checkpoint out/train/checkpoint.safetensors --out out/eval
 
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/prompts.hpp"
 #include "common/report.hpp"
+#include "common/super_resolution.hpp"
 
 #include <diffuse/core/memory.hpp>
 #include <diffuse/core/threading.hpp>
@@ -47,6 +52,7 @@ int main(int argc, char** argv) {
     int threads = 0;
     examples::ReportOptions report;
     examples::PromptReportOptions prompt_report;
+    examples::SuperResolutionOptions super_resolution;
     prompt_report.prompts = examples::default_figure_prompts();
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train")->required();
     app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
@@ -64,6 +70,8 @@ int main(int argc, char** argv) {
     app.add_option("--attribute-samples", prompt_report.attribute_samples,
                    "A prompt model: samples per attribute word (dark, light, narrow, wide) of the adherence figures")
         ->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--sr-images", super_resolution.images, "A super-resolution model: test images upscaled")
+        ->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--seed", report.seed, "Seed of the samples")->capture_default_str();
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
     app.add_option("--log-seconds", report.log_seconds, "Seconds between progress lines when stderr is not a terminal")
@@ -112,6 +120,20 @@ int main(int argc, char** argv) {
                                                                             : nlohmann::ordered_json(std::stod(accuracy->second))}};
         if (latent.space) metrics["latent"] = {{"autoencoder", latent.reference.autoencoder}, {"scale_factor", latent.reference.scale_factor}};
         nlohmann::ordered_json figures;
+        const auto sr = metadata.find(examples::super_resolution_key);
+        if (sr != metadata.end()) {
+            super_resolution.side = std::stol(sr->second);
+            const diffuse::Index n = std::min(super_resolution.images, train.images.count);
+            figures = examples::write_super_resolution_report(*loaded.unet, schedule, test_set,
+                                                              diffuse::images_to_tensor<float>(train.images, 0, n), &classifier,
+                                                              out_dir, report, super_resolution);
+            for (const auto& [key, value] : figures.items()) metrics[key] = value;
+            metrics["total_seconds"] = examples::seconds_since(start);
+            examples::write_json(out_dir + "/metrics.json", metrics);
+            std::printf("%s; %.0f s\nwrote %s/metrics.json and superres.png\n", examples::super_resolution_line(metrics).c_str(),
+                        examples::seconds_since(start), out_dir.c_str());
+            return;
+        }
         if (loaded.prompt_model) {
             // the attribute thirds of the captions the model was trained on, from all training images
             const examples::CaptionDrawer captions(diffuse::images_to_tensor<float>(train.images, 0, train.images.count), train.labels, 0);

@@ -37,6 +37,7 @@
 #include "common/progress.hpp"
 #include "common/prompts.hpp"
 #include "common/report.hpp"
+#include "common/super_resolution.hpp"
 
 #include <diffuse/core/memory.hpp>
 #include <diffuse/core/random.hpp>
@@ -170,6 +171,11 @@ int main(int argc, char** argv) {
     return examples::run(app, argc, argv, [&] {
         if (threads > 0) diffuse::set_num_threads(threads);
         const auto metadata = examples::file_metadata(checkpoint);
+        if (metadata.count(examples::super_resolution_key) != 0) {
+            diffuse::detail::throw_invalid("diffuse_sample", "--checkpoint", checkpoint,
+                                           "a model that samples from noise alone; this super-resolution model needs a "
+                                           "low-resolution image: upscale test images with diffuse_evaluate --checkpoint " + checkpoint);
+        }
         const diffuse::Betas betas = !schedule.empty() && timesteps > 0 ? diffuse::make_betas(schedule, timesteps)
                                                                         : examples::checkpoint_schedule(metadata, checkpoint).betas;
         examples::CheckpointModel loaded = examples::load_checkpoint_model(checkpoint, ema);

@@ -23,10 +23,12 @@
 #include "common/progress.hpp"
 #include "common/prompts.hpp"
 #include "common/report.hpp"
+#include "common/super_resolution.hpp"
 
 #include <diffuse/core/memory.hpp>
 #include <diffuse/core/random.hpp>
 #include <diffuse/core/threading.hpp>
+#include <diffuse/data/resize.hpp>
 #include <diffuse/data/shuffle.hpp>
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/autoencoder.hpp>
@@ -66,8 +68,9 @@ using diffuse::Index;
 using Clock = std::chrono::steady_clock;
 
 
-diffuse::UNetConfig model_config(const std::string& name) {
+diffuse::UNetConfig model_config(const std::string& name, double dropout) {
     diffuse::UNetConfig c = name == "reference" ? diffuse::UNetConfig::reference() : diffuse::UNetConfig::small();
+    c.dropout = dropout;
     if (name == "tiny") {  // for tests: 2 levels, one block each, 8 base channels
         c.model_channels = 8;
         c.channel_mult = {1, 2};
@@ -81,8 +84,8 @@ diffuse::UNetConfig model_config(const std::string& name) {
 /// The U-Net of a prompt model: the class model's without its class embedding, its attention blocks
 /// transformer blocks of 4 heads attending to the prompt, and the prompt's pooled embedding added to
 /// the time embedding where the class embedding was (context_pooling).
-diffuse::UNetConfig prompt_model_config(const std::string& name) {
-    diffuse::UNetConfig c = model_config(name);
+diffuse::UNetConfig prompt_model_config(const std::string& name, double dropout) {
+    diffuse::UNetConfig c = model_config(name, dropout);
     c.num_classes = 0;
     c.heads = 4;
     c.context_pooling = true;
@@ -127,11 +130,17 @@ struct Arguments {
     long warmup = 50;
     double lr = 1e-3;
     double ema_decay = 0.999;
+    double dropout = 0.1;
     std::uint64_t seed = 0;
     std::string schedule = "cosine";
     int timesteps = 1000;
     bool evaluate = true;
     bool prompts = false;
+    examples::SuperResolutionOptions super_resolution = [] {
+        examples::SuperResolutionOptions sr;
+        sr.side = 0;  // 0: not a super-resolution model
+        return sr;
+    }();
     int classifier_epochs = 2;
     examples::ReportOptions report;
     examples::PromptReportOptions prompt_report = [] {
@@ -156,6 +165,8 @@ void add_options(CLI::App& app, Arguments& a) {
     app.add_option("--warmup", a.warmup, "Steps of linear learning-rate warm-up")->capture_default_str();
     app.add_option("--ema-decay", a.ema_decay, "EMA decay, with warm-up: min(decay, (1 + n) / (10 + n)) at update n")
         ->capture_default_str();
+    app.add_option("--dropout", a.dropout, "Dropout probability in the U-Net's ResBlocks (a resumed run keeps its "
+                                           "checkpoint's)")->check(CLI::Range(0.0, 0.99))->capture_default_str();
     app.add_option("--seed", a.seed, "Seed of the weights, the data order, t, the noise and dropout")->capture_default_str();
     app.add_option("--threads", a.threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
     app.add_option("--checkpoint-every", a.checkpoint_every, "Steps between checkpoints (one is also written at the end)")
@@ -170,6 +181,12 @@ void add_options(CLI::App& app, Arguments& a) {
     app.add_flag("--prompts", a.prompts, "Train a prompt-conditioned model instead of a class-conditional one: a text "
                                          "encoder and a U-Net with cross-attention, on captions built from each image "
                                          "(its class's name or a synonym, dark/light, narrow/wide), drawn anew each step");
+    app.add_option("--super-resolution", a.super_resolution.side,
+                   "Train a super-resolution model instead of a class-conditional one: the U-Net is told each image "
+                   "area-averaged to SIDE x SIDE and bicubic-upsampled back, concatenated to x_t (SR3); 7 (4x) or 14 "
+                   "(2x) for 28x28 images; 0: off")->capture_default_str();
+    app.add_option("--sr-images", a.super_resolution.images, "With --super-resolution: test images upscaled for "
+                                                             "superres.png and the scores")->capture_default_str();
     app.add_option("--attribute-samples", a.prompt_report.attribute_samples,
                    "With --prompts: samples per attribute word (dark, light, narrow, wide) of the prompt-adherence "
                    "figures in metrics.json (0: none)")->capture_default_str();
@@ -194,6 +211,8 @@ diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
     const auto m = examples::file_metadata(a.resume);
     a.config_name = metadata_at(m, "diffuse_train.config", a.resume);
     a.prompts = m.count("diffuse.text_encoder_config") != 0;
+    const auto sr = m.find(examples::super_resolution_key);
+    a.super_resolution.side = sr == m.end() ? 0 : std::stol(sr->second);
     const std::optional<diffuse::LatentReference> latent = diffuse::latent_reference_from_checkpoint(a.resume);
     if (!latent && !a.autoencoder_path.empty()) {
         diffuse::detail::throw_invalid("diffuse_train", "--autoencoder", a.autoencoder_path,
@@ -389,6 +408,15 @@ int main(int argc, char** argv) {
             diffuse::detail::throw_invalid("diffuse_train", "--prompts with --autoencoder", a.autoencoder_path,
                                            "one of them: a prompt-conditioned latent model is not built yet");
         }
+        if (a.super_resolution.side != 0 && (a.prompts || !a.autoencoder_path.empty())) {
+            diffuse::detail::throw_invalid("diffuse_train", "--super-resolution with " + std::string(a.prompts ? "--prompts" : "--autoencoder"),
+                                           a.super_resolution.side, "one of them: a super-resolution model of pixels is told no class or prompt");
+        }
+        if (a.super_resolution.side < 0 || a.super_resolution.images < 1) {
+            diffuse::detail::throw_invalid("diffuse_train", a.super_resolution.side < 0 ? "--super-resolution" : "--sr-images",
+                                           a.super_resolution.side < 0 ? a.super_resolution.side : a.super_resolution.images,
+                                           a.super_resolution.side < 0 ? "a low-resolution side, or 0 for off" : "at least 1");
+        }
         if (!(a.minutes > 0.0) && a.steps <= 0) diffuse::detail::throw_invalid("diffuse_train", "--minutes", a.minutes, "> 0, or --steps");
 
         // The data.
@@ -405,6 +433,12 @@ int main(int argc, char** argv) {
         const auto classifier_start = Clock::now();
         const bool classifier_missing = a.evaluate && !std::filesystem::exists(a.classifier_path);
         const diffuse::Tensor4<float> train_x = diffuse::images_to_tensor<float>(train_data.images, 0, n_train);  // [N, 1, 28, 28]
+        const Index sr_side = a.super_resolution.side;
+        if (sr_side > 0 && (train_x.dimension(2) % sr_side != 0 || train_x.dimension(3) != train_x.dimension(2))) {
+            diffuse::detail::throw_invalid("diffuse_train", "--super-resolution", sr_side,
+                                           "a side that the square images' " + std::to_string(train_x.dimension(2)) +
+                                               " is a whole multiple of (for 28: 7 or 14)");
+        }
         if (a.evaluate) {
             examples::load_or_train_classifier(a.classifier_path, classifier, train_x,
                                                std::vector<int>(train_data.labels.begin(), train_data.labels.begin() + n_train),
@@ -463,7 +497,8 @@ int main(int argc, char** argv) {
                         "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads\n",
                         a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
                         a.prompts ? "prompt-conditioned (text encoder and cross-attention)"
-                                  : (std::to_string(model.config().num_classes) + " classes").c_str(),
+                        : sr_side > 0 ? ("super-resolution from " + std::to_string(sr_side) + "x" + std::to_string(sr_side)).c_str()
+                                      : (std::to_string(model.config().num_classes) + " classes").c_str(),
                         static_cast<long long>(n_train), a.data_dir.c_str(), a.schedule.c_str(), a.timesteps,
                         static_cast<long long>(a.batch_size), options.adam.lr, options.warmup_steps, options.ema_decay,
                         diffuse::num_threads());
@@ -492,6 +527,7 @@ int main(int argc, char** argv) {
                 m["diffuse_train.position"] = std::to_string(batches.cursor().position);
                 m["diffuse_train.data_dir"] = a.data_dir;
                 if (latent) m.merge(diffuse::latent_metadata(latent_reference));
+                if (sr_side > 0) m[examples::super_resolution_key] = std::to_string(sr_side);
                 for (const auto& [key, value] : model_metadata) m[key] = value;
                 diffuse::save_checkpoint(checkpoint_path, trainer, m);
             };
@@ -509,9 +545,11 @@ int main(int argc, char** argv) {
             budget.steps = a.steps;
             budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
             budget.seconds = a.minutes * 60.0;
-            budget.report_forwards = examples::report_forward_count(a.report, a.timesteps, a.prompts || model.config().num_classes > 0) +
-                                     (a.prompts ? examples::prompt_report_forward_count(a.report, a.prompt_report) : 0.0) +
-                                     (a.evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
+            budget.report_forwards =
+                (sr_side > 0 ? examples::super_resolution_forward_count(a.report, a.super_resolution)
+                             : examples::report_forward_count(a.report, a.timesteps, a.prompts || model.config().num_classes > 0)) +
+                (a.prompts ? examples::prompt_report_forward_count(a.report, a.prompt_report) : 0.0) +
+                (a.evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
             const TrainingRun run = train(trainer, batches, a, budget, loss_csv, conditioning_of, save);
             loss_csv.close();
             if (run.stopped_non_finite) {
@@ -540,6 +578,7 @@ int main(int argc, char** argv) {
             const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
                 train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
             nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
+            metrics["training"]["dropout"] = model.config().dropout;
             const nlohmann::ordered_json figures = write_figures(ema_model, real_x);
             if (latent) {
                 metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
@@ -558,6 +597,12 @@ int main(int argc, char** argv) {
             examples::write_json(a.out_dir + "/metrics.json", metrics);
 
             std::printf("pictures and evaluation took %.0f s (%.0f s in all)\n", report_seconds, examples::seconds_since(run_start));
+            if (sr_side > 0) {
+                if (a.evaluate) std::printf("%s\n", examples::super_resolution_line(metrics).c_str());
+                std::printf("wrote into %s: checkpoint.safetensors, loss.csv, loss.png, superres.png, metrics.json\n",
+                            a.out_dir.c_str());
+                return;
+            }
             if (a.evaluate) std::printf("%s\n", examples::scores_line(metrics).c_str());
             if (a.evaluate && metrics.contains("prompt_adherence")) std::printf("%s\n", examples::adherence_line(metrics).c_str());
             std::printf("wrote into %s: checkpoint.safetensors, loss.csv, loss.png, samples_by_class.png, "
@@ -571,7 +616,7 @@ int main(int argc, char** argv) {
             const diffuse::Tokenizer tokenizer = a.resume.empty() ? examples::caption_tokenizer() : diffuse::tokenizer_from_checkpoint(a.resume);
             const diffuse::TextEncoderConfig text = a.resume.empty() ? examples::caption_text_encoder(tokenizer)
                                                                      : diffuse::text_encoder_config_from_checkpoint(a.resume);
-            const diffuse::UNetConfig unet = a.resume.empty() ? prompt_model_config(a.config_name) : diffuse::config_from_checkpoint(a.resume);
+            const diffuse::UNetConfig unet = a.resume.empty() ? prompt_model_config(a.config_name, a.dropout) : diffuse::config_from_checkpoint(a.resume);
             diffuse::PromptUNet<float> model(text, unet, a.seed);
             const examples::CaptionDrawer captions(train_x, train_data.labels, a.seed);
             a.prompt_report.thirds = captions.thirds();
@@ -590,10 +635,35 @@ int main(int argc, char** argv) {
                     return examples::write_prompt_report(ema_model, tokenizer, noise_schedule, test_set, real_x,
                                                          a.evaluate ? &classifier : nullptr, a.out_dir, a.report, a.prompt_report);
                 });
+        } else if (sr_side > 0) {
+            // Super-resolution (SR3): an unconditional U-Net told each image's low-resolution version,
+            // bicubic-upsampled back to the full size, through one more input channel.
+            diffuse::UNetConfig config = model_config(a.config_name, a.dropout);
+            config.num_classes = 0;
+            config.concat_channels = config.in_channels;
+            diffuse::UNet<float> model(a.resume.empty() ? config : diffuse::config_from_checkpoint(a.resume), a.seed);
+            const Index real_n = std::min(a.super_resolution.images, n_train);
+            run_model(
+                model,
+                [&](const std::vector<int>&, const std::vector<Index>& indices, long) {
+                    diffuse::Tensor4<float> x(static_cast<Index>(indices.size()), train_x.dimension(1), train_x.dimension(2),
+                                              train_x.dimension(3));  // [B, 1, 28, 28], the batch's images
+                    for (std::size_t i = 0; i < indices.size(); ++i) examples::copy_images(train_x, indices[i], 1, x, static_cast<Index>(i));
+                    diffuse::Conditioning<float> c;
+                    c.concat = diffuse::upsampled_low_resolution(x, sr_side);
+                    return c;
+                },
+                {}, [&] { return diffuse::UNet<float>(model.config(), a.seed); },
+                [&](diffuse::UNet<float>& ema_model, const diffuse::Tensor4<float>&) {
+                    return examples::write_super_resolution_report(ema_model, noise_schedule, test_set,
+                                                                   diffuse::batch_slice(train_x, 0, real_n),
+                                                                   a.evaluate ? &classifier : nullptr, a.out_dir, a.report,
+                                                                   a.super_resolution);
+                });
         } else {
             diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
-                                       : latent ? diffuse::latent_unet_config(model_config(a.config_name), latent_reference.config)
-                                                : model_config(a.config_name),
+                                       : latent ? diffuse::latent_unet_config(model_config(a.config_name, a.dropout), latent_reference.config)
+                                                : model_config(a.config_name, a.dropout),
                                        a.seed);
             if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
             run_model(

@@ -22,6 +22,7 @@
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/frechet.hpp"
+#include "common/image_metrics.hpp"
 #include "common/png_grid.hpp"
 #include "common/progress.hpp"
 #include "common/report.hpp"
@@ -151,7 +152,7 @@ struct Reconstructions {
 /// pixel values (the [-1, 1] data halved), the decoder's output as it is (not clipped).
 Reconstructions reconstruct(diffuse::Autoencoder<float>& model, const diffuse::Tensor4<float>& x, Index batch = 100) {
     model.set_training(false);
-    const Index n = x.dimension(0), per = x.size() / n;
+    const Index n = x.dimension(0);
     const diffuse::AutoencoderConfig& c = model.config();
     Reconstructions r;
     r.latent = diffuse::Tensor4<float>(n, c.z_channels, c.latent_size(), c.latent_size());
@@ -160,18 +161,9 @@ Reconstructions reconstruct(diffuse::Autoencoder<float>& model, const diffuse::T
         diffuse::batch_assign(r.latent, first, q.mean);
     }
     r.x_hat = diffuse::decode_latents(model, r.latent, batch);
-    double total = 0.0, psnr = 0.0;
-    for (Index i = 0; i < n; ++i) {
-        double squares = 0.0;
-        for (Index k = 0; k < per; ++k) {
-            const double d = 0.5 * (static_cast<double>(r.x_hat.data()[i * per + k]) - x.data()[i * per + k]);
-            squares += d * d;
-        }
-        total += squares;
-        psnr += 10.0 * std::log10(static_cast<double>(per) / std::max(squares, 1e-20));
-    }
-    r.mse = total / static_cast<double>(x.size());
-    r.psnr = psnr / static_cast<double>(n);
+    const examples::Fidelity f = examples::fidelity(r.x_hat, x);
+    r.mse = f.mse;
+    r.psnr = f.psnr;
     return r;
 }
 

@@ -136,11 +136,12 @@ namespace {
 
 /// What every sampler of the examples is told: the seed, the labels, the choice's x0 thresholding and
 /// the progress callback.
-diffuse::SamplerOptions<float> sampler_options(const SamplerChoice& sampler, std::uint64_t seed, const std::vector<int>& labels,
+diffuse::SamplerOptions<float> sampler_options(const SamplerChoice& sampler, std::uint64_t seed,
+                                               const diffuse::Conditioning<float>& conditioning,
                                                const diffuse::ProgressFn<float>& progress) {
     diffuse::SamplerOptions<float> options;
     options.seed = seed;
-    options.conditioning.labels = labels;
+    options.conditioning = conditioning;
     options.thresholding = sampler.thresholding;
     options.clip_range = sampler.clip_range;
     options.progress = progress;
@@ -152,9 +153,9 @@ diffuse::SamplerOptions<float> sampler_options(const SamplerChoice& sampler, std
 diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
                                     const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
                                     const diffuse::Shape4& shape, std::uint64_t seed,
-                                    const std::vector<int>& labels, bool keep_intermediates,
+                                    const diffuse::Conditioning<float>& conditioning, bool keep_intermediates,
                                     const diffuse::ProgressFn<float>& progress) {
-    diffuse::SamplerOptions<float> options = sampler_options(sampler, seed, labels, progress);
+    diffuse::SamplerOptions<float> options = sampler_options(sampler, seed, conditioning, progress);
     options.keep_intermediates = keep_intermediates;
     diffuse::StepSelection selection;
     selection.spacing = diffuse::Spacing::trailing;
@@ -164,10 +165,10 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
 
 diffuse::Samples<float> run_sdedit(const diffuse::NoiseSchedule<float>& schedule, const diffuse::ModelFn<float>& model,
                                    const SamplerChoice& sampler, const diffuse::Tensor4<float>& x0, double strength,
-                                   std::uint64_t seed, const std::vector<int>& labels,
+                                   std::uint64_t seed, const diffuse::Conditioning<float>& conditioning,
                                    const diffuse::ProgressFn<float>& progress) {
     return diffuse::sdedit(sampler.name, schedule, model, sampler.steps, x0, strength,
-                           sampler_options(sampler, seed, labels, progress));
+                           sampler_options(sampler, seed, conditioning, progress));
 }
 
 std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule, const SamplerChoice& sampler) {

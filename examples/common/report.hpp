@@ -22,6 +22,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <diffuse/core/conditioning.hpp>
 #include <diffuse/core/tensor.hpp>
 #include <diffuse/io/checkpoint.hpp>
 #include <diffuse/models/latent_diffusion.hpp>
@@ -139,19 +140,20 @@ std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule
 /// --spacing {trailing, karras}: which timesteps the sampler visits.
 void add_spacing_option(CLI::App& app, SamplerChoice& sampler);
 
-/// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, with labels [N] (or none); `progress`
-/// is called after each of the sampler.steps steps.
+/// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, told `conditioning` (class labels [N],
+/// a concatenated image, ..., or nothing); `progress` is called after each of the sampler.steps steps.
 diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedule,
                                     const diffuse::ModelFn<float>& model, const SamplerChoice& sampler,
                                     const diffuse::Shape4& shape, std::uint64_t seed,
-                                    const std::vector<int>& labels, bool keep_intermediates = false,
+                                    const diffuse::Conditioning<float>& conditioning, bool keep_intermediates = false,
                                     const diffuse::ProgressFn<float>& progress = {});
 
 /// SDEdit (diffuse/samplers/sdedit.hpp): x0 [N, C, H, W] noised to strength s, then denoised by the
-/// sampler's steps within [0, ceil(s T) - 1] toward labels [N] (or none); `progress` after each step.
+/// sampler's steps within [0, ceil(s T) - 1] toward `conditioning` (labels [N], ..., or nothing);
+/// `progress` after each step.
 diffuse::Samples<float> run_sdedit(const diffuse::NoiseSchedule<float>& schedule, const diffuse::ModelFn<float>& model,
                                    const SamplerChoice& sampler, const diffuse::Tensor4<float>& x0, double strength,
-                                   std::uint64_t seed, const std::vector<int>& labels,
+                                   std::uint64_t seed, const diffuse::Conditioning<float>& conditioning,
                                    const diffuse::ProgressFn<float>& progress = {});
 
 /// A sampler's progress callback that counts each step as one model evaluation of `batch` images of
