@@ -14,10 +14,16 @@
 // images instead: superres.png and their PSNR, classifier accuracy and Frechet distance against
 // bicubic upsampling and the originals.
 //
+// --image-to-image measures SDEdit instead: test images of a source class noised to each strength and
+// denoised toward a target class (--pair 0:2, a T-shirt into a pullover), the classifier's shares of
+// target and source and the pixel distance to the source, and sdedit.png (a row per strength).
+//
 //   diffuse_evaluate --checkpoint out/train/checkpoint.safetensors --out out/eval
+//   diffuse_evaluate --checkpoint out/train/checkpoint.safetensors --image-to-image --pair 7:9
 
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
+#include "common/image_to_image.hpp"
 #include "common/prompts.hpp"
 #include "common/report.hpp"
 #include "common/super_resolution.hpp"
@@ -53,6 +59,9 @@ int main(int argc, char** argv) {
     examples::ReportOptions report;
     examples::PromptReportOptions prompt_report;
     examples::SuperResolutionOptions super_resolution;
+    examples::ImageToImageOptions image_to_image;
+    bool edit = false;
+    std::vector<std::string> pairs;
     prompt_report.prompts = examples::default_figure_prompts();
     app.add_option("--checkpoint", checkpoint, "A checkpoint of diffuse_train")->required();
     app.add_option("--autoencoder", autoencoder_path, "A latent model's autoencoder weights file [default: where "
@@ -71,6 +80,15 @@ int main(int argc, char** argv) {
                    "A prompt model: samples per attribute word (dark, light, narrow, wide) of the adherence figures")
         ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--sr-images", super_resolution.images, "A super-resolution model: test images upscaled")
+        ->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_flag("--image-to-image", edit, "Measure SDEdit instead of sampling from noise: for each --pair and "
+                                           "--strengths, the classifier's shares of target and source class and the "
+                                           "distance to the source; sdedit.png");
+    app.add_option("--pair", pairs, "With --image-to-image: SOURCE:TARGET classes (repeat for more)")
+        ->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)->default_str("0:2 (T-shirt to pullover), 7:9 (sneaker to ankle boot)");
+    app.add_option("--strengths", image_to_image.strengths, "With --image-to-image: SDEdit strengths s in (0, 1]")
+        ->delimiter(',')->default_str("0.2,0.4,0.6,0.8,1.0");
+    app.add_option("--edit-images", image_to_image.images, "With --image-to-image: test images of each source class edited")
         ->check(CLI::PositiveNumber)->capture_default_str();
     app.add_option("--seed", report.seed, "Seed of the samples")->capture_default_str();
     app.add_option("--threads", threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
@@ -120,6 +138,28 @@ int main(int argc, char** argv) {
                                                                             : nlohmann::ordered_json(std::stod(accuracy->second))}};
         if (latent.space) metrics["latent"] = {{"autoencoder", latent.reference.autoencoder}, {"scale_factor", latent.reference.scale_factor}};
         nlohmann::ordered_json figures;
+        if (edit) {
+            const diffuse::Index classes = loaded.prompt_model ? 10 : loaded.config().num_classes;
+            if (classes == 0) {
+                diffuse::detail::throw_invalid("diffuse_evaluate", "--image-to-image", checkpoint,
+                                               "a class-conditional or prompt model's checkpoint: this model is told no class");
+            }
+            if (!pairs.empty()) image_to_image.pairs.clear();
+            for (const std::string& p : pairs) image_to_image.pairs.push_back(examples::parse_class_pair(p, static_cast<int>(classes), "--pair"));
+            report.sampler = latent.space ? report.sampler.for_latents(latent.reference.clip_range) : report.sampler;
+            const diffuse::ModelFn<float> model =
+                loaded.prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, report.guidance_scale),
+                                                                  diffuse::tokenizer_from_checkpoint(checkpoint), examples::class_prompts())
+                                    : examples::guided_model(*loaded.unet, report.guidance_scale);
+            figures = examples::write_image_to_image_report(model, schedule, test, classifier, out_dir, report, image_to_image,
+                                                            latent.space.get());
+            for (const auto& [key, value] : figures.items()) metrics[key] = value;
+            metrics["total_seconds"] = examples::seconds_since(start);
+            examples::write_json(out_dir + "/metrics.json", metrics);
+            std::printf("%swrote %s/metrics.json and sdedit.png (%.0f s)\n", examples::image_to_image_lines(metrics).c_str(),
+                        out_dir.c_str(), examples::seconds_since(start));
+            return;
+        }
         const auto sr = metadata.find(examples::super_resolution_key);
         if (sr != metadata.end()) {
             super_resolution.side = std::stol(sr->second);

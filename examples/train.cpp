@@ -68,9 +68,8 @@ using diffuse::Index;
 using Clock = std::chrono::steady_clock;
 
 
-diffuse::UNetConfig model_config(const std::string& name, double dropout) {
+diffuse::UNetConfig model_config(const std::string& name) {
     diffuse::UNetConfig c = name == "reference" ? diffuse::UNetConfig::reference() : diffuse::UNetConfig::small();
-    c.dropout = dropout;
     if (name == "tiny") {  // for tests: 2 levels, one block each, 8 base channels
         c.model_channels = 8;
         c.channel_mult = {1, 2};
@@ -78,17 +77,6 @@ diffuse::UNetConfig model_config(const std::string& name, double dropout) {
         c.attention_resolutions = {14};
     }
     c.num_classes = 10;
-    return c;
-}
-
-/// The U-Net of a prompt model: the class model's without its class embedding, its attention blocks
-/// transformer blocks of 4 heads attending to the prompt, and the prompt's pooled embedding added to
-/// the time embedding where the class embedding was (context_pooling).
-diffuse::UNetConfig prompt_model_config(const std::string& name, double dropout) {
-    diffuse::UNetConfig c = model_config(name, dropout);
-    c.num_classes = 0;
-    c.heads = 4;
-    c.context_pooling = true;
     return c;
 }
 
@@ -130,7 +118,8 @@ struct Arguments {
     long warmup = 50;
     double lr = 1e-3;
     double ema_decay = 0.999;
-    double dropout = 0.1;
+    double dropout = 0.0;  // a 10-minute run sees fewer images than one epoch: nothing to regularise (docs/example-28x28.md)
+    std::vector<Index> channel_mult;  // empty: the --config's
     std::uint64_t seed = 0;
     std::string schedule = "cosine";
     int timesteps = 1000;
@@ -152,6 +141,25 @@ struct Arguments {
     double log_seconds = 10.0;
 };
 
+/// The U-Net of --config with the command line's changes (--dropout, --channel-mult).
+diffuse::UNetConfig model_config(const Arguments& a) {
+    diffuse::UNetConfig c = model_config(a.config_name);
+    c.dropout = a.dropout;
+    if (!a.channel_mult.empty()) c.channel_mult = a.channel_mult;
+    return c;
+}
+
+/// The U-Net of a prompt model: the class model's without its class embedding, its attention blocks
+/// transformer blocks of 4 heads attending to the prompt, and the prompt's pooled embedding added to
+/// the time embedding where the class embedding was (context_pooling).
+diffuse::UNetConfig prompt_model_config(const Arguments& a) {
+    diffuse::UNetConfig c = model_config(a);
+    c.num_classes = 0;
+    c.heads = 4;
+    c.context_pooling = true;
+    return c;
+}
+
 void add_options(CLI::App& app, Arguments& a) {
     app.add_option("--data-dir", a.data_dir, "Directory of the IDX files (train-images-idx3-ubyte.gz, ...): "
                                              "Fashion-MNIST, MNIST or your own")->capture_default_str();
@@ -167,6 +175,10 @@ void add_options(CLI::App& app, Arguments& a) {
         ->capture_default_str();
     app.add_option("--dropout", a.dropout, "Dropout probability in the U-Net's ResBlocks (a resumed run keeps its "
                                            "checkpoint's)")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+    app.add_option("--channel-mult", a.channel_mult, "The U-Net's channels per level as multiples of its base channels, "
+                                                     "outermost first (a latent model drops the outer levels); "
+                                                     "default: the --config's, 1,2,2 for reference")
+        ->delimiter(',')->check(CLI::PositiveNumber);
     app.add_option("--seed", a.seed, "Seed of the weights, the data order, t, the noise and dropout")->capture_default_str();
     app.add_option("--threads", a.threads, "Threads (0: DIFFUSE_NUM_THREADS, else all cores)")->capture_default_str();
     app.add_option("--checkpoint-every", a.checkpoint_every, "Steps between checkpoints (one is also written at the end)")
@@ -579,6 +591,7 @@ int main(int argc, char** argv) {
                 train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
             nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
             metrics["training"]["dropout"] = model.config().dropout;
+            metrics["training"]["channel_mult"] = model.config().channel_mult;
             const nlohmann::ordered_json figures = write_figures(ema_model, real_x);
             if (latent) {
                 metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
@@ -616,7 +629,7 @@ int main(int argc, char** argv) {
             const diffuse::Tokenizer tokenizer = a.resume.empty() ? examples::caption_tokenizer() : diffuse::tokenizer_from_checkpoint(a.resume);
             const diffuse::TextEncoderConfig text = a.resume.empty() ? examples::caption_text_encoder(tokenizer)
                                                                      : diffuse::text_encoder_config_from_checkpoint(a.resume);
-            const diffuse::UNetConfig unet = a.resume.empty() ? prompt_model_config(a.config_name, a.dropout) : diffuse::config_from_checkpoint(a.resume);
+            const diffuse::UNetConfig unet = a.resume.empty() ? prompt_model_config(a) : diffuse::config_from_checkpoint(a.resume);
             diffuse::PromptUNet<float> model(text, unet, a.seed);
             const examples::CaptionDrawer captions(train_x, train_data.labels, a.seed);
             a.prompt_report.thirds = captions.thirds();
@@ -638,7 +651,7 @@ int main(int argc, char** argv) {
         } else if (sr_side > 0) {
             // Super-resolution (SR3): an unconditional U-Net told each image's low-resolution version,
             // bicubic-upsampled back to the full size, through one more input channel.
-            diffuse::UNetConfig config = model_config(a.config_name, a.dropout);
+            diffuse::UNetConfig config = model_config(a);
             config.num_classes = 0;
             config.concat_channels = config.in_channels;
             diffuse::UNet<float> model(a.resume.empty() ? config : diffuse::config_from_checkpoint(a.resume), a.seed);
@@ -662,8 +675,8 @@ int main(int argc, char** argv) {
                 });
         } else {
             diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
-                                       : latent ? diffuse::latent_unet_config(model_config(a.config_name, a.dropout), latent_reference.config)
-                                                : model_config(a.config_name, a.dropout),
+                                       : latent ? diffuse::latent_unet_config(model_config(a), latent_reference.config)
+                                                : model_config(a),
                                        a.seed);
             if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
             run_model(

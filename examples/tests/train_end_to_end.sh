@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CTest: a short end-to-end run of diffuse_train on a few hundred Fashion-MNIST images with the tiny
 # U-Net, which must produce every file it promises; then diffuse_sample and diffuse_evaluate on its
-# checkpoint. Exit 77 (CTest's SKIP_RETURN_CODE) when the data set is not installed.
+# checkpoint, the image-to-image measurement too, and its refusal of a bad class pair. Exit 77
+# (CTest's SKIP_RETURN_CODE) when the data set is not installed.
 #
 #   train_end_to_end.sh <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
 set -euo pipefail
@@ -36,4 +37,15 @@ done
 
 "$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/eval" "${small[@]:2}"
 [[ -s $work/eval/metrics.json ]] || { echo "diffuse_evaluate wrote no metrics.json"; exit 1; }
+
+"$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/edit" --image-to-image --pair 0:2 \
+    --pair 7:9 --strengths 0.5,1 --edit-images 3 --sample-steps 4 --test-images 100 > "$work/edit.log"
+[[ -s $work/edit/sdedit.png ]] || { echo "diffuse_evaluate --image-to-image wrote no sdedit.png"; exit 1; }
+# 2 pairs x 2 strengths: four rows of the table, s = 0.5 starting at t = 499, 4 sampler steps within [0, 499]
+[[ $(grep -c '"target_agreement"' "$work/edit/metrics.json") -eq 4 ]] || { echo "the image-to-image table should have 4 rows"; exit 1; }
+grep -qE '^ +0 -> 2 +0.50 +499 +4 ' "$work/edit.log" || { echo "diffuse_evaluate printed no row for 0 -> 2 at 0.5"; cat "$work/edit.log"; exit 1; }
+if out=$("$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/edit" --image-to-image --pair 3-4 2>&1); then
+    echo "--pair 3-4 should have failed"; exit 1
+fi
+grep -qF 'SOURCE:TARGET' <<< "$out" || { echo "the refusal of --pair 3-4 does not say what is expected: $out"; exit 1; }
 echo "ok"
