@@ -14,6 +14,10 @@
 //   inpainting.png              test images: original | bottom half masked | completed
 //   metrics.json                class agreement, Frechet distance of classifier features, bits/dim
 //
+// --prompts trains a prompt-conditioned model instead (adds prompts.png), --autoencoder a latent model
+// of that autoencoder's latents, --super-resolution SIDE a model that restores images from their
+// SIDE x SIDE versions (writes superres.png in place of the class pictures; common/super_resolution.hpp).
+//
 //   diffuse_train --minutes 10 --out out/train
 
 #include "common/batches.hpp"

@@ -2,8 +2,8 @@
 # Super-resolution end to end, from a fresh Debian 12 machine: install what is missing, build the
 # example programs with the release preset, then train a U-Net told each image's 7x7 area average
 # bicubic-upsampled back to 28x28 (diffuse_train --super-resolution 7, the default 10 minutes;
-# out/superres/), which upscales 1000 test images and writes superres.png (low resolution | bicubic |
-# diffusion | original) and their PSNR, classifier accuracy and Frechet distance against bicubic
+# out/superres/), which upscales 1000 test images and writes superres.png (rows: low resolution,
+# bicubic, diffusion, original) and their PSNR, classifier accuracy and Frechet distance against bicubic
 # upsampling and the originals. DIFFUSE_TRAIN_ARGS adds options (--super-resolution 14 for 2x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,6 @@ run "$bin/diffuse_train" --super-resolution 7 --data-dir "$data" --out out/super
 echo "diffuse: the super-resolution model's output:"
 ls -l out/superres/
 echo
-echo "diffuse: its picture: out/superres/superres.png (a row per class: low resolution | bicubic |"
-echo "  diffusion | original); its scores: out/superres/metrics.json (more test images:"
+echo "diffuse: its picture: out/superres/superres.png (rows: low resolution, bicubic, diffusion,"
+echo "  original; a column per class); its scores: out/superres/metrics.json (more test images:"
 echo "  $bin/diffuse_evaluate --checkpoint out/superres/checkpoint.safetensors --sr-images 10000)"

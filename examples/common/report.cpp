@@ -251,20 +251,23 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
     app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
                                                         "only, 0 unconditional")->capture_default_str();
     app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
-    app.add_option("--unconditional", report.unconditional, "Unconditional samples")->capture_default_str();
+    app.add_option("--unconditional", report.unconditional, "Unconditional samples (0: none)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--bpd-images", report.bpd_images, "Test images of the bits/dim estimate (0: none)")
         ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--bpd-stride", report.bpd_stride, "KL terms of the bound in blocks of this many steps, each image "
                                                       "evaluating one step drawn in each block (1: every term)")
         ->capture_default_str();
-    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo")->capture_default_str();
+    app.add_option("--inpaint-steps", report.inpaint_steps, "RePaint steps of the inpainting demo (0: no demo)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
 }
 
 double report_forward_count(const ReportOptions& o, int timesteps, bool conditional) {
     const double cfg = conditional && o.guidance_scale != 1.0 && o.guidance_scale != 0.0 ? 2.0 : 1.0;
     const double sampling_steps = o.sampler.steps;
-    const double inpaint_levels = static_cast<double>(diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump,
-                                                                              o.inpaint_resample).size());
+    const double inpaint_levels =
+        o.inpaint_steps > 0 ? static_cast<double>(diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump, o.inpaint_resample).size())
+                            : 0.0;
     double count = static_cast<double>(o.per_class) * 10.0 * cfg * sampling_steps;          // class grid
     count += static_cast<double>(o.unconditional) * sampling_steps;                          // unconditional
     count += static_cast<double>(o.inpaint_count) * cfg * inpaint_levels * 0.5;              // about half denoise
@@ -614,8 +617,8 @@ nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const
                           {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
                           {"seed", o.seed}};
     const ClassSamples samples = r.classes > 0 ? sample_by_class(r, metrics) : ClassSamples{};
-    sample_unconditional(r, metrics);
-    inpainting_demo(r, test, metrics);
+    if (o.unconditional > 0) sample_unconditional(r, metrics);
+    if (o.inpaint_steps > 0 && o.inpaint_count > 0) inpainting_demo(r, test, metrics);
     if (latent != nullptr) latent_pipeline_figure(r, test, metrics);
     metrics["pictures_seconds"] = seconds_since(start);
     if (samples_out != nullptr) *samples_out = samples;

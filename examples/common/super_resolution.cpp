@@ -90,22 +90,23 @@ nlohmann::ordered_json write_super_resolution_report(diffuse::UNet<float>& model
     }
     phase.finish();
 
-    // superres.png: the first test image of each class
-    std::vector<Index> rows;
+    // superres.png: rows low resolution, bicubic, diffusion, original; a column per class (its first test image)
+    std::vector<Index> columns;
     for (int k = 0; k < 10; ++k) {
         const auto it = std::find(y.begin(), y.end(), k);
-        if (it != y.end()) rows.push_back(static_cast<Index>(it - y.begin()));
+        if (it != y.end()) columns.push_back(static_cast<Index>(it - y.begin()));
     }
+    const Index cols = static_cast<Index>(columns.size());
     const diffuse::Tensor4<float> low = diffuse::area_downsample(x, factor);
-    diffuse::Tensor4<float> figure(4 * static_cast<Index>(rows.size()), channels, side, side);
-    for (std::size_t r = 0; r < rows.size(); ++r) {
-        const Index i = rows[r], at = 4 * static_cast<Index>(r);
-        copy_images(blocks(diffuse::batch_slice(low, i, 1), factor), 0, 1, figure, at);
-        copy_images(bicubic, i, 1, figure, at + 1);
-        copy_images(restored, i, 1, figure, at + 2);
-        copy_images(x, i, 1, figure, at + 3);
+    diffuse::Tensor4<float> figure(4 * cols, channels, side, side);
+    for (Index k = 0; k < cols; ++k) {
+        const Index i = columns[static_cast<std::size_t>(k)];
+        copy_images(blocks(diffuse::batch_slice(low, i, 1), factor), 0, 1, figure, k);
+        copy_images(bicubic, i, 1, figure, cols + k);
+        copy_images(restored, i, 1, figure, 2 * cols + k);
+        copy_images(x, i, 1, figure, 3 * cols + k);
     }
-    write_png_grid(out_dir + "/superres.png", figure, 4, 3, 2);
+    write_png_grid(out_dir + "/superres.png", figure, cols, 3, 2);
 
     nlohmann::ordered_json metrics;
     metrics["sampler"] = {{"name", o.sampler.name},
@@ -118,7 +119,7 @@ nlohmann::ordered_json write_super_resolution_report(diffuse::UNet<float>& model
         {"low_resolution", {sr.side, sr.side}},
         {"factor", factor},
         {"test_images", n},
-        {"figure", "superres.png: a row per class (its first test image): low resolution | bicubic | diffusion | original"},
+        {"figure", "superres.png: rows low resolution, bicubic, diffusion, original; a column per class (its first test image)"},
         {"low_resolution_what", "the image averaged over " + std::to_string(factor) + "x" + std::to_string(factor) +
                                     " blocks; the model is told it bicubic-upsampled (Keys, A = -0.75) to the full size"}};
     metrics["pictures_seconds"] = seconds_since(start);

@@ -29,8 +29,8 @@ inline constexpr const char* super_resolution_key = "diffuse_train.super_resolut
 double super_resolution_forward_count(const ReportOptions& options, const SuperResolutionOptions& sr);
 
 /// Upscales the first sr.images test images (one sampler run each, noise stream by chunk of `seed`)
-/// and writes superres.png (a row per class, the first test image of each: low resolution | bicubic |
-/// diffusion | original) into out_dir; with a classifier, returns for metrics.json the PSNR and MSE of
+/// and writes superres.png (rows low resolution, bicubic, diffusion, original; a column per class, the
+/// first test image of each) into out_dir; with a classifier, returns for metrics.json the PSNR and MSE of
 /// bicubic and diffusion against the originals, their consistency with the low-resolution input (the
 /// MSE of their own area average against it), the classifier's accuracy on each and on the
 /// originals, and their Frechet distances to `real_x` (as many real training images as upscaled).
