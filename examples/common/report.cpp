@@ -116,6 +116,14 @@ diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidanc
     return diffuse::classifier_free_guidance<float>(plain, classes, guidance_scale);
 }
 
+nlohmann::ordered_json sampler_metrics(const SamplerChoice& sampler) {
+    return {{"name", sampler.name},
+            {"steps", sampler.steps},
+            {"thresholding", diffuse::to_string(sampler.thresholding)},
+            {"clip_range", sampler.clip_range},
+            {"spacing", sampler.karras ? "karras (rho = 7)" : "trailing"}};
+}
+
 void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
     const std::map<std::string, diffuse::Thresholding> kinds = {
         {"none", diffuse::Thresholding::none}, {"clip", diffuse::Thresholding::clip},
@@ -608,14 +616,10 @@ nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const
     const ReportOptions& o = r.options;
     const diffuse::LatentSpace<float>* latent = r.latent;
     nlohmann::ordered_json metrics;
-    metrics["sampler"] = {{"name", o.sampler.name},
-                          {"steps", o.sampler.steps},
-                          {"thresholding", diffuse::to_string(o.sampler.thresholding)},
-                          {"clip_range", o.sampler.clip_range},
-                          {"spacing", o.sampler.karras ? "karras (rho = 7)" : "trailing"},
-                          {"guidance_scale", o.guidance_scale},
-                          {"guidance_convention", "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional"},
-                          {"seed", o.seed}};
+    metrics["sampler"] = sampler_metrics(o.sampler);
+    metrics["sampler"]["guidance_scale"] = o.guidance_scale;
+    metrics["sampler"]["guidance_convention"] = "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional";
+    metrics["sampler"]["seed"] = o.seed;
     const ClassSamples samples = r.classes > 0 ? sample_by_class(r, metrics) : ClassSamples{};
     if (o.unconditional > 0) sample_unconditional(r, metrics);
     if (o.inpaint_steps > 0 && o.inpaint_count > 0) inpainting_demo(r, test, metrics);

@@ -130,6 +130,9 @@ struct SamplerChoice {
     }
 };
 
+/// metrics.json's account of a sampler choice: name, steps, thresholding, clip range and spacing.
+nlohmann::ordered_json sampler_metrics(const SamplerChoice& sampler);
+
 /// --thresholding {none, clip, dynamic} and --clip-range: what the samplers do to each x0 prediction.
 void add_thresholding_option(CLI::App& app, SamplerChoice& sampler);
 

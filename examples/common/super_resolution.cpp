@@ -109,12 +109,8 @@ nlohmann::ordered_json write_super_resolution_report(diffuse::UNet<float>& model
     write_png_grid(out_dir + "/superres.png", figure, cols, 3, 2);
 
     nlohmann::ordered_json metrics;
-    metrics["sampler"] = {{"name", o.sampler.name},
-                          {"steps", o.sampler.steps},
-                          {"thresholding", diffuse::to_string(o.sampler.thresholding)},
-                          {"clip_range", o.sampler.clip_range},
-                          {"spacing", o.sampler.karras ? "karras (rho = 7)" : "trailing"},
-                          {"seed", o.seed}};
+    metrics["sampler"] = sampler_metrics(o.sampler);
+    metrics["sampler"]["seed"] = o.seed;
     metrics["super_resolution"] = {
         {"low_resolution", {sr.side, sr.side}},
         {"factor", factor},

@@ -7,11 +7,8 @@
 #   latent_end_to_end.sh <diffuse_train_autoencoder> <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
 set -euo pipefail
 train_ae=$1 train=$2 sample=$3 evaluate=$4 work=$5
-data=/usr/share/datasets/fashion-mnist
-if [[ ! -e $data/train-images-idx3-ubyte.gz ]]; then
-    echo "skipped: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 ae=(--ch 8 --max-images 256 --test-images 100 --scale-images 100 --batch-size 16 --log-seconds 0 --no-eval)
 "$train_ae" "${ae[@]}" --steps 6 --checkpoint-every 3 --out "$work/ae"

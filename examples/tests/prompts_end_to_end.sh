@@ -10,11 +10,8 @@
 #   prompts_end_to_end.sh <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
 set -euo pipefail
 train=$1 sample=$2 evaluate=$3 work=$4
-data=/usr/share/datasets/fashion-mnist
-if [[ ! -e $data/train-images-idx3-ubyte.gz ]]; then
-    echo "skipped: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 small=(--max-images 256 --test-images 100 --per-class 2 --unconditional 10 --sample-steps 5 --inpaint-steps 5
        --bpd-images 4 --bpd-stride 250 --attribute-samples 10)
@@ -35,13 +32,6 @@ ckpt=$work/train/checkpoint.safetensors
 [[ -s $work/samples.png ]] || { echo "diffuse_sample wrote no PNG"; exit 1; }
 [[ $(stat -c %s "$work/samples.npy") -eq $((128 + 6 * 28 * 28)) ]] || { echo "samples.npy has the wrong size"; exit 1; }
 
-# expect_failure <text the message must hold> <command...>: the command fails and says so
-expect_failure() {
-    local text=$1; shift
-    local out
-    if out=$("$@" 2>&1); then echo "should have failed: $*"; exit 1; fi
-    grep -qF -- "$text" <<< "$out" || { echo "the message of '$*' does not name '$text':"; echo "$out"; exit 1; }
-}
 # image-to-image: test T-shirts toward a prompt; the grid has the sources as its first row
 "$sample" --checkpoint "$ckpt" --source-class 0 --prompt "a pullover" --count 2 --strength 0.5 --steps 3 \
     --out "$work/sdedit.png" > "$work/sdedit.log"

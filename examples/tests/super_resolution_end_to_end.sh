@@ -8,11 +8,8 @@
 #   super_resolution_end_to_end.sh <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
 set -euo pipefail
 train=$1 sample=$2 evaluate=$3 work=$4
-data=/usr/share/datasets/fashion-mnist
-if [[ ! -e $data/train-images-idx3-ubyte.gz ]]; then
-    echo "skipped: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 "$train" --super-resolution 7 --config tiny --steps 6 --batch-size 16 --checkpoint-every 3 --classifier-epochs 1 \
     --log-seconds 0 --max-images 256 --test-images 100 --sr-images 40 --sample-steps 4 --out "$work/train" > "$work/train.log"
@@ -30,13 +27,6 @@ ckpt=$work/train/checkpoint.safetensors
 [[ -s $work/eval/superres.png ]] || { echo "diffuse_evaluate wrote no superres.png"; exit 1; }
 grep -q '"test_images": 20' "$work/eval/metrics.json" || { echo "diffuse_evaluate did not upscale 20 images"; exit 1; }
 
-# expect_failure <text the message must hold> <command...>: the command fails and says so
-expect_failure() {
-    local text=$1; shift
-    local out
-    if out=$("$@" 2>&1); then echo "should have failed: $*"; exit 1; fi
-    grep -qF -- "$text" <<< "$out" || { echo "the message of '$*' does not name '$text':"; echo "$out"; exit 1; }
-}
 expect_failure '--super-resolution = 8' "$train" --super-resolution 8 --config tiny --steps 1 --no-eval --out "$work/x"
 expect_failure '--super-resolution with --prompts' "$train" --super-resolution 7 --prompts --steps 1 --no-eval --out "$work/x"
 expect_failure '--super-resolution with --autoencoder' "$train" --super-resolution 7 --autoencoder "$ckpt" --steps 1 --no-eval --out "$work/x"

@@ -7,11 +7,8 @@
 #   train_end_to_end.sh <diffuse_train> <diffuse_sample> <diffuse_evaluate> <work dir>
 set -euo pipefail
 train=$1 sample=$2 evaluate=$3 work=$4
-data=/usr/share/datasets/fashion-mnist
-if [[ ! -e $data/train-images-idx3-ubyte.gz ]]; then
-    echo "skipped: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 small=(--max-images 256 --test-images 100 --per-class 2 --unconditional 10 --sample-steps 5 --inpaint-steps 5
        --bpd-images 4 --bpd-stride 250)

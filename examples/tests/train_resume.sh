@@ -7,11 +7,8 @@
 set -euo pipefail
 train=$1 work=$2 n=${3:-8}
 shift $(($# < 3 ? $# : 3))
-data=/usr/share/datasets/fashion-mnist
-if [[ ! -e $data/train-images-idx3-ubyte.gz ]]; then
-    echo "skipped: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-    exit 77
-fi
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 # 200 images at batch 16: the resumed half crosses an epoch boundary, so the data order is resumed too
 run=("$train" --config tiny --max-images 200 --test-images 50 --batch-size 16 --no-eval --per-class 1
