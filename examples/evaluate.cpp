@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
 
         const auto metadata = examples::file_metadata(checkpoint);
         examples::CheckpointModel loaded = examples::load_checkpoint_model(checkpoint, ema);
+        report.sampler = report.sampler.for_checkpoint(checkpoint);
         const diffuse::NoiseSchedule<float> schedule(examples::checkpoint_schedule(metadata, checkpoint).betas);
         const examples::Latent latent = examples::checkpoint_latent(checkpoint, autoencoder_path,
                                                                     loaded.config(),

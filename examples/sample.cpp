@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     examples::add_spacing_option(app, sampler);
     examples::add_thresholding_option(app, sampler);
+    examples::add_ddpm_variance_option(app, sampler);
     app.add_option("--guidance", guidance, "Guidance scale s: eps_u + s (eps_c - eps_u); 1 conditional only, 0 "
                                            "unconditional")->capture_default_str();
     app.add_option("--seed", seed, "Seed of the noise")->capture_default_str();
@@ -179,6 +180,7 @@ int main(int argc, char** argv) {
         const diffuse::Betas betas = !schedule.empty() && timesteps > 0 ? diffuse::make_betas(schedule, timesteps)
                                                                         : examples::checkpoint_schedule(metadata, checkpoint).betas;
         examples::CheckpointModel loaded = examples::load_checkpoint_model(checkpoint, ema);
+        sampler = sampler.for_checkpoint(checkpoint);
         const bool prompt_model = loaded.prompt_model != nullptr;
         if (count < 1) diffuse::detail::throw_invalid("diffuse_sample", "--count", count, ">= 1");
         if (prompt_model) {

@@ -121,7 +121,48 @@ nlohmann::ordered_json sampler_metrics(const SamplerChoice& sampler) {
             {"steps", sampler.steps},
             {"thresholding", diffuse::to_string(sampler.thresholding)},
             {"clip_range", sampler.clip_range},
-            {"spacing", sampler.karras ? "karras (rho = 7)" : "trailing"}};
+            {"spacing", sampler.karras ? "karras (rho = 7)" : "trailing"},
+            {"prediction", diffuse::to_string(sampler.prediction)},
+            {"variance", diffuse::to_string(sampler.step_variance())}};
+}
+
+SamplerChoice SamplerChoice::for_checkpoint(const std::string& path) const {
+    SamplerChoice out = *this;
+    const auto metadata = file_metadata(path);
+    const auto options = metadata.find("diffuse.trainer_options");
+    const diffuse::UNetConfig c = diffuse::config_from_checkpoint(path);
+    out.model_variance = c.out_channels == 2 * c.in_channels ? diffuse::ModelVariance::learned_range
+                                                             : diffuse::ModelVariance::fixed_small;
+    if (options != metadata.end()) {  // a training state: what it was trained with (fixed_large, say)
+        const diffuse::optim::TrainerOptions trained = diffuse::trainer_options_from_json(options->second, path);
+        out.prediction = trained.prediction;
+        out.model_variance = trained.variance;
+    }
+    if (out.model_variance != diffuse::ModelVariance::learned_range && !out.ddpm_variance.empty() &&
+        diffuse::model_variance_from_string(out.ddpm_variance) == diffuse::ModelVariance::learned_range) {
+        throw std::invalid_argument("--ddpm-variance learned_range: the model of \"" + path +
+                                    "\" has a fixed variance (" + std::to_string(c.out_channels) +
+                                    " output channels for " + std::to_string(c.in_channels) + " data channels)");
+    }
+    return out;
+}
+
+diffuse::ModelVariance SamplerChoice::step_variance() const {
+    if (!ddpm_variance.empty()) return diffuse::model_variance_from_string(ddpm_variance);
+    return model_variance;
+}
+
+diffuse::ModelFn<float> SamplerChoice::model_for(const diffuse::ModelFn<float>& model) const {
+    const bool learned_model = model_variance == diffuse::ModelVariance::learned_range;
+    return learned_model && step_variance() != diffuse::ModelVariance::learned_range ? diffuse::without_variance(model)
+                                                                                      : model;
+}
+
+void add_ddpm_variance_option(CLI::App& app, SamplerChoice& sampler) {
+    app.add_option("--ddpm-variance", sampler.ddpm_variance,
+                   "DDPM's step variance: fixed_small (beta_tilde), fixed_large (beta) or learned_range (a model trained "
+                   "with a learned variance); default: the model's learned variance, else fixed_small")
+        ->check(CLI::IsMember({"fixed_small", "fixed_large", "learned_range"}));
 }
 
 void add_thresholding_option(CLI::App& app, SamplerChoice& sampler) {
@@ -150,8 +191,7 @@ diffuse::SamplerOptions<float> sampler_options(const SamplerChoice& sampler, std
     diffuse::SamplerOptions<float> options;
     options.seed = seed;
     options.conditioning = conditioning;
-    options.thresholding = sampler.thresholding;
-    options.clip_range = sampler.clip_range;
+    sampler.apply(options);
     options.progress = progress;
     return options;
 }
@@ -168,14 +208,14 @@ diffuse::Samples<float> run_sampler(const diffuse::NoiseSchedule<float>& schedul
     diffuse::StepSelection selection;
     selection.spacing = diffuse::Spacing::trailing;
     if (sampler.karras) selection.timesteps = visited_timesteps(schedule, sampler);
-    return diffuse::sample(sampler.name, schedule, model, sampler.steps, shape, options, selection);
+    return diffuse::sample(sampler.name, schedule, sampler.model_for(model), sampler.steps, shape, options, selection);
 }
 
 diffuse::Samples<float> run_sdedit(const diffuse::NoiseSchedule<float>& schedule, const diffuse::ModelFn<float>& model,
                                    const SamplerChoice& sampler, const diffuse::Tensor4<float>& x0, double strength,
                                    std::uint64_t seed, const diffuse::Conditioning<float>& conditioning,
                                    const diffuse::ProgressFn<float>& progress) {
-    return diffuse::sdedit(sampler.name, schedule, model, sampler.steps, x0, strength,
+    return diffuse::sdedit(sampler.name, schedule, sampler.model_for(model), sampler.steps, x0, strength,
                            sampler_options(sampler, seed, conditioning, progress));
 }
 
@@ -256,6 +296,9 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
     app.add_option("--sample-steps", report.sampler.steps, "Sampler steps")->capture_default_str();
     add_spacing_option(app, report.sampler);
     add_thresholding_option(app, report.sampler);
+    add_ddpm_variance_option(app, report.sampler);
+    app.add_flag("--bpd-tanh-cdf", report.bpd_tanh_cdf, "The bound's decoder term with Improved DDPM's tanh approximation "
+                                                        "of the normal CDF (its papers' numbers), not the exact CDF");
     app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
                                                         "only, 0 unconditional")->capture_default_str();
     app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
@@ -426,8 +469,7 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
     options.seed = diffuse::derive_seed(o.seed, 2000);
     options.jump_length = o.inpaint_jump;
     options.resample_count = o.inpaint_resample;
-    options.thresholding = o.sampler.thresholding;
-    options.clip_range = o.sampler.clip_range;
+    o.sampler.apply(options);
     if (classes > 0) options.conditioning.labels.assign(test.y.begin(), test.y.begin() + n);
     const diffuse::NoiseSchedule<float> respaced = diffuse::respace(
         schedule, diffuse::spaced_timesteps(schedule.num_timesteps(), o.inpaint_steps, diffuse::Spacing::trailing));
@@ -437,7 +479,7 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
     for (std::size_t k = 0; k + 1 < levels.size(); ++k) denoising_moves += levels[k + 1] < levels[k] ? 1 : 0;
     Phase phase("inpainting", n, denoising_moves, denoising_moves, o.log_seconds);
     options.progress = count_steps(phase, n);
-    const diffuse::Samples<float> s = diffuse::inpaint(respaced, classes > 0 ? r.guided : r.plain, known, mask, options);
+    const diffuse::Samples<float> s = diffuse::inpaint(respaced, o.sampler.model_for(classes > 0 ? r.guided : r.plain), known, mask, options);
     phase.finish();
     diffuse::Tensor4<float> figure(3 * n, pixel_channels, pixel_side, pixel_side);
     copy_images(original, 0, n, figure, 0);
@@ -479,14 +521,14 @@ void latent_pipeline_figure(const ReportContext& r, const TestSet& test, nlohman
     const int steps = 10, t_start = shown_t.back();
     diffuse::DDIMOptions<float> options;
     options.seed = diffuse::derive_seed(o.seed, 2700);
-    options.thresholding = o.sampler.thresholding;
-    options.clip_range = o.sampler.clip_range;
+    o.sampler.apply(options);
     options.keep_intermediates = true;
     if (r.classes > 0) options.conditioning.labels.assign(test.y.begin(), test.y.begin() + n);
     for (int k = 0; k < steps; ++k) options.steps.timesteps.push_back(t_start * k / (steps - 1));
     Phase phase("latent pipeline figure", n, steps, steps, o.log_seconds);
     options.progress = count_steps(phase, n);
-    const diffuse::Samples<float> s = diffuse::ddim_sample_from(r.schedule, r.classes > 0 ? r.guided : r.plain, steps, noised.back(), options);
+    const diffuse::Samples<float> s = diffuse::ddim_sample_from(r.schedule, o.sampler.model_for(r.classes > 0 ? r.guided : r.plain), steps,
+                                                                noised.back(), options);
     phase.finish();
     // columns: image, latent, three noised latents, three denoising states, the decoded image
     const std::vector<const diffuse::Tensor4<float>*> latents = {&z0, &noised[0], &noised[1], &noised[2], &s.intermediates[3],
@@ -567,6 +609,13 @@ void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered
     const Index n = std::min(o.bpd_images, test.x.dimension(0));
     diffuse::VlbOptions vlb;
     vlb.reverse.thresholding = o.sampler.thresholding;  // as the samplers
+    vlb.reverse.clip_range = o.sampler.clip_range;
+    vlb.reverse.prediction = o.sampler.prediction;
+    vlb.reverse.variance = o.sampler.model_variance == diffuse::ModelVariance::learned_range
+                               ? diffuse::ModelVariance::learned_range
+                               : o.sampler.step_variance();
+    vlb.decoder_cdf = o.bpd_tanh_cdf ? diffuse::NormalCdf::tanh_approximation : diffuse::NormalCdf::exact;
+    const auto bound_start = std::chrono::steady_clock::now();
     vlb.stride = o.bpd_stride;
     vlb.stratified = true;
     std::vector<double> totals;  // [n] bits/dim of each image
@@ -605,7 +654,10 @@ void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered
                                {"estimate", "each image: the prior, the decoder term, and per block of stride KL terms "
                                             "the term at one step drawn uniformly in the block, times the block's size"},
                                {"labels", "none (the no-class label): the unconditional model"},
-                               {"what", "variational bound, prior + sum of KL terms + decoder NLL, fixed_small variance"}};
+                               {"variance", diffuse::to_string(vlb.reverse.variance)},
+                               {"decoder_cdf", o.bpd_tanh_cdf ? "tanh approximation (Improved DDPM's code)" : "exact"},
+                               {"seconds", seconds_since(bound_start)},
+                               {"what", "variational bound, prior + sum of KL terms + decoder NLL"}};
 }
 
 

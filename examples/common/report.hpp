@@ -118,6 +118,28 @@ struct SamplerChoice {
     bool karras = false;              // --spacing karras: Karras et al.'s levels (rho = 7), else trailing spacing
     bool thresholding_given = false;  // --thresholding was on the command line
     bool clip_range_given = false;    // --clip-range was on the command line
+    // the model's, from its checkpoint (for_checkpoint): what it predicts, and a learned variance
+    // (2C output channels, [mean part, v]) or not
+    diffuse::Prediction prediction = diffuse::Prediction::epsilon;
+    diffuse::ModelVariance model_variance = diffuse::ModelVariance::fixed_small;
+    std::string ddpm_variance = "";   // --ddpm-variance: DDPM's step variance; empty: the model's learned one, else fixed_small
+
+    /// The sampler for the model of a checkpoint: its prediction (diffuse.trainer_options) and variance
+    /// (2C output channels: learned).
+    SamplerChoice for_checkpoint(const std::string& path) const;
+    /// The variance the samplers are told (SamplerOptions::variance).
+    diffuse::ModelVariance step_variance() const;
+    /// The model as the samplers call it: without its variance channels when DDPM is asked for a fixed
+    /// variance of a learned-variance model.
+    diffuse::ModelFn<float> model_for(const diffuse::ModelFn<float>& model) const;
+    /// Sets a sampler's options as this choice says: thresholding, clip range, prediction, variance.
+    template <class Options>
+    void apply(Options& options) const {
+        options.thresholding = thresholding;
+        options.clip_range = clip_range;
+        options.prediction = prediction;
+        options.variance = step_variance();
+    }
 
     /// What a model of latents samples with: x0 clipped to the latents' range r (the checkpoint's
     /// diffuse.latent clip_range) instead of the images' [-1, 1], unless --thresholding or
@@ -142,6 +164,9 @@ std::vector<int> visited_timesteps(const diffuse::NoiseSchedule<float>& schedule
 
 /// --spacing {trailing, karras}: which timesteps the sampler visits.
 void add_spacing_option(CLI::App& app, SamplerChoice& sampler);
+
+/// --ddpm-variance {fixed_small, fixed_large, learned_range}: DDPM's step variance.
+void add_ddpm_variance_option(CLI::App& app, SamplerChoice& sampler);
 
 /// Samples of shape [N, C, H, W] from noise stream 0 of `seed`, told `conditioning` (class labels [N],
 /// a concatenated image, ..., or nothing); `progress` is called after each of the sampler.steps steps.
@@ -192,6 +217,7 @@ struct ReportOptions {
     int inpaint_resample = 3;
     Index bpd_images = 64;        // test images in the bits/dim estimate
     int bpd_stride = 50;          // KL terms in blocks of this many steps, one drawn per block and image
+    bool bpd_tanh_cdf = false;    // the decoder term with Improved DDPM's tanh approximation of Phi
     Index chunk = 50;             // images per sampling batch (CFG doubles it)
     bool evaluate = true;         // the figures of metrics.json (needs the classifier)
     double log_seconds = 10.0;    // seconds between progress lines when stderr is not a terminal

@@ -61,6 +61,7 @@
 #include "diffuse/optim/clip.hpp"
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/lr_schedule.hpp"
+#include "diffuse/optim/timestep_sampler.hpp"
 #include "diffuse/optim/trainer.hpp"
 
 #include "diffuse/samplers/ddim.hpp"

@@ -342,6 +342,24 @@ TEST_CASE("the trainer options survive the checkpoint's JSON exactly", "[io][che
     REQUIRE(back.min_snr_gamma == o.min_snr_gamma);
     REQUIRE(back.label_dropout == o.label_dropout);
     REQUIRE(back.seed == o.seed);
+    REQUIRE(back.loss == diffuse::Loss::simple);
+    o.loss = diffuse::Loss::hybrid;
+    o.variance = diffuse::ModelVariance::learned_range;
+    o.vlb_lambda = 0.0025;
+    o.timestep_sampling = diffuse::optim::TimestepSampling::loss_aware;
+    const auto hybrid = diffuse::trainer_options_from_json(diffuse::trainer_options_to_json(o));
+    REQUIRE(hybrid.loss == o.loss);
+    REQUIRE(hybrid.variance == o.variance);
+    REQUIRE(hybrid.vlb_lambda == o.vlb_lambda);
+    REQUIRE(hybrid.timestep_sampling == o.timestep_sampling);
+    // a file written before the objectives were stored reads as the simple loss
+    const auto older = diffuse::trainer_options_from_json(
+        R"({"adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0}, "warmup_steps": 0, )"
+        R"("max_grad_norm": 1.0, "ema_decay": 0.999, "ema_warmup": true, "prediction": "epsilon", "min_snr_gamma": 0.0, )"
+        R"("label_dropout": 0.1, "seed": 0})");
+    REQUIRE(older.loss == diffuse::Loss::simple);
+    REQUIRE(older.variance == diffuse::ModelVariance::fixed_small);
+    REQUIRE(older.timestep_sampling == diffuse::optim::TimestepSampling::uniform);
     REQUIRE_THROWS_WITH(diffuse::unet_config_from_json(R"({"in_channels": 1})", "f.safetensors"),
                         Contains("f.safetensors") && Contains("diffuse.unet_config has no \"out_channels\""));
 }
@@ -414,4 +432,73 @@ TEST_CASE("a checkpoint stores the trainer's schedule, which reads back to the s
     REQUIRE(weights_of(other) == before);
     REQUIRE(on_linear.step_count() == 0);
     diffuse::load_checkpoint(path, trainer);  // its own schedule: accepted
+}
+
+TEST_CASE("a hybrid-loss run with the loss-aware timestep sampler resumes bit for bit, the sampler's histories included",
+          "[io][checkpoint][resume]") {
+    TempDir dir("resume_hybrid");
+    const std::string path = dir.file("checkpoint.safetensors");
+    const diffuse::NoiseSchedule<float> schedule(diffuse::cosine_betas(8));  // T = 8: the histories fill in ~20 steps
+    UNetConfig config = checkpoint_unet_config();
+    config.out_channels = 2;  // [eps, v]
+    diffuse::optim::TrainerOptions options = tiny_options();
+    options.loss = diffuse::Loss::hybrid;
+    options.variance = diffuse::ModelVariance::learned_range;
+    options.timestep_sampling = diffuse::optim::TimestepSampling::loss_aware;
+    constexpr long steps = 40, half = 20;
+    // 8-bit data: the bound's decoder term needs it
+    const auto data = [](long k) {
+        diffuse::Tensor4<float> x = batch(k);
+        for (Index i = 0; i < x.size(); ++i) x.data()[i] = std::round((x.data()[i] + 1) * 127.5f) / 127.5f - 1;
+        return x;
+    };
+
+    UNet<float> straight(config, 1);
+    diffuse::optim::Trainer<UNet<float>> a(straight, schedule, options);
+    for (long k = 0; k < steps; ++k) a.step(data(k), labels(k));
+    REQUIRE(a.timestep_sampler()->warmed_up());  // the second half draws by importance
+    {
+        UNet<float> first(config, 1);
+        diffuse::optim::Trainer<UNet<float>> b(first, schedule, options);
+        for (long k = 0; k < half; ++k) b.step(data(k), labels(k));
+        diffuse::save_checkpoint(path, b);
+    }
+    const diffuse::SafeTensors file = diffuse::load_safetensors(path);
+    REQUIRE(file.at("trainer.timestep_loss_history").shape == std::vector<Index>{8, 10});
+    REQUIRE(file.at("trainer.timestep_loss_counts").shape == std::vector<Index>{8});
+    UNet<float> resumed(config, 99);
+    diffuse::optim::Trainer<UNet<float>> c(resumed, schedule, diffuse::trainer_options_from_checkpoint(path));
+    diffuse::load_checkpoint(path, c);
+    for (long k = c.step_count(); k < steps; ++k) c.step(data(k), labels(k));
+    REQUIRE(c.timestep_sampler()->history() == a.timestep_sampler()->history());
+    REQUIRE(c.timestep_sampler()->counts() == a.timestep_sampler()->counts());
+    REQUIRE(weights_of(resumed) == weights_of(straight));
+
+    // the test can tell: a fresh sampler (empty histories) on resume diverges
+    UNet<float> fresh(config, 99);
+    diffuse::optim::Trainer<UNet<float>> d(fresh, schedule, options);
+    diffuse::load_checkpoint(path, d);
+    d.timestep_sampler()->set_state(std::vector<double>(80, 0.0), std::vector<std::int64_t>(8, 0));
+    for (long k = d.step_count(); k < steps; ++k) d.step(data(k), labels(k));
+    REQUIRE(weights_of(fresh) != weights_of(straight));
+
+    // a stored history that is not finite is refused, and nothing changes
+    diffuse::SafeTensors bad = diffuse::load_safetensors(path);
+    std::vector<double> history(80);
+    bad.copy_to("trainer.timestep_loss_history", history.data(), 80);
+    history[0] = std::nan("");
+    diffuse::SafeTensors rewritten(path);
+    for (const auto& [name, tensor] : bad.tensors()) {
+        if (name != "trainer.timestep_loss_history") rewritten.add(name, tensor);
+    }
+    rewritten.add("trainer.timestep_loss_history", {8, 10}, history.data());
+    rewritten.metadata() = bad.metadata();
+    const std::string bad_path = dir.file("bad.safetensors");
+    diffuse::save_safetensors(bad_path, rewritten);
+    UNet<float> target(config, 5);
+    diffuse::optim::Trainer<UNet<float>> e(target, schedule, options);
+    const auto before = weights_of(target);
+    REQUIRE_THROWS_WITH(diffuse::load_checkpoint(bad_path, e), Contains("history[0][0] = nan"));
+    REQUIRE(weights_of(target) == before);
+    REQUIRE(e.step_count() == 0);
 }

@@ -3,10 +3,12 @@
 
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
+#include <diffuse/process/forward.hpp>
 #include <diffuse/schedule/betas.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -125,4 +127,89 @@ TEST_CASE("A Trainer cannot be built on a temporary noise schedule, which would 
     STATIC_REQUIRE(std::is_constructible_v<Trainer, UNet<float>&, Schedule&>);
     STATIC_REQUIRE(std::is_constructible_v<Trainer, UNet<float>&, const Schedule&>);
     STATIC_REQUIRE(std::is_constructible_v<Trainer, UNet<float>&, const Schedule&, diffuse::optim::TrainerOptions>);
+}
+
+TEST_CASE("A hybrid training step is hybrid_loss at the trainer's draws, the model's backward and one Adam step",
+          "[optim][trainer][hybrid]") {
+    // Replays the step by hand: t and the noise from a generator of the trainer's seed, no label
+    // dropout, no clipping, no warm-up; the loss and the updated weights must match bit for bit.
+    const diffuse::NoiseSchedule<float> schedule(diffuse::cosine_betas(100));
+    UNetConfig config = trainer_unet_config();
+    config.out_channels = 2;
+    diffuse::optim::TrainerOptions options;
+    options.loss = diffuse::Loss::hybrid;
+    options.variance = diffuse::ModelVariance::learned_range;
+    options.label_dropout = 0.0;
+    options.max_grad_norm = 0.0;
+    options.seed = 11;
+    auto x0 = tiny_batch();
+    for (diffuse::Index i = 0; i < x0.size(); ++i) x0.data()[i] = std::round((x0.data()[i] + 1) * 127.5f) / 127.5f - 1;
+    const std::vector<int> labels = {0, 1, 0, 1, 0, 1, 0, 1};
+    UNet<float> trained(config, 1), by_hand(config, 1);
+    diffuse::optim::Trainer<UNet<float>> trainer(trained, schedule, options);
+    const auto stats = trainer.step(x0, labels);
+
+    diffuse::Generator generator(11);
+    const diffuse::Timesteps t = generator.randint(8, 100);
+    diffuse::Tensor4<float> eps;
+    const auto x_t = diffuse::q_sample(schedule, x0, t, generator, eps);
+    by_hand.set_training(true);
+    const auto output = by_hand.forward(x_t, t, labels);
+    const auto loss = diffuse::hybrid_loss(schedule, output, x0, eps, x_t, t);
+    diffuse::nn::zero_grad(by_hand);
+    by_hand.backward(loss.grad);
+    diffuse::optim::Adam<float> adam(options.adam);
+    adam.set_lr(options.adam.lr);
+    adam.step(by_hand);
+
+    CHECK(stats.loss == loss.loss);
+    CHECK(stats.mse == loss.mse);
+    CHECK(stats.vb == loss.vb);
+    CHECK(stats.vb > 0.0);
+    bool same = true;
+    trained.for_each_parameter("", [&](diffuse::nn::ParameterView<float> p) {
+        by_hand.for_each_parameter("", [&](diffuse::nn::ParameterView<float> q) {
+            if (q.name == p.name) same = same && std::equal(p.value, p.value + p.size, q.value);
+        });
+    });
+    CHECK(same);
+}
+
+TEST_CASE("The trainer refuses a variance its model's outputs or its loss cannot have, and a negative lambda",
+          "[optim][trainer][errors]") {
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
+    using diffuse::Loss;
+    using diffuse::ModelVariance;
+    UNet<float> fixed(trainer_unet_config(), 1);
+    UNetConfig config = trainer_unet_config();
+    config.out_channels = 2;
+    UNet<float> learned(config, 1);
+    const auto options = [](Loss loss, ModelVariance variance) {
+        diffuse::optim::TrainerOptions o;
+        o.loss = loss;
+        o.variance = variance;
+        return o;
+    };
+    using Trainer = diffuse::optim::Trainer<UNet<float>>;
+    REQUIRE_THROWS_WITH(Trainer(fixed, schedule, options(Loss::hybrid, ModelVariance::learned_range)),
+                        Catch::Contains("the model's out_channels = 1, expected 2 for 1 data channels and variance learned_range"));
+    REQUIRE_THROWS_WITH(Trainer(learned, schedule, options(Loss::vlb, ModelVariance::fixed_small)),
+                        Catch::Contains("the model's out_channels = 2, expected 1"));
+    REQUIRE_THROWS_WITH(Trainer(fixed, schedule, options(Loss::hybrid, ModelVariance::fixed_small)),
+                        Catch::Contains("variance = fixed_small, expected learned_range for the hybrid loss"));
+    REQUIRE_THROWS_WITH(Trainer(learned, schedule, options(Loss::simple, ModelVariance::learned_range)),
+                        Catch::Contains("loss = simple, expected hybrid or vlb for a learned variance"));
+    auto negative = options(Loss::hybrid, ModelVariance::learned_range);
+    negative.vlb_lambda = -1e-3;
+    REQUIRE_THROWS_WITH(Trainer(learned, schedule, negative), Catch::Contains("vlb_lambda = -0.001"));
+    auto snr = options(Loss::vlb, ModelVariance::learned_range);
+    snr.min_snr_gamma = 5;
+    REQUIRE_THROWS_WITH(Trainer(learned, schedule, snr), Catch::Contains("min_snr_gamma = 5"));
+    // L_vlb alone trains a fixed-variance model by the bound, and a learned one
+    Trainer vlb_fixed(fixed, schedule, options(Loss::vlb, ModelVariance::fixed_small));
+    Trainer vlb_learned(learned, schedule, options(Loss::vlb, ModelVariance::learned_range));
+    auto x0 = tiny_batch();
+    for (diffuse::Index i = 0; i < x0.size(); ++i) x0.data()[i] = std::round((x0.data()[i] + 1) * 127.5f) / 127.5f - 1;
+    CHECK(std::isfinite(vlb_fixed.step(x0, {0, 1, 0, 1, 0, 1, 0, 1}).loss));
+    CHECK(std::isfinite(vlb_learned.step(x0, {0, 1, 0, 1, 0, 1, 0, 1}).loss));
 }

@@ -271,3 +271,133 @@ TEST_CASE("The hybrid loss is MSE plus lambda T times the VLB term, with the VLB
     REQUIRE_THROWS_WITH(diffuse::hybrid_loss(schedule, x0, x0, noise, x_t, t),
                         Catch::Contains("model_output.shape = [3, 2, 2, 3], expected [3, 4, 2, 3]"));
 }
+
+namespace {
+
+// Normwise error of an analytic gradient against central differences of f at `output` (step 1e-6).
+template <class F>
+double normwise_gradient_error(diffuse::Tensor4<double> output, const diffuse::Tensor4<double>& grad, F&& f) {
+    LD error2 = 0, norm2 = 0;
+    for (Index i = 0; i < output.size(); ++i) {
+        const double keep = output.data()[i];
+        output.data()[i] = keep + 1e-6;
+        const LD plus = f(output);
+        output.data()[i] = keep - 1e-6;
+        const LD minus = f(output);
+        output.data()[i] = keep;
+        const LD fd = (plus - minus) / 2e-6L;
+        error2 += (fd - grad.data()[i]) * (fd - grad.data()[i]);
+        norm2 += fd * fd;
+    }
+    return static_cast<double>(std::sqrt(error2 / norm2));
+}
+
+}  // namespace
+
+TEST_CASE("L_vlb alone is T times the bound's term, and its gradient reaches the mean and a learned variance", "[process][vlb]") {
+    // every prediction kind, learned and fixed variances, t = 0 (the decoder) and t > 0 (KL) in one
+    // batch, importance weights on the samples: against central differences in double
+    const diffuse::NoiseSchedule<double> schedule(diffuse::cosine_betas(50));
+    const diffuse::Shape4 shape = {3, 2, 2, 3};
+    const auto x0 = discretised_gaussian_data(7, shape, 0.0, 0.5);
+    diffuse::Generator generator(8);
+    const auto noise = generator.randn<double, 4>(shape);
+    const diffuse::Timesteps t = {0, 10, 49};
+    const auto x_t = diffuse::q_sample(schedule, x0, t, noise);
+    const std::vector<double> weights = {0.5, 2.0, 1.25};
+    for (const auto prediction : {diffuse::Prediction::epsilon, diffuse::Prediction::x0, diffuse::Prediction::v}) {
+        for (const auto variance : {diffuse::ModelVariance::learned_range, diffuse::ModelVariance::fixed_small,
+                                    diffuse::ModelVariance::fixed_large}) {
+            const Index out_c = diffuse::model_output_channels(2, variance);
+            diffuse::Tensor4<double> output = generator.randn<double, 4>({3, out_c, 2, 3});
+            for (Index i = 0; i < output.size(); ++i) output.data()[i] = 0.3 * std::tanh(output.data()[i]);
+            if (prediction == diffuse::Prediction::x0) {  // near the data, so that the decoder term is moderate
+                for (Index n = 0; n < 3; ++n)
+                    for (Index i = 0; i < 12; ++i) output.data()[n * out_c * 6 + i] += x0.data()[n * 12 + i];
+            }
+            INFO("prediction " << diffuse::to_string(prediction) << ", variance " << diffuse::to_string(variance));
+            const auto loss = diffuse::vlb_loss(schedule, output, x0, noise, x_t, t, prediction, variance, weights);
+            const auto terms = diffuse::vb_terms_bpd(schedule, output, x0, x_t, t, {prediction, variance, diffuse::Thresholding::none});
+            double expected = 0.0;
+            for (std::size_t n = 0; n < 3; ++n) {
+                CHECK(loss.per_sample[n] == Approx(50 * terms[n]).epsilon(1e-14));
+                expected += weights[n] * 50 * terms[n] / 3;
+            }
+            CHECK(loss.loss == Approx(expected).epsilon(1e-14));
+            const double error = normwise_gradient_error(output, loss.grad, [&](const diffuse::Tensor4<double>& o) {
+                return diffuse::vlb_loss(schedule, o, x0, noise, x_t, t, prediction, variance, weights).loss;
+            });
+            INFO("normwise error " << error);
+            CHECK(error <= 1e-6);
+        }
+    }
+}
+
+TEST_CASE("The hybrid loss weights each sample's whole loss by its importance weight and its MSE by min-SNR", "[process][vlb]") {
+    const diffuse::NoiseSchedule<double> schedule(diffuse::linear_betas(40));
+    const diffuse::Shape4 shape = {2, 1, 3, 3};
+    const auto x0 = discretised_gaussian_data(9, shape, 0.1, 0.4);
+    diffuse::Generator generator(10);
+    const auto noise = generator.randn<double, 4>(shape);
+    const diffuse::Timesteps t = {3, 0};
+    const auto x_t = diffuse::q_sample(schedule, x0, t, noise);
+    diffuse::Tensor4<double> output = generator.randn<double, 4>({2, 2, 3, 3});
+    for (Index i = 0; i < output.size(); ++i) output.data()[i] = std::tanh(output.data()[i]);
+    const std::vector<double> w = {0.25, 3.0}, snr = {2.0, 0.5};
+    const auto plain = diffuse::hybrid_loss(schedule, output, x0, noise, x_t, t);
+    const auto weighted = diffuse::hybrid_loss(schedule, output, x0, noise, x_t, t, diffuse::Prediction::epsilon, 0.001, w, snr);
+    // loss_n = snr_n mse_n + lambda T vb_n, from the unweighted parts
+    const auto terms = diffuse::vb_terms_bpd(schedule, output, x0, x_t, t,
+                                             {diffuse::Prediction::epsilon, diffuse::ModelVariance::learned_range, diffuse::Thresholding::none});
+    double expected = 0.0;
+    for (std::size_t n = 0; n < 2; ++n) {
+        double mse = 0.0;
+        for (Index i = 0; i < 9; ++i) {
+            const double d = output.data()[static_cast<Index>(n) * 18 + i] - noise.data()[static_cast<Index>(n) * 9 + i];
+            mse += d * d / 9;
+        }
+        CHECK(weighted.per_sample[n] == Approx(snr[n] * mse + 0.001 * 40 * terms[n]).epsilon(1e-13));
+        expected += w[n] * weighted.per_sample[n] / 2;
+    }
+    CHECK(weighted.loss == Approx(expected).epsilon(1e-13));
+    CHECK(weighted.mse == Approx(plain.mse).epsilon(1e-14));  // the reported parts are unweighted
+    CHECK(weighted.vb == Approx(plain.vb).epsilon(1e-14));
+    // the variance channels' gradient scales by w_n, the mean channels' by w_n snr_n
+    for (Index n = 0; n < 2; ++n) {
+        for (Index i = 0; i < 9; ++i) {
+            const Index mean = n * 18 + i, var = n * 18 + 9 + i;
+            CHECK(weighted.grad.data()[mean] == Approx(w[static_cast<std::size_t>(n)] * snr[static_cast<std::size_t>(n)] * plain.grad.data()[mean]).epsilon(1e-12));
+            CHECK(weighted.grad.data()[var] == Approx(w[static_cast<std::size_t>(n)] * plain.grad.data()[var]).epsilon(1e-12));
+        }
+    }
+    REQUIRE_THROWS_WITH(diffuse::hybrid_loss(schedule, output, x0, noise, x_t, t, diffuse::Prediction::epsilon, -0.1),
+                        Catch::Contains("lambda = -0.1"));
+    REQUIRE_THROWS_WITH(diffuse::hybrid_loss(schedule, output, x0, noise, x_t, t, diffuse::Prediction::epsilon, 0.001, {1.0}),
+                        Catch::Contains("weights.size() = 1"));
+    REQUIRE_THROWS_WITH(diffuse::vlb_loss(schedule, output, x0, noise, x_t, t, diffuse::Prediction::epsilon,
+                                          diffuse::ModelVariance::fixed_small),
+                        Catch::Contains("model_output.shape = [2, 2, 3, 3], expected [2, 1, 3, 3]"));
+}
+
+TEST_CASE("The decoder term with Improved DDPM's tanh CDF is its formula, within 1e-3 of the exact one", "[process][vlb]") {
+    // 0.5 (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3))), masses clamped at 1e-12, in long double
+    const auto cdf = [](LD z) { return (1 + std::tanh(std::sqrt(2 / ref::pi()) * (z + LD(0.044715) * z * z * z))) / 2; };
+    for (const double x : {-1.0, -0.5 + 1.0 / 255, 0.0 + 1.0 / 255, 1.0}) {
+        for (const double mean : {-0.8, 0.0, 0.3}) {
+            for (const double log_scale : {-4.0, -2.0, 0.0}) {
+                const LD s = std::exp(LD(log_scale));
+                const LD plus = cdf((x - mean + 1 / LD(255)) / s), minus = cdf((x - mean - 1 / LD(255)) / s);
+                const LD mass = x < -0.999 ? plus : x > 0.999 ? 1 - minus : plus - minus;
+                const LD expected = std::log(std::max(mass, LD(1e-12)));
+                INFO("x " << x << ", mean " << mean << ", log_scale " << log_scale);
+                // the mass is a difference of CDF values near 0 or 1, each good to ~1e-16 in double: its
+                // log is good to ~1e-16 / mass
+                const LD tolerance = 1e-12L + 4e-16L / std::max(mass, LD(1e-12));
+                CHECK(std::fabs(diffuse::discretized_gaussian_log_likelihood_tanh(x, mean, log_scale) - expected) <= tolerance);
+            }
+        }
+    }
+    // where the mass is not tiny the approximation is close to the exact log-likelihood
+    CHECK(diffuse::discretized_gaussian_log_likelihood_tanh(0.1, 0.12, -3.0) ==
+          Approx(diffuse::discretized_gaussian_log_likelihood(0.1, 0.12, -3.0)).epsilon(1e-3));
+}

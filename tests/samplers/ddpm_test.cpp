@@ -261,3 +261,53 @@ TEST_CASE("DDPM rejects a model output of the wrong shape, non-finite values, an
     REQUIRE_THROWS_WITH(diffuse::ddpm_sample(schedule, fine, {2, 1, 4, 4}, options),
                         Contains("percentile = 1.5, expected a fraction in (0, 1]"));
 }
+
+TEST_CASE("A DDPM step with a learned-range variance draws with sigma^2 = exp(f log beta + (1 - f) log beta_tilde), f = (v + 1) / 2",
+          "[samplers][ddpm]") {
+    // Improved DDPM, eq. 15: the model's output [N, 2C, H, W] is [eps, v]; the mean is the posterior mean
+    // at the x0 predicted from eps, the variance interpolates log beta_t and log beta_tilde_t (clipped at
+    // t = 0 to beta_tilde_1). In long double, per element, v in [-1, 1] and beyond.
+    const diffuse::Betas betas = diffuse::cosine_betas(1000);
+    const diffuse::NoiseSchedule<double> schedule(betas);
+    const ref::Schedule s = ref::schedule_from_betas(ref::to_ld(betas));
+    diffuse::Generator generator(21);
+    const auto x_t = generator.randn<double, 4>({2, 2, 3, 3});
+    diffuse::Tensor4<double> output = generator.randn<double, 4>({2, 4, 3, 3});  // [eps, v]
+    const auto noise = generator.randn<double, 4>({2, 2, 3, 3});
+    for (const int i : {1, 2, 500, 999}) {
+        INFO("step " << i);
+        diffuse::DDPMOptions<double> options;
+        options.variance = diffuse::ModelVariance::learned_range;
+        const auto step = diffuse::ddpm_step(schedule, fixed_model(output, nullptr), x_t, i, noise, options);
+        const std::size_t t = static_cast<std::size_t>(i);
+        const LD ab = s.alphas_cumprod[t];
+        const LD log_small = std::log(t > 0 ? s.posterior_variance[t] : s.posterior_variance[1]);
+        const LD log_large = std::log(s.betas[t]);
+        LD worst = 0;
+        for (Index n = 0; n < 2; ++n) {
+            for (Index k = 0; k < 18; ++k) {
+                const LD x = x_t.data()[n * 18 + k], z = noise.data()[n * 18 + k];
+                const LD eps = output.data()[n * 36 + k], v = output.data()[n * 36 + 18 + k];
+                const LD x0 = (x - std::sqrt(1 - ab) * eps) / std::sqrt(ab);
+                const LD f = (v + 1) / 2;
+                const LD sigma = std::exp((f * log_large + (1 - f) * log_small) / 2);
+                const LD want = s.posterior_mean_coef1[t] * x0 + s.posterior_mean_coef2[t] * x + sigma * z;
+                worst = std::max(worst, std::fabs(step.x.data()[n * 18 + k] - want) / (1 + std::fabs(want)));
+            }
+        }
+        CHECK(worst <= 1e-11L);
+    }
+    // the last step returns the mean: no noise at t = 0
+    diffuse::DDPMOptions<double> options;
+    options.variance = diffuse::ModelVariance::learned_range;
+    const auto last = diffuse::ddpm_step(schedule, fixed_model(output, nullptr), x_t, 0, noise, options);
+    CHECK(last.x.dimensions() == diffuse::Shape4{2, 2, 3, 3});
+    const auto zero = diffuse::ddpm_step(schedule, fixed_model(output, nullptr), x_t, 0, diffuse::Tensor4<double>(noise.constant(0.0)), options);
+    for (Index k = 0; k < last.x.size(); ++k) CHECK(last.x.data()[k] == zero.x.data()[k]);
+    // a C-channel output for a learned variance, or 2C for a fixed one: refused
+    REQUIRE_THROWS_WITH(diffuse::ddpm_step(schedule, fixed_model(x_t, nullptr), x_t, 5, noise, options),
+                        Catch::Contains("[2, 4, 3, 3]"));
+    options.variance = diffuse::ModelVariance::fixed_small;
+    REQUIRE_THROWS_WITH(diffuse::ddpm_step(schedule, fixed_model(output, nullptr), x_t, 5, noise, options),
+                        Catch::Contains("[2, 2, 3, 3]"));
+}

@@ -9,6 +9,7 @@
 #include <diffuse/core/random.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/samplers/denoiser.hpp>
+#include <diffuse/samplers/named.hpp>
 #include <diffuse/schedule/betas.hpp>
 #include <diffuse/schedule/respacing.hpp>
 
@@ -101,4 +102,40 @@ TEST_CASE("model_fn gives the model its mode back after each call, even one that
     unet.set_training(false);
     model(x, {10, 500}, {});
     REQUIRE(!unet.training());
+}
+
+TEST_CASE("denoise of a learned-variance model reads the mean part and ignores its variance channels",
+          "[samplers][denoiser]") {
+    const diffuse::NoiseSchedule<double> schedule(diffuse::linear_betas(100));
+    const auto x = diffuse::Generator(3).randn<double, 4>({2, 1, 2, 3});
+    const auto v = diffuse::Generator(4).randn<double, 4>({2, 1, 2, 3});
+    const diffuse::ModelFn<double> learned = [&](const diffuse::Tensor4<double>& x_t, const diffuse::Timesteps&,
+                                                 const diffuse::Conditioning<double>&) {
+        diffuse::Tensor4<double> out(2, 2, 2, 3);  // [eps = x_t / 2, v]
+        for (Index n = 0; n < 2; ++n)
+            for (Index i = 0; i < 6; ++i) {
+                out.data()[n * 12 + i] = x_t.data()[n * 6 + i] / 2;
+                out.data()[n * 12 + 6 + i] = v.data()[n * 6 + i];
+            }
+        return out;
+    };
+    const diffuse::ModelFn<double> fixed = [](const diffuse::Tensor4<double>& x_t, const diffuse::Timesteps&,
+                                              const diffuse::Conditioning<double>&) {
+        return diffuse::Tensor4<double>(x_t / 2.0);
+    };
+    diffuse::SamplerOptions<double> options;
+    const auto want = diffuse::denoise("test", schedule, fixed, x, 40, options);
+    options.variance = diffuse::ModelVariance::learned_range;
+    const auto got = diffuse::denoise("test", schedule, learned, x, 40, options);
+    for (Index i = 0; i < x.size(); ++i) {
+        CHECK(got.eps.data()[i] == want.eps.data()[i]);
+        CHECK(got.x0.data()[i] == want.x0.data()[i]);
+    }
+    // every sampler takes it: DDIM with the learned model equals DDIM with its mean part
+    options.seed = 5;
+    const auto a = diffuse::sample("ddim", schedule, learned, 10, {2, 1, 2, 3}, options);
+    options.variance = diffuse::ModelVariance::fixed_small;
+    const auto b = diffuse::sample("ddim", schedule, fixed, 10, {2, 1, 2, 3}, options);
+    for (Index i = 0; i < a.x.size(); ++i) CHECK(a.x.data()[i] == b.x.data()[i]);
+    REQUIRE_THROWS_WITH(diffuse::denoise("test", schedule, learned, x, 40, options), Catch::Contains("[2, 1, 2, 3]"));
 }

@@ -159,3 +159,43 @@ TEST_CASE("Guidance of a prompt model calls it once with the null prompt's embed
     REQUIRE_THROWS_WITH(diffuse::null_context<double>(diffuse::Tensor3<double>(2, 1, 2)), Catch::Contains("[1, L, D]"));
 }
 
+
+TEST_CASE("Guidance of a learned-variance model guides its mean part and keeps the conditional half's variance channels",
+          "[samplers][guidance]") {
+    // output [N, 2C, H, W] = [x (label + 1), label / 10]: the mean part guided, v the conditional one's (GLIDE)
+    const diffuse::ModelFn<double> model = [](const diffuse::Tensor4<double>& x, const diffuse::Timesteps&,
+                                              const std::vector<int>& labels) {
+        const Index n = x.dimension(0), c = x.dimension(1), plane = x.dimension(2) * x.dimension(3);
+        diffuse::Tensor4<double> out(n, 2 * c, x.dimension(2), x.dimension(3));
+        for (Index s = 0; s < n; ++s) {
+            const double label = labels[static_cast<std::size_t>(s)];
+            for (Index i = 0; i < c * plane; ++i) {
+                out.data()[s * 2 * c * plane + i] = x.data()[s * c * plane + i] * (label + 1);
+                out.data()[s * 2 * c * plane + c * plane + i] = label / 10;
+            }
+        }
+        return out;
+    };
+    const auto guided = diffuse::classifier_free_guidance(model, 3, 2.5);
+    const auto x = diffuse::Generator(4).randn<double, 4>({2, 2, 2, 2});
+    const auto out = guided(x, {5, 9}, {0, 2});
+    REQUIRE(out.dimensions() == diffuse::Shape4{2, 4, 2, 2});
+    for (Index s = 0; s < 2; ++s) {
+        const double label = s == 0 ? 0 : 2;
+        for (Index i = 0; i < 8; ++i) {
+            const double xv = x.data()[s * 8 + i];
+            CHECK(out.data()[s * 16 + i] == Approx(xv * 4 + 2.5 * (xv * (label + 1) - xv * 4)).margin(1e-14));
+            CHECK(out.data()[s * 16 + 8 + i] == label / 10);
+        }
+    }
+    // the samplers other than DDPM use the mean part; without_variance drops the v channels
+    const auto mean_only = diffuse::without_variance<double>(guided);
+    const auto m = mean_only(x, {5, 9}, {0, 2});
+    REQUIRE(m.dimensions() == diffuse::Shape4{2, 2, 2, 2});
+    for (Index s = 0; s < 2; ++s)
+        for (Index i = 0; i < 8; ++i) CHECK(m.data()[s * 8 + i] == out.data()[s * 16 + i]);
+    const diffuse::ModelFn<double> fixed = [](const diffuse::Tensor4<double>& x_t, const diffuse::Timesteps&,
+                                              const std::vector<int>&) { return x_t; };
+    REQUIRE_THROWS_WITH(diffuse::without_variance<double>(fixed)(x, {5, 9}, {0, 2}),
+                        Catch::Contains("the output's channels = 2, expected 4"));
+}

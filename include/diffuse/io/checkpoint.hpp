@@ -16,6 +16,9 @@
 //     ema.num_updates                 the EMA's update count (its warm-up depends on it)
 //     generator.seed, generator.offset   the trainer's Philox generator, (seed, offset); both are
 //                                     unsigned 64-bit numbers stored in I64 with the same bits
+// and, when the trainer draws t with the loss-aware sampler (optim/timestep_sampler.hpp),
+//     trainer.timestep_loss_history   [T, 10] F64, each t's last losses, oldest first
+//     trainer.timestep_loss_counts    [T] I64, how many of each row are filled
 // With the weights these are all a training step reads that changes from step to step, so a run
 // resumed from a checkpoint is bit-identical to one that never stopped (given the same data, options
 // and schedule, and diffuse's thread-count-independent arithmetic).
@@ -341,17 +344,24 @@ inline std::string trainer_options_to_json(const optim::TrainerOptions& o) {
     j["min_snr_gamma"] = o.min_snr_gamma;
     j["label_dropout"] = o.label_dropout;
     j["seed"] = o.seed;
+    j["loss"] = to_string(o.loss);
+    j["variance"] = to_string(o.variance);
+    j["vlb_lambda"] = o.vlb_lambda;
+    j["timestep_sampling"] = optim::to_string(o.timestep_sampling);
     return j.dump();
 }
 
-/// The options from trainer_options_to_json's JSON; every field must be there, and nothing else.
+/// The options from trainer_options_to_json's JSON; every field must be there, and nothing else,
+/// except that a file written before Improved DDPM's objectives (no "loss", "variance", "vlb_lambda",
+/// "timestep_sampling") reads as the simple loss, a fixed small variance and uniform timesteps.
 inline optim::TrainerOptions trainer_options_from_json(const std::string& text, const std::string& path = "") {
     constexpr const char* where = "diffuse::trainer_options_from_json";
     const std::string key = "diffuse.trainer_options";
     const nlohmann::json j = detail::config_object(
         where, path, key, text,
         {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "prediction", "min_snr_gamma",
-         "label_dropout", "seed"});
+         "label_dropout", "seed"},
+        {"loss", "variance", "vlb_lambda", "timestep_sampling"});
     optim::TrainerOptions o;
     detail::read_common_trainer_options(where, path, key, j, o);
     if (!j.at("prediction").is_string()) {
@@ -361,6 +371,16 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
     o.min_snr_gamma = detail::config_value<double>(where, path, key, j, "min_snr_gamma");
     o.label_dropout = detail::config_value<double>(where, path, key, j, "label_dropout");
     o.seed = detail::config_value<std::uint64_t>(where, path, key, j, "seed");
+    const auto text_of = [&](const char* name) {
+        if (!j.at(name).is_string()) detail::throw_checkpoint(where, path, "metadata " + key + ": \"" + name + "\" is not a string");
+        return j.at(name).get<std::string>();
+    };
+    if (j.contains("loss")) o.loss = loss_from_string(text_of("loss"));
+    if (j.contains("variance")) o.variance = model_variance_from_string(text_of("variance"));
+    if (j.contains("vlb_lambda")) o.vlb_lambda = detail::config_value<double>(where, path, key, j, "vlb_lambda");
+    if (j.contains("timestep_sampling")) {
+        o.timestep_sampling = optim::timestep_sampling_from_string(text_of("timestep_sampling"));
+    }
     return o;
 }
 
@@ -835,6 +855,7 @@ struct TrainingState {
     optim::EMA<T>& ema;
     long step;
     Generator& generator;
+    optim::LossAwareSampler* timestep_sampler = nullptr;  // a diffusion trainer's loss-aware sampler, if it has one
 };
 
 /// Adds the weights, the EMA's average, Adam's moments and the counters (see the top of this file).
@@ -864,6 +885,12 @@ void add_training_state(const char* where, const std::string& path, SafeTensors&
     file.add_scalar<std::int64_t>("ema.num_updates", s.ema.updates());
     file.add_scalar<std::int64_t>("generator.seed", u64_as_i64(s.generator.seed()));
     file.add_scalar<std::int64_t>("generator.offset", u64_as_i64(s.generator.offset()));
+    if (s.timestep_sampler != nullptr) {
+        const Index steps = s.timestep_sampler->num_timesteps();
+        file.add("trainer.timestep_loss_history", {steps, optim::LossAwareSampler::history_per_term},
+                 s.timestep_sampler->history().data());
+        file.add("trainer.timestep_loss_counts", {steps}, s.timestep_sampler->counts().data());
+    }
     file.metadata() = base_metadata(training_state_kind);
     add_model_metadata(s.model, file.metadata());
 }
@@ -899,7 +926,25 @@ long restore_training_state(const char* where, const std::string& path, const Sa
             expected.push_back({"optimizer.exp_avg_sq." + p.name, dtype_of<T>(), p.shape});
         }
     }
+    std::optional<optim::LossAwareSampler> sampler;  // the loss-aware sampler's state, checked before anything changes
+    if (s.timestep_sampler != nullptr) {
+        const Index steps = s.timestep_sampler->num_timesteps();
+        expected.push_back({"trainer.timestep_loss_history", Dtype::F64, {steps, optim::LossAwareSampler::history_per_term}});
+        expected.push_back({"trainer.timestep_loss_counts", Dtype::I64, {steps}});
+    }
     check_tensors(where, path, file, expected, [](const std::string&) { return true; }, "model, EMA and optimizer");
+    if (s.timestep_sampler != nullptr) {
+        std::vector<double> history(s.timestep_sampler->history().size());
+        std::vector<std::int64_t> counts(s.timestep_sampler->counts().size());
+        file.copy_to("trainer.timestep_loss_history", history.data(), static_cast<Index>(history.size()));
+        file.copy_to("trainer.timestep_loss_counts", counts.data(), static_cast<Index>(counts.size()));
+        sampler.emplace(s.timestep_sampler->num_timesteps());
+        try {
+            sampler->set_state(history, counts);
+        } catch (const invalid_argument& e) {
+            throw_checkpoint(where, path, std::string("the loss-aware timestep sampler's state: ") + e.what());
+        }
+    }
 
     // Everything matches: now change things.
     std::map<std::string, Table<T>> shadow;
@@ -925,12 +970,14 @@ long restore_training_state(const char* where, const std::string& path, const Sa
     s.adam.set_step_count(static_cast<long>(adam_steps));
     s.generator = Generator(i64_as_u64(file.scalar<std::int64_t>("generator.seed")),
                             i64_as_u64(file.scalar<std::int64_t>("generator.offset")));
+    if (sampler) *s.timestep_sampler = std::move(*sampler);
     return static_cast<long>(step);
 }
 
 template <class Model, class T>
 TrainingState<Model, T> training_state(optim::Trainer<Model, T>& trainer) {
-    return {trainer.model(), trainer.optimizer(), trainer.ema(), trainer.step_count(), trainer.generator()};
+    return {trainer.model(), trainer.optimizer(), trainer.ema(), trainer.step_count(), trainer.generator(),
+            trainer.timestep_sampler()};
 }
 
 template <class T>

@@ -107,11 +107,12 @@ class LatentSpace {
 };
 
 /// The quantile q of |z_0| over latents z_0 [N, z, h, w]: the range [-r, r] a latent model's samplers
-/// clip x0 predictions to, as clip_denoised clips images to [-1, 1]. The 28x28 example takes q = 0.995
-/// (Imagen's percentile for dynamic thresholding): 0.5% of the training latents' values lie beyond it.
-/// Linear interpolation between order statistics, as numpy.quantile.
+/// clip x0 predictions to, as clip_denoised clips images to [-1, 1]. The default, q = 0.9, is measured:
+/// on four 28x28 latent checkpoints (DPM-Solver++(2M), 20 steps, guidance 3) it gave a lower Frechet
+/// distance than q = 0.97 and 0.995 on every one, and a tighter range was worse again
+/// (docs/latent-diffusion.md#clipping-x0). Linear interpolation between order statistics, as numpy.quantile.
 template <class T>
-double latent_clip_range(const Tensor4<T>& z0, double q = 0.995) {
+double latent_clip_range(const Tensor4<T>& z0, double q = 0.9) {
     constexpr const char* where = "diffuse::latent_clip_range";
     check_batch(where, "z0", z0);
     if (!(q > 0.0 && q <= 1.0)) detail::throw_invalid(where, "q", q, "a fraction in (0, 1]");

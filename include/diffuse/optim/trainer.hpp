@@ -4,6 +4,9 @@
 //   3. x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps (closed form)
 //   4. embed t (inside the model)         5. predict eps (or x0, or v)
 //   6. MSE against the true target; backpropagate; clip; Adam update; EMA update.
+// Or Improved DDPM's objectives (options.loss): the hybrid loss for a model with a learned-range
+// variance (2C output channels), or L_vlb alone, with t drawn uniformly or by the loss-aware sampler
+// (optim/timestep_sampler.hpp), whose histories are part of the state a checkpoint saves.
 // For classifier-free guidance, labels are replaced by the "no class" index with probability
 // label_dropout, and prompts (a PromptUNet's) by the empty prompt with the same probability. Every random draw comes from the trainer's Generator, so a run is reproducible and
 // can be resumed bit for bit from (weights, optimizer, EMA, generator state, step).
@@ -16,12 +19,18 @@
 #include "diffuse/optim/clip.hpp"
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/lr_schedule.hpp"
+#include "diffuse/optim/timestep_sampler.hpp"
 #include "diffuse/process/forward.hpp"
+#include "diffuse/process/hybrid_loss.hpp"
 #include "diffuse/process/losses.hpp"
 #include "diffuse/process/parameterization.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 
 #include <cmath>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace diffuse::optim {
@@ -33,7 +42,11 @@ struct TrainerOptions {
     double ema_decay = 0.9999;
     bool ema_warmup = true;
     Prediction prediction = Prediction::epsilon;
-    double min_snr_gamma = 0.0;      // 0: the plain simple loss; 5 is the paper's choice
+    double min_snr_gamma = 0.0;      // 0: the plain simple loss; 5 is the paper's choice (weights the MSE part)
+    Loss loss = Loss::simple;        // simple; hybrid (needs learned_range); vlb
+    ModelVariance variance = ModelVariance::fixed_small;  // the model's: learned_range means 2C output channels
+    double vlb_lambda = 0.001;       // the hybrid loss's lambda
+    TimestepSampling timestep_sampling = TimestepSampling::uniform;
     double label_dropout = 0.1;      // for classifier-free guidance: labels and prompts dropped to their null
     std::uint64_t seed = 0;
 };
@@ -43,6 +56,8 @@ struct StepStats {
     double loss;
     double grad_norm;  // before clipping
     double lr;
+    double mse = 0.0;  // the hybrid and vlb losses: the batch mean of the mean part's MSE
+    double vb = 0.0;   // and of the bound's term at each sample's t, bits per dimension
 };
 
 template <class Model, class T = float>
@@ -57,6 +72,30 @@ class Trainer {
             detail::throw_invalid(where, "label_dropout", options.label_dropout, "a probability in [0, 1]");
         }
         if (!(options.max_grad_norm >= 0.0)) detail::throw_invalid(where, "max_grad_norm", options.max_grad_norm, ">= 0");
+        if (!(options.vlb_lambda >= 0.0 && std::isfinite(options.vlb_lambda))) {
+            detail::throw_invalid(where, "vlb_lambda", options.vlb_lambda, "a finite value >= 0 (Improved DDPM uses 0.001)");
+        }
+        const bool learned = options.variance == ModelVariance::learned_range;
+        if (options.loss == Loss::hybrid && !learned) {
+            detail::throw_invalid(where, "variance", to_string(options.variance),
+                                  "learned_range for the hybrid loss (its VLB term trains the variance alone)");
+        }
+        if (options.loss == Loss::simple && learned) {
+            detail::throw_invalid(where, "loss", to_string(options.loss),
+                                  "hybrid or vlb for a learned variance (the simple loss gives its channels no gradient)");
+        }
+        if (options.loss == Loss::vlb && options.min_snr_gamma > 0.0) {
+            detail::throw_invalid(where, "min_snr_gamma", options.min_snr_gamma,
+                                  "0 with the vlb loss (min-SNR-gamma weights an MSE, which L_vlb has not)");
+        }
+        const UNetConfigOf& c = model.config();
+        const Index want = model_output_channels(c.in_channels, options.variance);
+        if (c.out_channels != want) {
+            detail::throw_invalid(where, "the model's out_channels", c.out_channels,
+                                  std::to_string(want) + " for " + std::to_string(c.in_channels) + " data channels and variance " +
+                                      to_string(options.variance) + (learned ? " (mean part and v)" : ""));
+        }
+        if (options.timestep_sampling == TimestepSampling::loss_aware) sampler_.emplace(schedule.num_timesteps());
     }
     /// A temporary schedule would dangle once the constructor's full expression ends: refused at compile time.
     Trainer(Model& model, const NoiseSchedule<T>&& schedule, TrainerOptions options = {}) = delete;
@@ -67,7 +106,13 @@ class Trainer {
     StepStats step(const Tensor4<T>& x0, const Conditioning<T>& conditioning = {}) {
         const std::vector<int>& labels = conditioning.labels;
         const Index batch = x0.dimension(0);
-        const Timesteps t = generator_.randint(batch, schedule_.num_timesteps());  // 1
+        TimestepDraw draw;                                                         // 1
+        if (sampler_) {
+            draw = sampler_->draw(generator_, batch);
+        } else {
+            draw.t = generator_.randint(batch, schedule_.num_timesteps());
+        }
+        const Timesteps& t = draw.t;
         Tensor4<T> eps;
         const Tensor4<T> x_t = q_sample(schedule_, x0, t, generator_, eps);       // 2, 3
         Conditioning<T> c = conditioning;
@@ -98,10 +143,27 @@ class Trainer {
         const Generator dropout(derive_seed(generator_.seed(), static_cast<std::uint64_t>(step_)));
         model_.set_training(true);
         const Tensor4<T> output = model_.forward(x_t, t, c, dropout);              // 4, 5
-        const Tensor4<T> target = training_target(schedule_, options_.prediction, x0, eps, t);
-        Tensor4<T> grad;
-        const double loss = mse_loss(output, target,                               // 6
-                                     min_snr_weights(schedule_, options_.prediction, t, options_.min_snr_gamma), grad);
+        StepStats stats{};
+        Tensor4<T> grad;  // [N, C or 2C, H, W]
+        const std::vector<double> snr = min_snr_weights(schedule_, options_.prediction, t, options_.min_snr_gamma);
+        if (options_.loss == Loss::simple) {                                       // 6
+            std::vector<double> w = snr;
+            for (std::size_t n = 0; n < draw.weights.size(); ++n) w[n] *= draw.weights[n];
+            const Tensor4<T> target = training_target(schedule_, options_.prediction, x0, eps, t);
+            stats.loss = mse_loss(output, target, w, grad);
+            if (sampler_) sampler_->update(t, per_sample_mse(output, target, snr));
+        } else {
+            HybridLoss<T> l = options_.loss == Loss::hybrid
+                                  ? hybrid_loss(schedule_, output, x0, eps, x_t, t, options_.prediction,
+                                                options_.vlb_lambda, draw.weights, snr)
+                                  : vlb_loss(schedule_, output, x0, eps, x_t, t, options_.prediction, options_.variance,
+                                             draw.weights);
+            if (sampler_) sampler_->update(t, l.per_sample);
+            stats.loss = l.loss;
+            stats.mse = l.mse;
+            stats.vb = l.vb;
+            grad = std::move(l.grad);
+        }
         nn::zero_grad(model_);
         model_.backward(grad);
         const double norm = options_.max_grad_norm > 0.0 ? clip_grad_norm(model_, options_.max_grad_norm)
@@ -115,7 +177,9 @@ class Trainer {
         adam_.set_lr(lr);
         adam_.step(model_);
         ema_.update(model_);
-        return {loss, norm, lr};
+        stats.grad_norm = norm;
+        stats.lr = lr;
+        return stats;
     }
 
     /// The state a checkpoint saves and restores: with the model's weights, these make the next
@@ -132,14 +196,36 @@ class Trainer {
     const Model& model() const { return model_; }
     const NoiseSchedule<T>& schedule() const { return schedule_; }
     const TrainerOptions& options() const { return options_; }
+    /// The loss-aware timestep sampler, when options.timestep_sampling asks for it (else null).
+    LossAwareSampler* timestep_sampler() { return sampler_ ? &*sampler_ : nullptr; }
+    const LossAwareSampler* timestep_sampler() const { return sampler_ ? &*sampler_ : nullptr; }
 
   private:
+    using UNetConfigOf = std::decay_t<decltype(std::declval<const Model&>().config())>;
+
+    /// Each sample's min-SNR-weighted squared error, [N]: what the loss-aware sampler records.
+    static std::vector<double> per_sample_mse(const Tensor4<T>& output, const Tensor4<T>& target,
+                                              const std::vector<double>& snr) {
+        const Index batch = output.dimension(0), per_sample = output.size() / batch;
+        std::vector<double> out(static_cast<std::size_t>(batch));
+        for (Index n = 0; n < batch; ++n) {
+            double sum = 0.0;
+            for (Index i = n * per_sample; i < (n + 1) * per_sample; ++i) {
+                const double d = static_cast<double>(output.data()[i]) - static_cast<double>(target.data()[i]);
+                sum += d * d;
+            }
+            out[static_cast<std::size_t>(n)] = snr[static_cast<std::size_t>(n)] * sum / static_cast<double>(per_sample);
+        }
+        return out;
+    }
+
     Model& model_;
     const NoiseSchedule<T>& schedule_;
     TrainerOptions options_;
     Adam<T> adam_;
     EMA<T> ema_;
     Generator generator_;
+    std::optional<LossAwareSampler> sampler_;
     long step_ = 0;
 };
 

@@ -11,9 +11,31 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace diffuse {
+
+/// The training objective: Ho et al.'s simple MSE, or Improved DDPM's hybrid L_simple + lambda L_vlb
+/// (a learned variance) or L_vlb alone (process/hybrid_loss.hpp).
+enum class Loss { simple, hybrid, vlb };
+
+inline const char* to_string(Loss loss) {
+    switch (loss) {
+        case Loss::simple: return "simple";
+        case Loss::hybrid: return "hybrid";
+        case Loss::vlb: return "vlb";
+    }
+    return "?";
+}
+
+/// "simple", "hybrid" or "vlb".
+inline Loss loss_from_string(const std::string& name) {
+    if (name == "simple") return Loss::simple;
+    if (name == "hybrid") return Loss::hybrid;
+    if (name == "vlb") return Loss::vlb;
+    detail::throw_invalid("diffuse::loss_from_string", "name", "\"" + name + "\"", "one of simple, hybrid, vlb");
+}
 
 /// What the network should output for x_t made from x0 and eps: eps, x0, or v = sqrt(ab) eps - sqrt(1 - ab) x0.
 template <class T, int Rank>

@@ -39,6 +39,15 @@ inline const char* to_string(ModelVariance v) {
     return "?";
 }
 
+/// "fixed_small", "fixed_large" or "learned_range" (also "learned").
+inline ModelVariance model_variance_from_string(const std::string& name) {
+    if (name == "fixed_small") return ModelVariance::fixed_small;
+    if (name == "fixed_large") return ModelVariance::fixed_large;
+    if (name == "learned_range" || name == "learned") return ModelVariance::learned_range;
+    detail::throw_invalid("diffuse::model_variance_from_string", "name", "\"" + name + "\"",
+                          "one of fixed_small, fixed_large, learned_range");
+}
+
 /// log sigma_t^2 of a fixed variance, in double. fixed_large at t = 0 is log beta_tilde_1 (log beta_0
 /// when T = 1). learned_range has no fixed value and throws.
 template <class T>

@@ -29,7 +29,7 @@ namespace diffuse {
 template <class T>
 std::vector<double> vb_terms_bpd(const NoiseSchedule<T>& schedule, const Tensor4<T>& model_output,
                                  const Tensor4<T>& x0, const Tensor4<T>& x_t, const Timesteps& t,
-                                 const ReverseOptions& options) {
+                                 const ReverseOptions& options, NormalCdf decoder_cdf = NormalCdf::exact) {
     check_same_shape("diffuse::vb_terms_bpd", "x_t", x_t, "x0", x0);
     const ReverseStep<T> p = p_mean_variance(schedule, model_output, x_t, t, options);
     const DiagonalGaussian<T, 4> q = q_posterior_mean_variance(schedule, x0, x_t, t);
@@ -45,7 +45,8 @@ std::vector<double> vb_terms_bpd(const NoiseSchedule<T>& schedule, const Tensor4
                     detail::throw_invalid("diffuse::vb_terms_bpd", "x0[" + std::to_string(i) + "]", x,
                                           "data scaled to [-1, 1]");
                 }
-                nats -= discretized_gaussian_log_likelihood(x, mean, 0.5 * log_var);
+                nats -= decoder_cdf == NormalCdf::exact ? discretized_gaussian_log_likelihood(x, mean, 0.5 * log_var)
+                                                        : discretized_gaussian_log_likelihood_tanh(x, mean, 0.5 * log_var);
             } else {
                 nats += normal_kl<double>(q.mean.data()[i], q.log_variance.data()[i], mean, log_var);
             }
@@ -83,6 +84,7 @@ struct VlbOptions {
     // noisiest step; the KL terms change by orders of magnitude inside the blocks near t = 0.
     bool stratified = false;
     std::uint64_t seed = 0;       // the noise that makes x_t at step t is stream t of this seed
+    NormalCdf decoder_cdf = NormalCdf::exact;  // tanh_approximation: Improved DDPM's code, to reproduce its numbers
 };
 
 /// The bound on a batch, per sample and per term, in bits per dimension.
@@ -149,7 +151,7 @@ VariationalBound variational_bound(const NoiseSchedule<T>& schedule, Model&& mod
                                   std::to_string(out_channels) + " channels for variance " +
                                       to_string(options.reverse.variance));
         }
-        vb.terms_bpd.push_back(vb_terms_bpd(schedule, output, x0, x_t, steps, options.reverse));
+        vb.terms_bpd.push_back(vb_terms_bpd(schedule, output, x0, x_t, steps, options.reverse, options.decoder_cdf));
         for (Index n = 0; n < batch; ++n) {
             const double term = vb.terms_bpd.back()[static_cast<std::size_t>(n)];
             if (!std::isfinite(term)) {

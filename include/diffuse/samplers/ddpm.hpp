@@ -23,10 +23,10 @@
 
 namespace diffuse {
 
+/// DDPM takes every sampler's options; their `variance` is its step's: fixed small, fixed large or the
+/// model's learned range.
 template <class T>
-struct DDPMOptions : SamplerOptions<T> {
-    ModelVariance variance = ModelVariance::fixed_small;  // learned_range: the model outputs [N, 2C, H, W]
-};
+struct DDPMOptions : SamplerOptions<T> {};
 
 namespace detail {
 

@@ -6,6 +6,7 @@
 // a user brings, and with an analytic denoiser in the tests. The model is told the timesteps it was
 // trained on: a sampler on a respaced schedule passes timestep_map()[i], not the step index i.
 
+#include "diffuse/core/channels.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/shape.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -85,6 +86,23 @@ struct Denoised {
     Tensor4<T> eps;  // [N, C, H, W], the model's eps (not re-derived from a thresholded x0)
 };
 
+/// A learned-variance model ([N, 2C, H, W] outputs, [mean part, v]) as a model of its mean part alone,
+/// [N, C, H, W]: to sample it with a fixed variance. The output must have twice x_t's channels.
+template <class T>
+ModelFn<T> without_variance(ModelFn<T> model) {
+    if (!model) detail::throw_invalid("diffuse::without_variance", "model", "an empty callback", "a model");
+    return [model = std::move(model)](const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning) {
+        Tensor4<T> out = model(x_t, t, conditioning);  // [N, 2C, H, W]
+        const Index c = x_t.dimension(1);
+        if (out.dimension(1) != 2 * c) {
+            detail::throw_invalid("diffuse::without_variance (the model)", "the output's channels", out.dimension(1),
+                                  std::to_string(2 * c) + ", a learned variance's [mean part, v] for x_t's " +
+                                      std::to_string(c));
+        }
+        return channel_slice(out, 0, c);  // [N, C, H, W]
+    };
+}
+
 namespace detail {
 
 /// Throws numerical_error naming the first non-finite entry of x, if any.
@@ -120,11 +138,15 @@ Tensor4<T> call_model(const char* where, const ModelArg<T>& model, const NoiseSc
 }  // namespace detail
 
 /// Calls the model at step i of `schedule` and converts its output to (x0, eps); x0 is thresholded
-/// as the options say. x: [N, C, H, W].
+/// as the options say. x: [N, C, H, W]. A learned-range model's variance channels are not used.
 template <class T>
 Denoised<T> denoise(const char* where, const NoiseSchedule<T>& schedule, const ModelArg<T>& model,
                     const Tensor4<T>& x, int i, const SamplerOptions<T>& options) {
-    const Tensor4<T> output = detail::call_model(where, model, schedule, x, i, options.conditioning, x.dimension(1));
+    const Index c = x.dimension(1);
+    const bool learned = options.variance == ModelVariance::learned_range;
+    Tensor4<T> output = detail::call_model(where, model, schedule, x, i, options.conditioning,
+                                           model_output_channels(c, options.variance));  // [N, C or 2C, H, W]
+    if (learned) output = channel_slice(output, 0, c);                                    // [N, C, H, W], the mean part
     const Timesteps steps(static_cast<std::size_t>(x.dimension(0)), i);
     Denoised<T> d;
     d.eps = predict_eps(schedule, x, steps, output, options.prediction);

@@ -9,7 +9,8 @@
 // and v outputs. What is null is the model's: for class labels the "no class" index num_classes (the
 // U-Net's extra embedding row); for a prompt, the empty prompt (null_prompt, for a model that embeds
 // its prompts) or its embedding (null_context, for a U-Net given contexts). A concatenated image is
-// a spatial input, not a condition to drop: both halves keep it.
+// a spatial input, not a condition to drop: both halves keep it. A model with a learned variance,
+// 2C output channels [mean part, v], has its mean part guided and the conditional half's v kept.
 
 #include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/elementwise.hpp"
@@ -124,7 +125,17 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, NullConditioningFn<T> null
         const Shape4 half = {batch, both.dimension(1), both.dimension(2), both.dimension(3)};  // [N, C', H, W]
         const Eigen::TensorMap<const Tensor4<T>> cond(both.data(), half), uncond(both.data() + cond.size(), half);
         const T s = static_cast<T>(scale);
-        return elementwise([s](T c, T u) { return u + s * (c - u); }, cond, uncond);
+        Tensor4<T> guided = elementwise([s](T c, T u) { return u + s * (c - u); }, cond, uncond);
+        if (both.dimension(1) == 2 * x_t.dimension(1)) {
+            // a learned variance's channels [mean part, v]: v is the conditional model's (GLIDE's choice),
+            // not extrapolated past the range it was trained in
+            const Index c = x_t.dimension(1), plane = x_t.dimension(2) * x_t.dimension(3);
+            for (Index n = 0; n < batch; ++n) {
+                const Index v = (n * 2 * c + c) * plane;
+                std::copy_n(cond.data() + v, c * plane, guided.data() + v);
+            }
+        }
+        return guided;
     };
 }
 

@@ -13,6 +13,7 @@
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/process/parameterization.hpp"
+#include "diffuse/process/reverse.hpp"
 #include "diffuse/process/thresholding.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 #include "diffuse/schedule/respacing.hpp"
@@ -37,6 +38,9 @@ template <class T>
 struct SamplerOptions {
     std::uint64_t seed = 0;
     Prediction prediction = Prediction::epsilon;  // what the model outputs
+    ModelVariance variance = ModelVariance::fixed_small;  // learned_range: the model outputs [N, 2C, H, W], [mean
+                                                  // part, v]; DDPM draws with that variance, every other sampler
+                                                  // uses the mean part. DDPM's fixed_small or fixed_large otherwise
     Conditioning<T> conditioning;                 // handed to the model at every step: labels [N] (empty for an
                                                   // unconditional model), a context, a concatenated image
     Thresholding thresholding = Thresholding::none;
