@@ -1,6 +1,7 @@
 // Latent against pixel diffusion on the 28x28 example's shapes, in one run: the training step of
-// the reference U-Net at batch 16 (the example's batch) on 28x28x1 images and of its latent version
-// (diffuse::latent_unet_config: levels 14 and 7) on the 14x14x2 latents of the example's
+// the reference U-Net at batch 16 (the example's batch) on 28x28x1 images and of the latent U-Net
+// diffuse_train builds (latent_unet_config of reference with channel multipliers 1,1,2: levels 14 and 7
+// with 32 and 64 channels) on the 14x14x2 latents of the example's
 // autoencoder (f = 2, z = 2, ch 16), a sampling step (one DDIM step with classifier-free guidance, a
 // model call on the doubled batch) at batch 16, and the autoencoder's encoding of training images
 // and decoding of sampled latents. images/s counts images (or latents) per second; GFLOPS as
@@ -35,11 +36,14 @@ diffuse::AutoencoderConfig example_autoencoder() {
     return c;
 }
 
-/// Arg 0: the pixel U-Net (reference, 10 classes); 1: its latent version for example_autoencoder().
+/// Arg 0: the pixel U-Net (reference, 10 classes); 1: diffuse_train's latent U-Net for
+/// example_autoencoder(), cut from reference with channel multipliers 1,1,2.
 diffuse::UNetConfig unet_config(bool latent) {
     diffuse::UNetConfig c = diffuse::UNetConfig::reference();
     c.num_classes = 10;
-    return latent ? diffuse::latent_unet_config(c, example_autoencoder()) : c;
+    if (!latent) return c;
+    c.channel_mult = {1, 1, 2};
+    return diffuse::latent_unet_config(c, example_autoencoder());
 }
 
 void set_counters(benchmark::State& state, Index batch, double flops_per_iteration) {

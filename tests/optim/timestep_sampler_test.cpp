@@ -21,8 +21,8 @@ using diffuse::optim::LossAwareSampler;
 using ref::LD;
 
 // Fills every history: step t sees losses (t + 1) (1 + k / 10), k = 0 .. 11 (the first two dropped).
-LossAwareSampler filled(int steps) {
-    LossAwareSampler sampler(steps);
+LossAwareSampler filled(int steps, double uniform_prob = 0.001) {
+    LossAwareSampler sampler(steps, uniform_prob);
     for (int k = 0; k < 12; ++k) {
         diffuse::Timesteps t;
         std::vector<double> losses;
@@ -53,10 +53,13 @@ TEST_CASE("The loss-aware sampler is uniform with weight 1 until every timestep 
     CHECK(sampler.warmed_up());
 }
 
-TEST_CASE("The loss-aware sampler's probabilities are sqrt(E[L^2]) normalised and mixed with 1e-4 uniform",
+TEST_CASE("The loss-aware sampler's probabilities are sqrt(E[L^2]) normalised and mixed with 0.001 uniform",
           "[optim][timestep_sampler]") {
+    // improved-diffusion's LossSecondMomentResampler mixes in uniform_prob = 0.001; another share if asked
     const int steps = 5;
-    const LossAwareSampler sampler = filled(steps);
+    const LD u = GENERATE(LD(1e-3), LD(1e-4), LD(0.5));
+    INFO("uniform_prob " << double(u));
+    const LossAwareSampler sampler = u == LD(1e-3) ? filled(steps) : filled(steps, static_cast<double>(u));
     REQUIRE(sampler.warmed_up());
     // the history keeps the last 10 losses, oldest first: k = 2 .. 11
     for (int s = 0; s < steps; ++s) {
@@ -79,7 +82,7 @@ TEST_CASE("The loss-aware sampler's probabilities are sqrt(E[L^2]) normalised an
     const std::vector<double> p = sampler.probabilities();
     LD total = 0;
     for (int s = 0; s < steps; ++s) {
-        const LD want = rms[static_cast<std::size_t>(s)] / sum * (1 - LD(1e-4)) + LD(1e-4) / steps;
+        const LD want = rms[static_cast<std::size_t>(s)] / sum * (1 - u) + u / steps;
         CHECK(std::fabs(p[static_cast<std::size_t>(s)] - want) <= 1e-15L);
         total += p[static_cast<std::size_t>(s)];
     }
@@ -137,5 +140,6 @@ TEST_CASE("The loss-aware sampler refuses a bad update or state and changes noth
     zeros.set_state(std::vector<double>(20, 0.0), {10, 10});
     REQUIRE_THROWS_AS(zeros.probabilities(), diffuse::numerical_error);
     REQUIRE_THROWS_WITH(LossAwareSampler(0), Catch::Contains("num_timesteps = 0"));
+    REQUIRE_THROWS_WITH(LossAwareSampler(5, 0.0), Catch::Contains("uniform_prob = 0, expected a share in (0, 1]"));
     REQUIRE_THROWS_WITH(diffuse::optim::timestep_sampling_from_string("importance"), Catch::Contains("uniform or loss-aware"));
 }

@@ -213,3 +213,51 @@ TEST_CASE("The trainer refuses a variance its model's outputs or its loss cannot
     CHECK(std::isfinite(vlb_fixed.step(x0, {0, 1, 0, 1, 0, 1, 0, 1}).loss));
     CHECK(std::isfinite(vlb_learned.step(x0, {0, 1, 0, 1, 0, 1, 0, 1}).loss));
 }
+
+TEST_CASE("A loss-aware step weights each sample's loss by 1 / (T p_t) and records its unweighted loss",
+          "[optim][trainer][hybrid]") {
+    // T = 10: the histories fill within the first steps; then one step is replayed by hand from copies of
+    // the trainer's generator, sampler and weights
+    const diffuse::NoiseSchedule<float> schedule(diffuse::cosine_betas(10));
+    UNetConfig config = trainer_unet_config();
+    config.out_channels = 2;
+    diffuse::optim::TrainerOptions options;
+    options.loss = diffuse::Loss::hybrid;
+    options.variance = diffuse::ModelVariance::learned_range;
+    options.timestep_sampling = diffuse::optim::TimestepSampling::loss_aware;
+    options.label_dropout = 0.0;
+    options.seed = 12;
+    auto x0 = tiny_batch();
+    for (diffuse::Index i = 0; i < x0.size(); ++i) x0.data()[i] = std::round((x0.data()[i] + 1) * 127.5f) / 127.5f - 1;
+    const std::vector<int> labels = {0, 1, 0, 1, 0, 1, 0, 1};
+    UNet<float> trained(config, 1);
+    diffuse::optim::Trainer<UNet<float>> trainer(trained, schedule, options);
+    while (!trainer.timestep_sampler()->warmed_up()) trainer.step(x0, labels);
+
+    diffuse::Generator generator = trainer.generator();
+    diffuse::optim::LossAwareSampler sampler = *trainer.timestep_sampler();
+    UNet<float> by_hand(config, 2);
+    trained.for_each_parameter("", [&](diffuse::nn::ParameterView<float> p) {
+        by_hand.for_each_parameter("", [&](diffuse::nn::ParameterView<float> q) {
+            if (q.name == p.name) std::copy(p.value, p.value + p.size, q.value);
+        });
+    });
+    const auto stats = trainer.step(x0, labels);
+
+    const diffuse::optim::TimestepDraw draw = sampler.draw(generator, 8);
+    bool weighted = false;
+    for (const double w : draw.weights) weighted = weighted || w != 1.0;
+    CHECK(weighted);  // past warm-up, the weights are not all 1
+    diffuse::Tensor4<float> eps;
+    const auto x_t = diffuse::q_sample(schedule, x0, draw.t, generator, eps);
+    by_hand.set_training(true);
+    const auto output = by_hand.forward(x_t, draw.t, labels);
+    const auto loss = diffuse::hybrid_loss(schedule, output, x0, eps, x_t, draw.t, diffuse::Prediction::epsilon, 0.001,
+                                           draw.weights);
+    CHECK(stats.loss == loss.loss);
+    double unweighted = 0.0;
+    for (const double l : loss.per_sample) unweighted += l / 8;
+    CHECK(stats.loss != unweighted);
+    sampler.update(draw.t, loss.per_sample);
+    CHECK(trainer.timestep_sampler()->history() == sampler.history());
+}

@@ -938,7 +938,7 @@ long restore_training_state(const char* where, const std::string& path, const Sa
         std::vector<std::int64_t> counts(s.timestep_sampler->counts().size());
         file.copy_to("trainer.timestep_loss_history", history.data(), static_cast<Index>(history.size()));
         file.copy_to("trainer.timestep_loss_counts", counts.data(), static_cast<Index>(counts.size()));
-        sampler.emplace(s.timestep_sampler->num_timesteps());
+        sampler.emplace(s.timestep_sampler->num_timesteps(), s.timestep_sampler->uniform_prob());
         try {
             sampler->set_state(history, counts);
         } catch (const invalid_argument& e) {

@@ -2,7 +2,7 @@
 // Which timestep each training sample gets. Uniform (Ho et al. 2020): t ~ U{0, T-1}, every weight 1.
 // Loss-aware (Improved DDPM, section 3.3, the LossSecondMomentResampler of its code): once each t has
 // a history of its last 10 losses,
-//   p_t ∝ sqrt(E[L_t^2]),  then  p_t <- (1 - 1e-4) p_t + 1e-4 / T,
+//   p_t ∝ sqrt(E[L_t^2]),  then  p_t <- (1 - u) p_t + u / T,  u = 0.001 (their code's uniform_prob),
 // and each sample's loss is weighted by 1 / (T p_t), so the weighted mean stays an unbiased estimate
 // of the uniform mean (of L_vlb / T) while the noisy terms near t = 0 are drawn more often. Until every
 // history is full, t is drawn uniformly with weight 1.
@@ -44,16 +44,23 @@ struct TimestepDraw {
 class LossAwareSampler {
   public:
     static constexpr int history_per_term = 10;
-    static constexpr double uniform_prob = 1e-4;
 
-    explicit LossAwareSampler(int num_timesteps)
+    /// uniform_prob: the share of the uniform distribution mixed in, 0.001 as improved-diffusion's
+    /// LossSecondMomentResampler (it bounds each weight 1 / (T p_t) by 1 / uniform_prob).
+    explicit LossAwareSampler(int num_timesteps, double uniform_prob = 0.001)
         : num_timesteps_(num_timesteps),
+          uniform_prob_(uniform_prob),
           history_(static_cast<std::size_t>(std::max(num_timesteps, 0)) * history_per_term, 0.0),
           counts_(static_cast<std::size_t>(std::max(num_timesteps, 0)), 0) {
         if (num_timesteps < 1) {
             detail::throw_invalid("diffuse::optim::LossAwareSampler", "num_timesteps", num_timesteps, ">= 1");
         }
+        if (!(uniform_prob > 0.0 && uniform_prob <= 1.0)) {
+            detail::throw_invalid("diffuse::optim::LossAwareSampler", "uniform_prob", uniform_prob, "a share in (0, 1]");
+        }
     }
+
+    double uniform_prob() const { return uniform_prob_; }
 
     int num_timesteps() const { return num_timesteps_; }
 
@@ -63,7 +70,7 @@ class LossAwareSampler {
     }
 
     /// p_t, [T]: uniform before warm-up, else sqrt(mean of the squared history) normalised and mixed
-    /// with 1e-4 of the uniform distribution.
+    /// with uniform_prob of the uniform distribution.
     std::vector<double> probabilities() const {
         const std::size_t n = static_cast<std::size_t>(num_timesteps_);
         std::vector<double> p(n, 1.0 / static_cast<double>(n));
@@ -82,7 +89,7 @@ class LossAwareSampler {
             throw numerical_error("diffuse::optim::LossAwareSampler: the losses' root mean squares sum to " +
                                   std::to_string(sum) + ", which gives no distribution over t");
         }
-        for (double& v : p) v = v / sum * (1.0 - uniform_prob) + uniform_prob / static_cast<double>(n);
+        for (double& v : p) v = v / sum * (1.0 - uniform_prob_) + uniform_prob_ / static_cast<double>(n);
         return p;
     }
 
@@ -172,6 +179,7 @@ class LossAwareSampler {
 
   private:
     int num_timesteps_;
+    double uniform_prob_;
     std::vector<double> history_;       // [T, 10]
     std::vector<std::int64_t> counts_;  // [T]
 };

@@ -144,21 +144,22 @@ class Trainer {
         model_.set_training(true);
         const Tensor4<T> output = model_.forward(x_t, t, c, dropout);              // 4, 5
         StepStats stats{};
-        Tensor4<T> grad;  // [N, C or 2C, H, W]
+        Tensor4<T> grad;                 // [N, C or 2C, H, W]
+        std::vector<double> per_sample;  // [N], each sample's loss, for the loss-aware sampler
         const std::vector<double> snr = min_snr_weights(schedule_, options_.prediction, t, options_.min_snr_gamma);
         if (options_.loss == Loss::simple) {                                       // 6
             std::vector<double> w = snr;
             for (std::size_t n = 0; n < draw.weights.size(); ++n) w[n] *= draw.weights[n];
             const Tensor4<T> target = training_target(schedule_, options_.prediction, x0, eps, t);
             stats.loss = mse_loss(output, target, w, grad);
-            if (sampler_) sampler_->update(t, per_sample_mse(output, target, snr));
+            if (sampler_) per_sample = per_sample_mse(output, target, snr);
         } else {
             HybridLoss<T> l = options_.loss == Loss::hybrid
                                   ? hybrid_loss(schedule_, output, x0, eps, x_t, t, options_.prediction,
                                                 options_.vlb_lambda, draw.weights, snr)
                                   : vlb_loss(schedule_, output, x0, eps, x_t, t, options_.prediction, options_.variance,
                                              draw.weights);
-            if (sampler_) sampler_->update(t, l.per_sample);
+            per_sample = std::move(l.per_sample);
             stats.loss = l.loss;
             stats.mse = l.mse;
             stats.vb = l.vb;
@@ -172,6 +173,7 @@ class Trainer {
             throw numerical_error("diffuse::optim::Trainer::step: the gradient norm is " + std::to_string(norm) +
                                   " at step " + std::to_string(step_ + 1) + "; the weights were not updated");
         }
+        if (sampler_) sampler_->update(t, per_sample);  // only a step that updates the weights is recorded
         ++step_;
         const double lr = warmup_lr(options_.adam.lr, step_, options_.warmup_steps);
         adam_.set_lr(lr);
