@@ -27,6 +27,9 @@ enum class Scratch {
     gemm_packed_b,      // GEMM: B^T packed, [strips][P][NR]
     gemm_panel,         // GEMM: a packed panel of A, [kc][MR]
     silu_sigmoid,       // SiLU backward: sigmoid(x), [n]
+    winograd_v,         // Winograd: a block's transformed input patches, [16][C][block]
+    winograd_m,         // Winograd: their products with the transformed kernels, [16][O][block]
+    winograd_padded,    // Winograd: one channel's plane with its zero border, [2 * rows + 2, 2 * cols + 2]
 };
 
 /// A buffer of at least n elements owned by the calling thread, the one of use `Slot`. Contents are

@@ -11,12 +11,17 @@
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
 // flipped and its channels swapped. Work is split by samples and by output columns; sums over samples
 // (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
+// On request (set_algorithm(ConvAlgorithm::winograd)) a 3x3 stride-1 conv with enough channels
+// computes its forward pass and its input gradient by Winograd's F(2x2, 3x3) instead
+// (detail/winograd.hpp): 2.25x fewer multiplications in its products, the same result up to a few
+// roundings. Not the default: on the machines measured it was no faster (docs/benchmarks.md).
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/core/threading.hpp"
 #include "diffuse/detail/gemm.hpp"
 #include "diffuse/detail/scratch.hpp"
+#include "diffuse/detail/winograd.hpp"
 #include "diffuse/nn/parameter.hpp"
 
 #include <algorithm>
@@ -25,6 +30,11 @@
 #include <vector>
 
 namespace diffuse::nn {
+
+/// How a 3x3 stride-1 convolution computes its forward pass and input gradient: by the direct sum
+/// (the default), or by Winograd's F(2x2, 3x3) where it has at least Conv2d::winograd_min_channels
+/// input and output channels. The weight gradient is always direct.
+enum class ConvAlgorithm { direct, winograd };
 
 template <class T = float>
 class Conv2d {
@@ -55,6 +65,16 @@ class Conv2d {
     double forward_flops(const Tensor4<T>& x) const {
         return 2.0 * x.dimension(0) * out_ * in_ * k_ * k_ * output_size(x.dimension(2)) *
                output_size(x.dimension(3));
+    }
+
+    /// Below this many input or output channels the transformed products are too thin to gain.
+    static constexpr Index winograd_min_channels = 8;
+    void set_algorithm(ConvAlgorithm algorithm) { algorithm_ = algorithm; }
+    ConvAlgorithm algorithm() const { return algorithm_; }
+    /// Whether forward and the input gradient run by Winograd's F(2x2, 3x3).
+    bool uses_winograd() const {
+        return shifted() && algorithm_ == ConvAlgorithm::winograd && in_ >= winograd_min_channels &&
+               out_ >= winograd_min_channels;
     }
 
     /// Training mode (the default) keeps the input for backward (a temporary input is moved there, not
@@ -92,7 +112,15 @@ class Conv2d {
                                       std::to_string(g.wo) + "]");
         }
         Tensor4<T> dx(x_.dimensions());
-        pack_input_gradient_weights(g);
+        const bool winograd = uses_winograd();
+        if (winograd) {  // dx = conv(dy, W'), W'[c, o] = w[o, c] flipped, for the whole batch
+            packed_.resize(static_cast<std::size_t>(Winograd::packed_size(in_, out_)));
+            Winograd::transform_weights(in_, out_, true, [&](Index c, Index o) { return weight.data() + (o * in_ + c) * 9; },
+                                        packed_.data());
+            Winograd::convolve(dy.data(), {g.n, out_, g.h, g.w, in_}, packed_.data(), dx.data(), {});
+        } else {
+            pack_input_gradient_weights(g);
+        }
         // Tasks: groups of whole samples, each with its own partial dW^T and db, reduced in task order
         // afterwards. The grouping depends on N only, so the bits do not depend on the thread count.
         const Index per_task = std::max<Index>(1, g.n / 16);
@@ -104,7 +132,8 @@ class Conv2d {
                 T* dwt = partial.data() + task * (wsize + out_);  // [K, Cout]
                 T* db = dwt + wsize;                              // [Cout]
                 for (Index n = task * per_task; n < std::min(g.n, (task + 1) * per_task); ++n) {
-                    backward_sample(dy.data() + n * out_ * g.p, g, n, dwt, db, dx.data() + n * g.c * g.h * g.w);
+                    backward_sample(dy.data() + n * out_ * g.p, g, n, dwt, db,
+                                    winograd ? nullptr : dx.data() + n * g.c * g.h * g.w);
                 }
             }
         });
@@ -129,6 +158,7 @@ class Conv2d {
 
   private:
     using Gemm = detail::Gemm<T>;
+    using Winograd = detail::Winograd<T>;
 
     struct Geometry {
         Index n, c, h, w;  // input [N, Cin, H, W]
@@ -145,6 +175,14 @@ class Conv2d {
     Tensor4<T> convolve(const Tensor4<T>& x, const Tensor2<T>* shift, const Tensor4<T>* residual) {
         const Geometry g = geometry(x);
         Tensor4<T> y(g.n, out_, g.ho, g.wo);
+        if (uses_winograd()) {
+            packed_.resize(static_cast<std::size_t>(Winograd::packed_size(out_, in_)));
+            Winograd::transform_weights(out_, in_, false, [&](Index o, Index c) { return weight.data() + (o * in_ + c) * 9; },
+                                        packed_.data());
+            Winograd::convolve(x.data(), {g.n, in_, g.h, g.w, out_}, packed_.data(), y.data(),
+                               {bias.data(), shift ? shift->data() : nullptr, residual ? residual->data() : nullptr});
+            return y;
+        }
         packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
         Gemm::pack_a(weight.data(), g.k, 1, out_, g.k, packed_.data());  // W [Cout, K]
         // Tasks: (sample, a tile of output columns), enough of them to keep every thread busy.
@@ -275,7 +313,8 @@ class Conv2d {
         }
     }
 
-    // One sample: dW^T += X_col . dY^T, db += row sums of dY, dx = the input gradient.
+    // One sample: dW^T += X_col . dY^T, db += row sums of dY, dx = the input gradient (unless dxs is
+    // null: Winograd computed it for the whole batch).
     void backward_sample(const T* dys, const Geometry& g, Index n, T* dwt, T* db, T* dxs) const {
         for (Index o = 0; o < out_; ++o) {  // db += sum dY
             T sum = T(0);
@@ -292,6 +331,7 @@ class Conv2d {
             plane_rows(planes, in_, g, rows);
         }
         Gemm::rows_times_transposed(g.k, out_, g.p, rows, mask(g), dys, dwt, out_);  // dW^T += X_col . dY^T
+        if (!dxs) return;
 
         const T** dy_rows = detail::scratch<const T*, detail::Scratch::conv_dy_rows>(static_cast<std::size_t>(out_ * 9));
         if (shifted()) {  // dx = conv(dy, W'), the same shifted-plane GEMM as the forward pass
@@ -377,6 +417,7 @@ class Conv2d {
 
     Index in_ = 0, out_ = 0, k_ = 1, stride_ = 1;
     bool training_ = true;
+    ConvAlgorithm algorithm_ = ConvAlgorithm::direct;
     Tensor4<T> x_;          // the forward input, [N, Cin, H, W]
     std::vector<T> packed_;  // the GEMM's A operand, packed (detail::Gemm::pack_a)
 };
