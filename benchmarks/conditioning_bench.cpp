@@ -7,7 +7,6 @@
 // what a DDIM or DPM-Solver step costs; the update itself is negligible).
 // Threads: diffuse's default (DIFFUSE_NUM_THREADS or all).
 //   build/release/benchmarks/diffuse_conditioning_bench
-#include <diffuse/core/memory.hpp>
 #include <diffuse/models/prompt_unet.hpp>
 #include <diffuse/models/text_encoder.hpp>
 #include <diffuse/models/unet.hpp>
@@ -18,6 +17,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "kept_memory.hpp"
+
 #include <string>
 #include <vector>
 
@@ -25,8 +26,6 @@ namespace {
 
 using diffuse::Index;
 using diffuse::Tensor4;
-
-const bool memory_kept = diffuse::keep_freed_memory();
 
 constexpr Index batch = 16;  // the example's
 

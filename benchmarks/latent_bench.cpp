@@ -6,7 +6,6 @@
 // model call on the doubled batch) at batch 16, and the autoencoder's encoding of training images
 // and decoding of sampled latents. images/s counts images (or latents) per second; GFLOPS as
 // unet_bench counts them (3x the forward for a training step). Threads: diffuse's default.
-#include <diffuse/core/memory.hpp>
 #include <diffuse/models/autoencoder.hpp>
 #include <diffuse/models/latent_diffusion.hpp>
 #include <diffuse/models/unet.hpp>
@@ -17,14 +16,14 @@
 
 #include <benchmark/benchmark.h>
 
+#include "kept_memory.hpp"
+
 #include <vector>
 
 namespace {
 
 using diffuse::Index;
 using diffuse::Tensor4;
-
-const bool memory_kept = diffuse::keep_freed_memory();  // as unet_bench: freed activations stay with the process
 
 /// The example's autoencoder: f = 2, z = 2, base 16 channels.
 diffuse::AutoencoderConfig example_autoencoder() {

@@ -4,7 +4,6 @@
 // 2 flops per multiply-add of the convolutions, linear layers and attention products (the same
 // count as forward_flops_per_image);
 // a backward pass costs twice its forward. Threads: diffuse's default (DIFFUSE_NUM_THREADS or all).
-#include <diffuse/core/memory.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
 #include <diffuse/samplers/ddpm.hpp>
@@ -12,13 +11,11 @@
 
 #include <benchmark/benchmark.h>
 
+#include "kept_memory.hpp"
+
 namespace {
 
 using diffuse::Index;
-
-// Freed activations stay with the process, as with the jemalloc PyTorch is compared with
-// (core/memory.hpp); set before any benchmark allocates.
-const bool memory_kept = diffuse::keep_freed_memory();
 
 using diffuse::Tensor4;
 

@@ -5,6 +5,10 @@
 // a page clear for every 4 KiB it touches again: about a tenth of a step at batch 64. PyTorch users
 // avoid the same cost by loading jemalloc or tcmalloc.
 
+// <cstdlib> first: it defines __GLIBC__ (through <features.h>). Without it, a program that includes
+// this header before any other would compile the setting out and silently keep the page faults.
+#include <cstdlib>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
