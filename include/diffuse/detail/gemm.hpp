@@ -225,14 +225,9 @@ struct Gemm {
         T* bt = scratch<T, Scratch::gemm_packed_b>(static_cast<std::size_t>(strips * p * nr));  // [strips][P][NR]: B^T packed
         for (Index s = 0; s < strips; ++s) {
             const Index cols = std::min(nr, n - s * nr);
-            T* dst = bt + s * p * nr;
-            for (Index j = 0; j < cols; ++j) {
-                const T* src = b + (s * nr + j) * p;
-                for (Index q = 0; q < p; ++q) dst[q * nr + j] = src[q];
-            }
-            for (Index j = cols; j < nr; ++j) {
-                for (Index q = 0; q < p; ++q) dst[q * nr + j] = T(0);
-            }
+            const T* b_rows[nr];
+            for (Index j = 0; j < cols; ++j) b_rows[j] = b + (s * nr + j) * p;
+            transpose_rows(b_rows, cols, nr, p, bt + s * p * nr);
         }
         const Index kc = kc_block(p);
         T* panel = scratch<T, Scratch::gemm_panel>(static_cast<std::size_t>(kc * mr));  // [kc][MR]
@@ -240,20 +235,77 @@ struct Gemm {
             const Index kb = std::min(kc, p - q0);
             for (Index i0 = 0; i0 < m; i0 += mr) {
                 const Index rows = std::min(mr, m - i0);
-                for (Index i = 0; i < mr; ++i) {
-                    if (i < rows) {
-                        const T* src = a_rows[i0 + i] + q0;
-                        for (Index q = 0; q < kb; ++q) panel[q * mr + i] = src[q];
-                    } else {
-                        for (Index q = 0; q < kb; ++q) panel[q * mr + i] = T(0);
-                    }
-                }
+                const T* a_panel_rows[mr];
+                for (Index i = 0; i < rows; ++i) a_panel_rows[i] = a_rows[i0 + i] + q0;
+                transpose_rows(a_panel_rows, rows, mr, kb, panel);
                 mask.each(i0, rows, q0, q0 + kb, [&](Index i, Index q) { panel[(q - q0) * mr + i - i0] = T(0); });
                 for (Index s = 0; s < strips; ++s) {
                     kernel(kb, panel, bt + s * p * nr + q0 * nr, c + i0 * ldc + s * nr, ldc, rows,
                            std::min(nr, n - s * nr), true);
                 }
             }
+        }
+    }
+
+    /// dst[q * width + i] = src[i][q] for i < rows and q < count, zero for rows <= i < width: rows
+    /// of length `count` transposed into a k-major panel. Floats go through SSE registers four rows
+    /// by four columns at a time (a scalar transpose cost as much as the products it feeds).
+    static void transpose_rows(const T* const* src, Index rows, Index width, Index count, T* dst) {
+        Index i = 0;
+#if defined(__SSE2__)
+        if constexpr (std::is_same_v<T, float>) {
+#if defined(__AVX__)
+            for (; i + 8 <= rows; i += 8) {  // 8 x 8 blocks through AVX registers
+                Index q = 0;
+                for (; q + 8 <= count; q += 8) {
+                    __m256 r[8], t[8];
+                    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src[i + k] + q);
+                    for (int k = 0; k < 8; k += 2) {
+                        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+                        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+                    }
+                    for (int k = 0; k < 8; k += 4) {
+                        r[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                        r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                        r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                        r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+                    }
+                    float* out = dst + q * width + i;
+                    for (int k = 0; k < 4; ++k) {
+                        _mm256_storeu_ps(out + k * width, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+                        _mm256_storeu_ps(out + (k + 4) * width, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+                    }
+                }
+                for (; q < count; ++q) {
+                    for (Index k = 0; k < 8; ++k) dst[q * width + i + k] = src[i + k][q];
+                }
+            }
+#endif
+            for (; i + 4 <= rows; i += 4) {
+                const float *r0 = src[i], *r1 = src[i + 1], *r2 = src[i + 2], *r3 = src[i + 3];
+                Index q = 0;
+                for (; q + 4 <= count; q += 4) {
+                    __m128 a = _mm_loadu_ps(r0 + q), b = _mm_loadu_ps(r1 + q);
+                    __m128 c = _mm_loadu_ps(r2 + q), d = _mm_loadu_ps(r3 + q);
+                    _MM_TRANSPOSE4_PS(a, b, c, d);
+                    float* out = dst + q * width + i;
+                    _mm_storeu_ps(out, a);
+                    _mm_storeu_ps(out + width, b);
+                    _mm_storeu_ps(out + 2 * width, c);
+                    _mm_storeu_ps(out + 3 * width, d);
+                }
+                for (; q < count; ++q) {
+                    for (Index r = 0; r < 4; ++r) dst[q * width + i + r] = src[i + r][q];
+                }
+            }
+        }
+#endif
+        for (; i < rows; ++i) {
+            const T* row = src[i];
+            for (Index q = 0; q < count; ++q) dst[q * width + i] = row[q];
+        }
+        for (; i < width; ++i) {
+            for (Index q = 0; q < count; ++q) dst[q * width + i] = T(0);
         }
     }
 
