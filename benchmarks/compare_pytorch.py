@@ -8,7 +8,8 @@ sampling step at batch 16, one training step at batch 64; the median of --repeat
 benchmarks/pytorch_reference.py twice: as installed, and tuned (jemalloc preloaded when Debian's
 libjemalloc2 is installed; PyTorch's BLAS is whatever Debian's libblas.so.3 alternative selects,
 OpenBLAS once libopenblas0-pthread is installed). Prints a Markdown table with the ratios
-(PyTorch time / diffuse time: above 1, diffuse is faster).
+(PyTorch time / diffuse time: above 1, diffuse is faster), the last against whichever PyTorch was
+faster on that row (jemalloc is not faster everywhere: seen 3x slower for the training step).
 
 Optional, like pytorch_reference.py: without PyTorch it says so and exits 0.
 """
@@ -54,6 +55,25 @@ def pytorch_times(repeats, threads, env):
     return times, out.splitlines()[0] if out else ""
 
 
+def processor_name():
+    """The processor's model name, family and model, and its widest vector instruction set (speed
+    figures say which processor they came from; a VM's model name can be as terse as "AMD EPYC")."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "unknown"
+    flags = fields.get("flags", "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE2"
+    if "amx_tile" in flags:
+        isa += " + AMX"
+    return (f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}), {isa}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", default=os.path.join(HERE, "..", "build", "release"))
@@ -80,9 +100,9 @@ def main():
     blas = os.path.realpath(BLAS_ALTERNATIVE) if os.path.exists(BLAS_ALTERNATIVE) else "unknown"
 
     print(f"{banner}; BLAS: {blas}; tuned = {'jemalloc preloaded' if os.path.exists(JEMALLOC) else 'as installed (no jemalloc)'}")
-    print(f"{args.threads} threads, medians of {args.repeats}\n")
-    print("| | diffuse | PyTorch as installed | PyTorch tuned | ratio (installed) | ratio (tuned) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"processor: {processor_name()}; {args.threads} threads, medians of {args.repeats}\n")
+    print("| | diffuse | PyTorch as installed | PyTorch tuned | ratio (installed) | ratio (tuned) | ratio (the faster PyTorch) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for key in ("forward batch 1", "forward batch 16", "sampling step batch 16", "training step batch 64"):
         d = ours.get(key)
         # PyTorch's sampling step is its forward at batch 16 (the posterior update is negligible)
@@ -90,7 +110,7 @@ def main():
         i, t = installed.get(pkey), tuned.get(pkey)
         if d is None or i is None or t is None:
             continue
-        print(f"| {key} | {d:.1f} ms | {i:.1f} ms | {t:.1f} ms | {i / d:.2f}x | {t / d:.2f}x |")
+        print(f"| {key} | {d:.1f} ms | {i:.1f} ms | {t:.1f} ms | {i / d:.2f}x | {t / d:.2f}x | {min(i, t) / d:.2f}x |")
     return 0
 
 

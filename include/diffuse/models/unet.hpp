@@ -37,6 +37,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffuse {
@@ -465,13 +466,16 @@ class UNet {
         }
         if (config_.context_pooling) add_inplace(emb, context_embedding.forward(pool_context(c)));
         Index block_index = 0;
-        const auto res = [&](nn::ResBlock<T>& block, const Tensor4<T>& in) {
+        const auto res = [&](nn::ResBlock<T>& block, auto&& in) {  // a temporary input is moved, not copied
             // Each block's masks come from its own stretch of the stream: 2^40 blocks apart.
             Generator stream(dropout.seed(), dropout.offset() + (static_cast<std::uint64_t>(block_index++) << 40));
-            return block.forward(in, emb, stream);
+            return block.forward(std::forward<decltype(in)>(in), emb, stream);
         };
 
         skips_.clear();
+        std::size_t skip_count = 1;
+        for (const Level& level : down) skip_count += level.blocks.size() + (level.resample.out_channels() > 0 ? 1 : 0);
+        skips_.reserve(skip_count);  // a vector of tensors copies them when it grows
         skips_.push_back(config_.concat_channels > 0 ? conv_in.forward(nn::concat_channels(x, c.concat)) : conv_in.forward(x));
         for (Level& level : down) {
             for (std::size_t b = 0; b < level.blocks.size(); ++b) {
@@ -481,7 +485,7 @@ class UNet {
         }
         Tensor4<T> h = res(mid_block_1, skips_.back());
         h = config_.context_dim > 0 ? mid_transformer.forward(h, c.context, c.context_mask) : mid_attn_1.forward(h);
-        h = res(mid_block_2, h);
+        h = res(mid_block_2, std::move(h));
         std::size_t skip = skips_.size();
         skip_channels_used_.clear();
         for (Index l = static_cast<Index>(up.size()) - 1; l >= 0; --l) {

@@ -45,6 +45,10 @@ class GroupNorm {
     /// Training mode (the default) keeps the input for backward (a temporary input is moved there, not
     /// copied); evaluation mode keeps nothing.
     void set_training(bool training) { training_ = training; }
+    bool training() const { return training_; }
+    /// The input the last training-mode forward kept, [N, C, H, W] (empty in evaluation mode): a
+    /// layer around this one may read it instead of keeping a copy of its own.
+    const Tensor4<T>& input() const { return x_; }
 
     /// x: [N, C, H, W] -> y: same shape.
     Tensor4<T> forward(const Tensor4<T>& x) {

@@ -46,21 +46,31 @@ class ResBlock {
 
     /// x: [N, Cin, H, W], temb: [N, E] -> [N, Cout, H, W]; `stream` draws the dropout mask.
     Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {
-        if (!has_embedding()) {
-            detail::throw_invalid("diffuse::nn::ResBlock::forward", "temb", "an embedding",
-                                  "none: this block was built with embedding_channels = 0; call forward(x, stream)");
-        }
+        if (!has_embedding()) throw_embedding_not_built();
         const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
         return residual(x, conv1.forward(norm1.forward(x), &e), stream);  // + e per channel
+    }
+    /// The same for an input the caller gives up: in training it becomes the copy norm1 keeps for
+    /// backward, which the residual then reads, so a temporary input is never copied.
+    Tensor4<T> forward(Tensor4<T>&& x, const Tensor2<T>& temb, const Generator& stream) {
+        if (!norm1.training()) return forward(static_cast<const Tensor4<T>&>(x), temb, stream);
+        if (!has_embedding()) throw_embedding_not_built();
+        const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
+        Tensor4<T> h = norm1.forward(std::move(x));
+        return residual(norm1.input(), conv1.forward(std::move(h), &e), stream);
     }
 
     /// x: [N, Cin, H, W] -> [N, Cout, H, W], for a block without an embedding term.
     Tensor4<T> forward(const Tensor4<T>& x, const Generator& stream) {
-        if (has_embedding()) {
-            detail::throw_invalid("diffuse::nn::ResBlock::forward", "temb", "none",
-                                  "the [N, " + std::to_string(temb_proj.in_features()) + "] embedding this block was built for");
-        }
+        if (has_embedding()) throw_embedding_expected();
         return residual(x, conv1.forward(norm1.forward(x)), stream);
+    }
+    /// The same for an input the caller gives up (kept by norm1, not copied, as above).
+    Tensor4<T> forward(Tensor4<T>&& x, const Generator& stream) {
+        if (!norm1.training()) return forward(static_cast<const Tensor4<T>&>(x), stream);
+        if (has_embedding()) throw_embedding_expected();
+        Tensor4<T> h = norm1.forward(std::move(x));
+        return residual(norm1.input(), conv1.forward(std::move(h)), stream);
     }
 
     /// dy [N, Cout, H, W] -> (dx [N, Cin, H, W], dtemb [N, temb_channels]): a gradient for each of
@@ -90,6 +100,16 @@ class ResBlock {
     }
 
   private:
+    [[noreturn]] static void throw_embedding_not_built() {
+        detail::throw_invalid("diffuse::nn::ResBlock::forward", "temb", "an embedding",
+                              "none: this block was built with embedding_channels = 0; call forward(x, stream)");
+    }
+
+    [[noreturn]] void throw_embedding_expected() const {
+        detail::throw_invalid("diffuse::nn::ResBlock::forward", "temb", "none",
+                              "the [N, " + std::to_string(temb_proj.in_features()) + "] embedding this block was built for");
+    }
+
     // h = conv1(...) -> y = skip(x) + conv2(Dropout(SiLU(GroupNorm(h))))
     Tensor4<T> residual(const Tensor4<T>& x, Tensor4<T> h, const Generator& stream) {
         const Tensor4<T> skip = has_shortcut() ? nin_shortcut.forward(x) : Tensor4<T>();
