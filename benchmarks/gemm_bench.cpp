@@ -4,12 +4,15 @@
 // threads at once: the most floating-point work this machine does per second (2 flops per lane).
 // BM_gemm: C[M, N] = A[M, K] . B[K, N] at the U-Net's convolution shapes, one thread, A packed once
 // (as Conv2d packs its weights once per call), B read through row pointers as Conv2d reads X_col.
-// The ratio of the two GFLOPS is the fraction of peak the GEMM reaches.
+// of_peak: the GEMM's GFLOPS over one core's peak (the median of 2000 rounds of BM_fma_peak's work; peak_GFLOPS
+// says which figure that was).
 #include <diffuse/core/random.hpp>
 #include <diffuse/detail/gemm.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <vector>
 
 namespace {
@@ -17,27 +20,50 @@ namespace {
 using diffuse::Index;
 using Gemm = diffuse::detail::Gemm<float>;
 
-void BM_fma_peak(benchmark::State& state) {
-    constexpr int chains = 12;  // enough independent chains to cover the FMA latency on 2 ports
-    constexpr Index iterations = 1 << 16;
-    Gemm::Vec acc[chains];
+constexpr int fma_chains = 12;  // enough independent chains to cover the FMA latency on 2 ports
+constexpr Index fma_iterations = 1 << 16;
+
+// One round of independent fused multiply-adds; returns its flops. Not inlined: inlined between two
+// clock reads, the compiler may move register-only work past them.
+__attribute__((noinline)) double fma_round() {
+    Gemm::Vec acc[fma_chains];
     const float one = 1.0f, tiny = 1e-7f;
     for (auto& a : acc) a = Gemm::broadcast(&one);
     const Gemm::Vec x = Gemm::broadcast(&tiny), y = Gemm::broadcast(&one);
-    for (auto _ : state) {
-        // (without -ffast-math the compiler may not reassociate the chains, so none is folded)
-        for (Index i = 0; i < iterations; ++i) {
-            for (auto& a : acc) a = Gemm::fmadd(x, y, a);
-        }
-        for (auto& a : acc) benchmark::DoNotOptimize(a);
+    // (without -ffast-math the compiler may not reassociate the chains, so none is folded)
+    for (Index i = 0; i < fma_iterations; ++i) {
+        for (auto& a : acc) a = Gemm::fmadd(x, y, a);
     }
-    const double flops = 2.0 * chains * Gemm::lanes * iterations;
+    for (auto& a : acc) benchmark::DoNotOptimize(a);
+    return 2.0 * fma_chains * Gemm::lanes * fma_iterations;
+}
+
+void BM_fma_peak(benchmark::State& state) {
+    double flops = 0;
+    for (auto _ : state) flops = fma_round();
     // Google Benchmark sums the counter over the threads and divides by the per-thread time share, which
     // counts the threads twice; kAvgThreads undoes that, so the figure is the machine's total.
     state.counters["GFLOPS"] = benchmark::Counter(
         flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kAvgThreads);
 }
 BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
+
+// One core's peak for BM_gemm's fraction: the median rate of 2000 rounds (about a quarter of a second), measured
+// once, just before the first GEMM.
+double one_core_peak_gflops() {
+    static const double peak = [] {
+        std::vector<double> rates;
+        for (int r = 0; r < 2000; ++r) {
+            const auto start = std::chrono::steady_clock::now();
+            const double flops = fma_round();
+            const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+            rates.push_back(flops * 1e-9 / seconds.count());
+        }
+        std::nth_element(rates.begin(), rates.begin() + 1000, rates.end());
+        return rates[1000];
+    }();
+    return peak;
+}
 
 // args: M, K, N
 void BM_gemm(benchmark::State& state) {
@@ -55,7 +81,10 @@ void BM_gemm(benchmark::State& state) {
         Gemm::rows_product(m, k, packed.data(), rows.data(), {}, 0, n, c.data(), n, false);
         benchmark::DoNotOptimize(c.data());
     }
-    state.counters["GFLOPS"] = benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    const double gflop = 2.0 * m * n * k * 1e-9;
+    state.counters["GFLOPS"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["peak_GFLOPS"] = one_core_peak_gflops();
+    state.counters["of_peak"] = benchmark::Counter(gflop / one_core_peak_gflops(), benchmark::Counter::kIsIterationInvariantRate);
 }
 // Y = W . X_col of the reference U-Net's 3x3 convolutions per sample: 28x28 with 32 channels,
 // 14x14 with 64, 7x7 with 64, and a decoder conv over concatenated channels (96 -> 32 at 28x28)
