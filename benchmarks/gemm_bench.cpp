@@ -4,8 +4,8 @@
 // threads at once: the most floating-point work this machine does per second (2 flops per lane).
 // BM_gemm: C[M, N] = A[M, K] . B[K, N] at the U-Net's convolution shapes, one thread, A packed once
 // (as Conv2d packs its weights once per call), B read through row pointers as Conv2d reads X_col.
-// of_peak: the GEMM's GFLOPS over one core's peak (the median of 2000 rounds of BM_fma_peak's work; peak_GFLOPS
-// says which figure that was).
+// of_peak: the GEMM's GFLOPS over one core's peak (the median of 2000 rounds of BM_fma_peak's work;
+// peak_GFLOPS says which figure that was).
 #include <diffuse/core/random.hpp>
 #include <diffuse/detail/gemm.hpp>
 
@@ -48,8 +48,8 @@ void BM_fma_peak(benchmark::State& state) {
 }
 BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 
-// One core's peak for BM_gemm's fraction: the median rate of 2000 rounds (about a quarter of a second), measured
-// once, just before the first GEMM.
+// One core's peak for BM_gemm's fraction: the median rate of 2000 rounds (about a quarter of a
+// second), measured once, just before the first GEMM.
 double one_core_peak_gflops() {
     static const double peak = [] {
         std::vector<double> rates;

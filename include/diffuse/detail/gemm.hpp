@@ -248,9 +248,15 @@ struct Gemm {
     }
 
     /// dst[q * width + i] = src[i][q] for i < rows and q < count, zero for rows <= i < width: rows
-    /// of length `count` transposed into a k-major panel. Floats go through SSE registers four rows
-    /// by four columns at a time (a scalar transpose cost as much as the products it feeds).
+    /// of length `count` transposed into a k-major panel. Floats go through vector registers, 8 x 8
+    /// blocks with AVX and 4 x 4 with SSE (a scalar transpose cost as much as the products it feeds).
     static void transpose_rows(const T* const* src, Index rows, Index width, Index count, T* dst) {
+        // Columns q0 .. count of rows i0 .. i0 + block, one entry at a time: a block's last columns.
+        [[maybe_unused]] const auto columns_from = [&](Index i0, Index block, Index q0) {
+            for (Index q = q0; q < count; ++q) {
+                for (Index r = 0; r < block; ++r) dst[q * width + i0 + r] = src[i0 + r][q];
+            }
+        };
         Index i = 0;
 #if defined(__SSE2__)
         if constexpr (std::is_same_v<T, float>) {
@@ -276,9 +282,7 @@ struct Gemm {
                         _mm256_storeu_ps(out + (k + 4) * width, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
                     }
                 }
-                for (; q < count; ++q) {
-                    for (Index k = 0; k < 8; ++k) dst[q * width + i + k] = src[i + k][q];
-                }
+                columns_from(i, 8, q);
             }
 #endif
             for (; i + 4 <= rows; i += 4) {
@@ -294,9 +298,7 @@ struct Gemm {
                     _mm_storeu_ps(out + 2 * width, c);
                     _mm_storeu_ps(out + 3 * width, d);
                 }
-                for (; q < count; ++q) {
-                    for (Index r = 0; r < 4; ++r) dst[q * width + i + r] = src[i + r][q];
-                }
+                columns_from(i, 4, q);
             }
         }
 #endif
