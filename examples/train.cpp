@@ -19,6 +19,13 @@
 // SIDE x SIDE versions (writes superres.png in place of the class pictures; common/super_resolution.hpp).
 //
 //   diffuse_train --minutes 10 --out out/train
+//
+// Built with MPI (diffuse::mpi), it trains data-parallel when an MPI launcher starts it:
+//   mpirun -np 2 diffuse_train --minutes 10 --out out/train
+// Every rank holds the model and takes an equal share of each global batch of --batch-size images
+// (diffuse/parallel/communicator.hpp); the gradients are summed over the ranks in rank order; rank 0
+// alone prints, writes the checkpoints and the report. Each rank runs cores / (ranks on its machine)
+// threads unless --threads or DIFFUSE_NUM_THREADS says otherwise. An error on any rank ends every rank.
 
 #include "common/batches.hpp"
 #include "common/classifier.hpp"
@@ -42,6 +49,10 @@
 #include <diffuse/models/unet.hpp>
 #include <diffuse/nn/parameter.hpp>
 #include <diffuse/optim/trainer.hpp>
+#include <diffuse/parallel/communicator.hpp>
+#ifdef DIFFUSE_EXAMPLES_MPI
+#include <diffuse/parallel/mpi.hpp>
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -59,6 +70,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -149,7 +161,11 @@ struct Arguments {
     }();
     std::string plots_dir = DIFFUSE_EXAMPLES_PLOTS_DIR;
     double log_seconds = 10.0;
+    diffuse::Communicator* ranks = nullptr;  // an MPI job's ranks (null: one process)
 };
+
+int rank_count(const Arguments& a) { return a.ranks ? a.ranks->size() : 1; }
+bool is_root(const Arguments& a) { return !a.ranks || a.ranks->rank() == 0; }
 
 /// The U-Net of --config with the command line's changes (--dropout, --channel-mult).
 diffuse::UNetConfig model_config(const Arguments& a) {
@@ -338,6 +354,7 @@ TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments&
     TrainingRun run;
     run.last_checkpoint = trainer.step_count();
     const long first_step = trainer.step_count();
+    const bool root = is_root(a);
     examples::ProgressBar bar(a.log_seconds);
     diffuse::Tensor4<float> x;
     std::vector<int> y;
@@ -349,14 +366,24 @@ TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments&
         const double reserve = 1.15 * budget.report_forwards * run.seconds_per_forward(a.batch_size) + 5.0;
         if (budget.steps > 0) {
             if (step >= budget.steps) break;
-        } else if (run.taken > 0 && elapsed + run.seconds_per_step() + reserve > budget.seconds) {
-            break;
+        } else {
+            // rank 0's clock decides for every rank
+            double stop = root && run.taken > 0 && elapsed + run.seconds_per_step() + reserve > budget.seconds ? 1.0 : 0.0;
+            if (a.ranks) a.ranks->sum(&stop, 1);
+            if (stop > 0.0) break;
         }
+        // the global batch, and this rank's share of it (all of it in one process)
         batches.next(a.batch_size, x, y);
+        diffuse::Conditioning<float> conditioning = conditioning_of(y, batches.last_indices(), step);
+        if (rank_count(a) > 1) {
+            const diffuse::Share share = diffuse::share_of(a.batch_size, a.ranks->rank(), a.ranks->size());
+            x = diffuse::batch_slice(x, share.first, share.count);
+            conditioning = diffuse::slice_conditioning(conditioning, share.first, share.count);
+        }
         const auto t0 = Clock::now();
         diffuse::optim::StepStats stats;
         try {
-            stats = trainer.step(x, conditioning_of(y, batches.last_indices(), step));
+            stats = trainer.step(x, conditioning);
         } catch (const diffuse::numerical_error& e) {
             bar.finish();
             std::cerr << "diffuse_train: training stopped: " << e.what() << '\n';
@@ -375,8 +402,10 @@ TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments&
         // 1 - 0.98^n as Adam corrects its moments, so the first steps are not pulled towards 0
         loss_average = 0.98 * loss_average + 0.02 * stats.loss;
         run.smoothed = loss_average / (1.0 - std::pow(0.98, static_cast<double>(run.taken)));
-        loss_csv << trainer.step_count() << ',' << stats.loss << ',' << run.smoothed << ',' << stats.lr << ','
-                 << stats.grad_norm << ',' << std::chrono::duration<double>(Clock::now() - train_start).count() << '\n';
+        if (root) {
+            loss_csv << trainer.step_count() << ',' << stats.loss << ',' << run.smoothed << ',' << stats.lr << ','
+                     << stats.grad_norm << ',' << std::chrono::duration<double>(Clock::now() - train_start).count() << '\n';
+        }
         const double now = std::chrono::duration<double>(Clock::now() - budget.start).count();
         double fraction, left;
         if (budget.steps > 0) {
@@ -386,14 +415,14 @@ TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments&
             fraction = now / budget.seconds;
             left = budget.seconds - now;
         }
-        bar.update(trainer.step_count(), run.smoothed, static_cast<double>(a.batch_size) / run.seconds_per_step(), fraction, left);
-        if (a.checkpoint_every > 0 && trainer.step_count() % a.checkpoint_every == 0) {
+        if (root) bar.update(trainer.step_count(), run.smoothed, static_cast<double>(a.batch_size) / run.seconds_per_step(), fraction, left);
+        if (root && a.checkpoint_every > 0 && trainer.step_count() % a.checkpoint_every == 0) {
             loss_csv.flush();
             save();
             run.last_checkpoint = trainer.step_count();
         }
     }
-    bar.finish();
+    if (root) bar.finish();
     run.seconds = std::chrono::duration<double>(Clock::now() - train_start).count();
     return run;
 }
@@ -451,6 +480,25 @@ nlohmann::ordered_json training_metrics(const Arguments& a, Index parameters,
     return metrics;
 }
 
+/// The data-parallel run's figures for metrics.json: ranks, threads, and what summing the gradients
+/// cost per step (the traffic of an MPI run's sums; zero in one process).
+nlohmann::ordered_json data_parallel_figures(const Arguments& a, Index parameters, const TrainingRun& run) {
+    double bytes = 0.0, seconds = 0.0;
+#ifdef DIFFUSE_EXAMPLES_MPI
+    if (const auto* mpi = dynamic_cast<const diffuse::MpiCommunicator*>(a.ranks); mpi && mpi->size() > 1 && run.taken > 0) {
+        seconds = mpi->traffic().seconds / static_cast<double>(run.taken);  // the gradients' and the loss's sums
+        bytes = static_cast<double>(parameters) * sizeof(float);
+    }
+#endif
+    (void)parameters;
+    return {{"ranks", rank_count(a)},
+            {"threads_per_rank", diffuse::num_threads()},
+            {"gradient_bytes_per_step", bytes},
+            {"sum_seconds_per_step", seconds},
+            {"what", "gradients summed over the ranks in rank order (MPI_Alltoallv, then MPI_Allgatherv), once per step; "
+                     "seconds include waiting for the slowest rank"}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -462,14 +510,40 @@ int main(int argc, char** argv) {
     Arguments a;
     add_options(app, a);
 
-    return examples::run(app, argc, argv, [&] {
+#ifdef DIFFUSE_EXAMPLES_MPI
+    // Data-parallel when an MPI launcher started this process; alone otherwise, without MPI.
+    std::optional<diffuse::MpiSession> mpi;
+    std::optional<diffuse::MpiCommunicator> world;
+    if (diffuse::launched_by_mpi()) {
+        mpi.emplace(argc, argv);
+        world.emplace();
+        a.ranks = &*world;
+    }
+#endif
+    const int code = examples::run(app, argc, argv, [&] {
         const auto run_start = Clock::now();
-        if (a.threads > 0) diffuse::set_num_threads(a.threads);
+        const int ranks = rank_count(a);
+        if (a.threads > 0) {
+            diffuse::set_num_threads(a.threads);
+        } else if (ranks > 1 && std::getenv("DIFFUSE_NUM_THREADS") == nullptr) {
+#ifdef DIFFUSE_EXAMPLES_MPI
+            const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+            diffuse::set_num_threads(std::max(1, cores / diffuse::local_rank_count()));
+#endif
+        }
+        if (!is_root(a) && !std::freopen("/dev/null", "w", stdout)) {  // rank 0 alone reports
+            throw std::runtime_error("cannot silence the standard output of rank " + std::to_string(a.ranks->rank()));
+        }
         if (a.classifier_path.empty()) a.classifier_path = examples::default_classifier_path(a.out_dir);
         std::filesystem::create_directories(a.out_dir);
         const std::string checkpoint_path = a.out_dir + "/checkpoint.safetensors";
         const diffuse::DataCursor cursor = a.resume.empty() ? diffuse::DataCursor{} : take_settings_from_checkpoint(a);
         if (a.batch_size < 1) diffuse::detail::throw_invalid("diffuse_train", "--batch-size", a.batch_size, ">= 1");
+        if (a.batch_size % ranks != 0) {
+            diffuse::detail::throw_invalid("diffuse_train", "--batch-size", a.batch_size,
+                                           "a multiple of the " + std::to_string(ranks) + " ranks: each takes an equal share of a batch");
+        }
+        a.evaluate = a.evaluate && is_root(a);  // the classifier, the scores and the pictures are rank 0's
         if (a.prompts && !a.autoencoder_path.empty()) {
             diffuse::detail::throw_invalid("diffuse_train", "--prompts with --autoencoder", a.autoencoder_path,
                                            "one of them: a prompt-conditioned latent model is not built yet");
@@ -557,6 +631,7 @@ int main(int argc, char** argv) {
             using Model = std::decay_t<decltype(model)>;
             diffuse::optim::Trainer<Model> trainer(model, noise_schedule, options);
             if (!a.resume.empty()) diffuse::load_checkpoint(a.resume, trainer);
+            if (ranks > 1) trainer.set_communicator(*a.ranks);
             const long first_step = trainer.step_count();
             if (!a.resume.empty() && cursor.epoch * static_cast<std::uint64_t>(n_train) + static_cast<std::uint64_t>(cursor.position) !=
                                          static_cast<std::uint64_t>(first_step * a.batch_size)) {
@@ -568,14 +643,17 @@ int main(int argc, char** argv) {
             examples::Batches batches(latent ? train_latents : train_x, train_data.labels, n_train, a.seed, cursor);
 
             std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %s; %lld training images from %s; %s "
-                        "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads\n",
+                        "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads%s\n",
                         a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
                         a.prompts ? "prompt-conditioned (text encoder and cross-attention)"
                         : sr_side > 0 ? ("super-resolution from " + std::to_string(sr_side) + "x" + std::to_string(sr_side)).c_str()
                                       : (std::to_string(model.config().num_classes) + " classes").c_str(),
                         static_cast<long long>(n_train), a.data_dir.c_str(), a.schedule.c_str(), a.timesteps,
                         static_cast<long long>(a.batch_size), options.adam.lr, options.warmup_steps, options.ema_decay,
-                        diffuse::num_threads());
+                        diffuse::num_threads(),
+                        ranks > 1 ? (" on each of " + std::to_string(ranks) + " ranks (data-parallel, " +
+                                     std::to_string(a.batch_size / ranks) + " images each per step)").c_str()
+                                  : "");
             if (latent) {
                 std::printf("latent diffusion: %lldx%lldx%lld latents of %s (scale factor %.5f), encoded in %.1f s; x0 "
                             "clipped to +-%.3f\n",
@@ -600,6 +678,7 @@ int main(int argc, char** argv) {
                 m["diffuse_train.epoch"] = std::to_string(batches.cursor().epoch);
                 m["diffuse_train.position"] = std::to_string(batches.cursor().position);
                 m["diffuse_train.data_dir"] = a.data_dir;
+                m["diffuse_train.ranks"] = std::to_string(ranks);  // for the record: a resume may use another count
                 if (latent) m.merge(diffuse::latent_metadata(latent_reference));
                 if (sr_side > 0) m[examples::super_resolution_key] = std::to_string(sr_side);
                 for (const auto& [key, value] : model_metadata) m[key] = value;
@@ -609,12 +688,14 @@ int main(int argc, char** argv) {
             // Training. The budget runs from the start, less the time a missing classifier took to train,
             // and keeps time for the pictures and evaluation: their forward passes at the training's cost.
             const std::string loss_path = a.out_dir + "/loss.csv";
-            if (first_step == 0) {
+            if (!is_root(a)) {
+            } else if (first_step == 0) {
                 std::ofstream(loss_path, std::ios::trunc) << "step,loss,loss_smoothed,lr,grad_norm,seconds\n";
             } else {
                 truncate_loss_csv(loss_path, first_step);
             }
-            std::ofstream loss_csv(loss_path, std::ios::app);
+            std::ofstream loss_csv;  // rank 0's
+            if (is_root(a)) loss_csv.open(loss_path, std::ios::app);
             Budget budget;
             budget.steps = a.steps;
             budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
@@ -633,6 +714,7 @@ int main(int argc, char** argv) {
                           << "; lower --lr or raise --warmup and --resume from it\n";
                 std::exit(1);
             }
+            if (!is_root(a)) return;  // rank 0 writes the checkpoint and the report
             save();
             std::printf("trained steps %ld to %ld (%ld steps, %lld images) in %.0f s: %.2f s/step, %.1f images/s; "
                         "smoothed loss %.4f\nwrote %s\n",
@@ -640,6 +722,14 @@ int main(int argc, char** argv) {
                         run.seconds, run.seconds_per_step(),
                         run.taken > 0 ? static_cast<double>(run.taken * a.batch_size) / run.step_seconds : 0.0, run.smoothed,
                         checkpoint_path.c_str());
+            const nlohmann::ordered_json parallel = data_parallel_figures(a, diffuse::nn::parameter_count(model), run);
+            if (ranks > 1) {
+                std::printf("data-parallel: %d ranks of %d threads; gradients %.2f MB per step, summed over the ranks in "
+                            "%.1f ms per step (%.1f%% of a step)\n",
+                            ranks, diffuse::num_threads(), parallel["gradient_bytes_per_step"].get<double>() / 1e6,
+                            1e3 * parallel["sum_seconds_per_step"].get<double>(),
+                            100.0 * parallel["sum_seconds_per_step"].get<double>() / run.seconds_per_step());
+            }
             draw_loss_curve(a, loss_path);
 
             // The pictures and figures, with the EMA's weights.
@@ -654,6 +744,7 @@ int main(int argc, char** argv) {
             nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
             metrics["training"]["dropout"] = model.config().dropout;
             metrics["training"]["channel_mult"] = model.config().channel_mult;
+            metrics["training"]["data_parallel"] = parallel;
             const nlohmann::ordered_json figures = write_figures(ema_model, real_x);
             if (latent) {
                 metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
@@ -756,4 +847,9 @@ int main(int argc, char** argv) {
                 });
         }
     });
+#ifdef DIFFUSE_EXAMPLES_MPI
+    // an error on one rank ends them all (its message is printed above); no rank waits for it
+    if (world && world->size() > 1 && code != 0) diffuse::MpiSession::abort_job("diffuse_train: stopped", code);
+#endif
+    return code;
 }

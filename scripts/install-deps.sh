@@ -11,6 +11,7 @@ packages=(
   zlib1g-dev libstb-dev nlohmann-json3-dev libcli11-dev  # examples: gzip, PNG, JSON, command lines
   gnuplot-nox             # plots of example output
   dataset-fashion-mnist   # the training set for the examples
+  openmpi-bin libopenmpi-dev  # data-parallel training (diffuse::mpi, mpirun -np N diffuse_train) and its tests
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -64,6 +64,8 @@
 #include "diffuse/optim/timestep_sampler.hpp"
 #include "diffuse/optim/trainer.hpp"
 
+#include "diffuse/parallel/communicator.hpp"
+
 #include "diffuse/samplers/ddim.hpp"
 #include "diffuse/samplers/ddpm.hpp"
 #include "diffuse/samplers/denoiser.hpp"

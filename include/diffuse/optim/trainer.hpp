@@ -8,8 +8,12 @@
 // variance (2C output channels), or L_vlb alone, with t drawn uniformly or by the loss-aware sampler
 // (optim/timestep_sampler.hpp), whose histories are part of the state a checkpoint saves.
 // For classifier-free guidance, labels are replaced by the "no class" index with probability
-// label_dropout, and prompts (a PromptUNet's) by the empty prompt with the same probability. Every random draw comes from the trainer's Generator, so a run is reproducible and
-// can be resumed bit for bit from (weights, optimizer, EMA, generator state, step).
+// label_dropout, and prompts (a PromptUNet's) by the empty prompt with the same probability. Every
+// random draw comes from the trainer's Generator, so a run is reproducible and can be resumed bit for
+// bit from (weights, optimizer, EMA, generator state, step).
+// Data-parallel (set_communicator, diffuse/parallel/communicator.hpp): each rank steps on its share
+// of the global batch, draws t, the noise and label dropout for the whole global batch and keeps its
+// share's, and the gradients are summed over the ranks before clipping.
 
 #include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/error.hpp"
@@ -20,6 +24,7 @@
 #include "diffuse/optim/ema.hpp"
 #include "diffuse/optim/lr_schedule.hpp"
 #include "diffuse/optim/timestep_sampler.hpp"
+#include "diffuse/parallel/communicator.hpp"
 #include "diffuse/process/forward.hpp"
 #include "diffuse/process/hybrid_loss.hpp"
 #include "diffuse/process/losses.hpp"
@@ -100,47 +105,62 @@ class Trainer {
     /// A temporary schedule would dangle once the constructor's full expression ends: refused at compile time.
     Trainer(Model& model, const NoiseSchedule<T>&& schedule, TrainerOptions options = {}) = delete;
 
-    /// One step on a batch x0 [N, C, H, W] scaled to [-1, 1], with its conditioning: class labels [N]
-    /// for a class-conditional model (none for an unconditional one), a prompt per image for a
-    /// PromptUNet, a concatenated image per image for a model that takes one.
+    /// Data-parallel training: from now on step() takes this rank's share of each global batch
+    /// (share_of: samples [rank B/R, (rank + 1) B/R) of a global batch of B), draws the randomness of
+    /// the whole global batch, and sums the gradients over the ranks before clipping, so that every
+    /// rank makes the same update. Dropout masks are drawn per rank (a stream of (seed, step, rank)).
+    /// The communicator must outlive the trainer.
+    void set_communicator(Communicator& communicator) { communicator_ = &communicator; }
+
+    /// One step on a batch x0 [N, C, H, W] scaled to [-1, 1] (with a communicator: this rank's share
+    /// of the global batch), with its conditioning: class labels [N] for a class-conditional model
+    /// (none for an unconditional one), a prompt per image for a PromptUNet, a concatenated image per
+    /// image for a model that takes one.
     StepStats step(const Tensor4<T>& x0, const Conditioning<T>& conditioning = {}) {
         const std::vector<int>& labels = conditioning.labels;
-        const Index batch = x0.dimension(0);
-        TimestepDraw draw;                                                         // 1
+        const int ranks = communicator_ ? communicator_->size() : 1;
+        const Index batch = x0.dimension(0);  // this rank's share
+        const Share share = share_of(batch * ranks, communicator_ ? communicator_->rank() : 0, ranks);
+        const Index global = batch * ranks;
+        TimestepDraw all;                                                          // 1
         if (sampler_) {
-            draw = sampler_->draw(generator_, batch);
+            all = sampler_->draw(generator_, global);
         } else {
-            draw.t = generator_.randint(batch, schedule_.num_timesteps());
+            all.t = generator_.randint(global, schedule_.num_timesteps());
         }
+        TimestepDraw draw = ranks == 1 ? all : share_of_draw(all, share);
         const Timesteps& t = draw.t;
-        Tensor4<T> eps;
-        const Tensor4<T> x_t = q_sample(schedule_, x0, t, generator_, eps);       // 2, 3
+        Tensor4<T> eps(global, x0.dimension(1), x0.dimension(2), x0.dimension(3));  // [B, C, H, W]
+        generator_.normal(eps);
+        if (ranks > 1) eps = batch_slice(eps, share.first, share.count);           // [N, C, H, W]
+        const Tensor4<T> x_t = q_sample(schedule_, x0, t, eps);                     // 2, 3
         Conditioning<T> c = conditioning;
         std::vector<int>& y = c.labels;
         const Index classes = model_.config().num_classes;
         if (classes > 0 && !labels.empty() && options_.label_dropout > 0.0) {
-            std::vector<double> u(labels.size());
-            generator_.uniform(u.data(), static_cast<Index>(u.size()));
+            std::vector<double> u(static_cast<std::size_t>(global));
+            generator_.uniform(u.data(), global);
             for (std::size_t n = 0; n < y.size(); ++n) {
-                if (u[n] < options_.label_dropout) y[n] = static_cast<int>(classes);
+                if (u[static_cast<std::size_t>(share.first) + n] < options_.label_dropout) y[n] = static_cast<int>(classes);
             }
         }
         if (c.has_prompt() && options_.label_dropout > 0.0) {  // the empty prompt: <start>, then padding
             Tokens& p = c.prompt;
             if (p.mask.empty()) p.mask.assign(p.ids.size(), 1);
-            std::vector<double> u(static_cast<std::size_t>(p.batch));
-            generator_.uniform(u.data(), p.batch);
+            std::vector<double> u(static_cast<std::size_t>(global));
+            generator_.uniform(u.data(), global);
             for (Index n = 0; n < p.batch; ++n) {
-                if (u[static_cast<std::size_t>(n)] >= options_.label_dropout) continue;
+                if (u[static_cast<std::size_t>(share.first + n)] >= options_.label_dropout) continue;
                 std::fill_n(p.ids.begin() + n * p.length, p.length, 0);
                 std::fill_n(p.mask.begin() + n * p.length, p.length, std::uint8_t{0});
                 p.mask[static_cast<std::size_t>(n * p.length)] = 1;
             }
         }
-        // the dropout masks: a stream of their own, a new one each step. Derived from the generator's
-        // seed (equal to options.seed unless a checkpoint restored another), so that (generator, step)
-        // is the whole of a step's randomness.
-        const Generator dropout(derive_seed(generator_.seed(), static_cast<std::uint64_t>(step_)));
+        // the dropout masks: a stream of their own, a new one each step (and rank). Derived from the
+        // generator's seed (equal to options.seed unless a checkpoint restored another), so that
+        // (generator, step) is the whole of a step's randomness.
+        const std::uint64_t step_seed = derive_seed(generator_.seed(), static_cast<std::uint64_t>(step_));
+        const Generator dropout(ranks == 1 ? step_seed : derive_seed(step_seed, 0x72616e6bULL + static_cast<std::uint64_t>(share.first)));
         model_.set_training(true);
         const Tensor4<T> output = model_.forward(x_t, t, c, dropout);              // 4, 5
         StepStats stats{};
@@ -165,15 +185,26 @@ class Trainer {
             stats.vb = l.vb;
             grad = std::move(l.grad);
         }
+        if (ranks > 1) {  // the global batch's mean: each share's mean over 1/R of it
+            const T scale = T(1) / static_cast<T>(ranks);
+            Eigen::Map<Table<T>>(grad.data(), grad.size()) *= scale;
+            double summed[3] = {stats.loss / ranks, stats.mse / ranks, stats.vb / ranks};
+            communicator_->sum(summed, 3);
+            stats.loss = summed[0];
+            stats.mse = summed[1];
+            stats.vb = summed[2];
+            if (sampler_) per_sample = all_gather(*communicator_, per_sample);
+        }
         nn::zero_grad(model_);
         model_.backward(grad);
+        if (ranks > 1) sum_gradients(*communicator_, model_, gradient_buffer_);
         const double norm = options_.max_grad_norm > 0.0 ? clip_grad_norm(model_, options_.max_grad_norm)
                                                          : grad_norm(model_);
         if (!std::isfinite(norm)) {
             throw numerical_error("diffuse::optim::Trainer::step: the gradient norm is " + std::to_string(norm) +
                                   " at step " + std::to_string(step_ + 1) + "; the weights were not updated");
         }
-        if (sampler_) sampler_->update(t, per_sample);  // only a step that updates the weights is recorded
+        if (sampler_) sampler_->update(all.t, per_sample);  // only a step that updates the weights is recorded
         ++step_;
         const double lr = warmup_lr(options_.adam.lr, step_, options_.warmup_steps);
         adam_.set_lr(lr);
@@ -205,6 +236,15 @@ class Trainer {
   private:
     using UNetConfigOf = std::decay_t<decltype(std::declval<const Model&>().config())>;
 
+    /// The draws of samples [share.first, share.first + share.count) of the global batch's.
+    static TimestepDraw share_of_draw(const TimestepDraw& all, const Share& share) {
+        TimestepDraw out;
+        const auto first = static_cast<std::ptrdiff_t>(share.first), end = first + static_cast<std::ptrdiff_t>(share.count);
+        out.t.assign(all.t.begin() + first, all.t.begin() + end);
+        if (!all.weights.empty()) out.weights.assign(all.weights.begin() + first, all.weights.begin() + end);
+        return out;
+    }
+
     /// Each sample's min-SNR-weighted squared error, [N]: what the loss-aware sampler records.
     static std::vector<double> per_sample_mse(const Tensor4<T>& output, const Tensor4<T>& target,
                                               const std::vector<double>& snr) {
@@ -229,6 +269,8 @@ class Trainer {
     Generator generator_;
     std::optional<LossAwareSampler> sampler_;
     long step_ = 0;
+    Communicator* communicator_ = nullptr;  // data-parallel: the ranks (null: one process)
+    std::vector<T> gradient_buffer_;        // [parameters], the gradients packed for the sum over ranks
 };
 
 }  // namespace diffuse::optim
