@@ -10,6 +10,7 @@
 #include <diffuse/models/prompt_unet.hpp>
 #include <diffuse/models/text_encoder.hpp>
 #include <diffuse/models/unet.hpp>
+#include <diffuse/nn/spatial_transformer.hpp>
 #include <diffuse/optim/trainer.hpp>
 #include <diffuse/samplers/denoiser.hpp>
 #include <diffuse/samplers/guidance.hpp>
@@ -123,9 +124,30 @@ void BM_prompt_guided_sampling_step(benchmark::State& state) {
     guided_step(state, diffuse::classifier_free_guidance<float>(diffuse::model_fn<float>(model), diffuse::null_prompt<float>(), 3.0),
                 true);
 }
+// One of the prompt model's spatial transformers alone, as at 7x7 (64 channels, 4 heads, a context of
+// 8 tokens of width 64), forward or forward + backward, at batch 16: the prompt model has six.
+void BM_spatial_transformer(benchmark::State& state) {
+    diffuse::Generator gen(8);
+    diffuse::nn::SpatialTransformer<float> block(64, 4, 16, 64, 8, gen);
+    const auto x = gen.randn<float, 4>({batch, 64, 7, 7});     // [N, C, 7, 7]
+    const auto context = gen.randn<float, 3>({batch, 8, 64});  // [N, L, D]
+    const auto dy = gen.randn<float, 4>({batch, 64, 7, 7});
+    const diffuse::KeyMask mask;
+    const bool backward = state.range(0) != 0;
+    for (auto _ : state) {
+        auto y = block.forward(x, context, mask);
+        if (backward) {
+            auto d = block.backward(dy);
+            benchmark::DoNotOptimize(d.dx.data());
+        }
+        benchmark::DoNotOptimize(y.data());
+    }
+}
+
 BENCHMARK(BM_class_train_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 BENCHMARK(BM_prompt_train_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 BENCHMARK(BM_class_guided_sampling_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_prompt_guided_sampling_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_spatial_transformer)->ArgName("bwd")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -3,6 +3,8 @@
 // against one process stepping on the global batch. Collective calls come before the assertions, so
 // that a failing check on one rank cannot leave another waiting in a sum.
 
+#include "../support/unet_configs.hpp"
+
 #include <diffuse/core/random.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
@@ -66,16 +68,10 @@ void check_ordered_sum(diffuse::MpiCommunicator& world) {
     }
 }
 
+// The trainer tests' U-Net with 3 classes, and 2 output channels for a learned variance.
 diffuse::UNetConfig data_parallel_unet_config(bool learned_variance) {
-    diffuse::UNetConfig c;
-    c.model_channels = 8;
-    c.channel_mult = {1, 2};
-    c.num_res_blocks = 1;
-    c.attention_resolutions = {4};
-    c.groups = 4;
-    c.image_size = 8;
+    diffuse::UNetConfig c = diffuse::testing_support::trainer_unet_config();
     c.num_classes = 3;
-    c.dropout = 0.0;
     c.out_channels = learned_variance ? 2 : 1;
     return c;
 }

@@ -1,6 +1,8 @@
 // Training: gradient-norm clipping, the loss of a few hundred steps on a tiny fixed batch, a
 // reproducible run, a non-finite loss stopping with a clear error, and no trainer on a temporary schedule.
 
+#include "../support/unet_configs.hpp"
+
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
 #include <diffuse/process/forward.hpp>
@@ -18,18 +20,7 @@ using diffuse::UNetConfig;
 
 namespace {
 
-UNetConfig trainer_unet_config() {
-    UNetConfig c;
-    c.model_channels = 8;
-    c.channel_mult = {1, 2};
-    c.num_res_blocks = 1;
-    c.attention_resolutions = {4};
-    c.groups = 4;
-    c.image_size = 8;
-    c.num_classes = 2;
-    c.dropout = 0.0;
-    return c;
-}
+using diffuse::testing_support::trainer_unet_config;
 
 diffuse::Tensor4<float> tiny_batch() {
     diffuse::Generator gen(5);

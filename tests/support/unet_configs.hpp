@@ -20,4 +20,19 @@ inline UNetConfig two_level_unet_config() {
     return c;
 }
 
+/// The trainer tests' U-Net: two levels at 8x8 (8 and 16 channels), one ResBlock each, attention at
+/// 4x4, 4 groups, 1 channel in and out, 2 classes, no dropout.
+inline UNetConfig trainer_unet_config() {
+    UNetConfig c;
+    c.model_channels = 8;
+    c.channel_mult = {1, 2};
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {4};
+    c.groups = 4;
+    c.image_size = 8;
+    c.num_classes = 2;
+    c.dropout = 0.0;
+    return c;
+}
+
 }  // namespace diffuse::testing_support

@@ -1,9 +1,13 @@
 #pragma once
 // Linear: y = x W^T + b over the last dimension, [..., in] -> [..., out], W: [out, in] as in PyTorch:
 // a batch of vectors [N, in], or of token sequences [N, L, in]. The bias is optional (LDM's attention
-// projections to_q, to_k and to_v have none). The forward product runs on detail/gemm.hpp as
-// Y^T = W X^T, whose sums run in an order fixed by `in` alone: each row of y is the same bits however
-// many rows share the batch (a sampler's batch in chunks, models/unet.hpp) and whatever the thread count.
+// projections to_q, to_k and to_v have none). Every product runs on detail/gemm.hpp, on both threads:
+//   forward   Y^T = W X^T                 its sums in an order fixed by `in` alone: each row of y is
+//                                         the same bits however many rows share the batch (a
+//                                         sampler's batch in chunks, models/unet.hpp)
+//   backward  dX^T = W^T dY^T,  dW += dY^T X
+// and none depends on the thread count (the weight gradient's rows are split between threads, each
+// summed over all rows in one fixed order).
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
@@ -50,13 +54,14 @@ class Linear {
             detail::throw_invalid("diffuse::nn::Linear::forward", "x.shape", shape_string(x.dimensions()),
                                   "a non-empty [..., " + std::to_string(in_) + "]");
         }
-        const Index rows = x.size() / in_;
-        x_ = Tensor2<T>(rows, in_);  // [rows, in]
-        std::copy_n(x.data(), x.size(), x_.data());
+        rows_ = x.size() / in_;
+        xt_.resize(static_cast<std::size_t>(in_ * rows_));  // X^T [in, rows], kept for dW
         auto dims = x.dimensions();
         dims[Rank - 1] = out_;
         Tensor<T, Rank> y(dims);
-        product(x.data(), rows, y.data());
+        std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_a_size(out_, in_)));
+        Gemm::pack_a(weight.data(), in_, 1, out_, in_, packed.data());  // W [out, in]
+        rows_times(packed.data(), out_, in_, x.data(), rows_, y.data(), has_bias() ? bias.data() : nullptr, xt_.data());
         return y;
     }
 
@@ -64,19 +69,30 @@ class Linear {
     template <int Rank>
     Tensor<T, Rank> backward(const Tensor<T, Rank>& dy) {
         static_assert(Rank >= 2, "Linear takes [N, in] or [N, ..., in]");
-        if (dy.dimension(Rank - 1) != out_ || dy.size() / out_ != x_.dimension(0)) {
+        if (dy.dimension(Rank - 1) != out_ || dy.size() / out_ != rows_) {
             detail::throw_invalid("diffuse::nn::Linear::backward", "dy.shape", shape_string(dy.dimensions()),
-                                  "the forward output's shape, " + std::to_string(x_.dimension(0)) + " rows of " +
-                                      std::to_string(out_));
+                                  "the forward output's shape, " + std::to_string(rows_) + " rows of " + std::to_string(out_));
         }
-        const Index rows = x_.dimension(0);
-        const auto dym = cmatrix(dy.data(), rows, out_);
-        matrix(weight.grad(), out_, in_).noalias() += dym.transpose() * matrix(x_);
-        if (has_bias()) Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.grad(), out_) += dym.colwise().sum();
+        const Index rows = rows_;
+        if (has_bias()) {  // db += the sum of dy's rows
+            Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.grad(), out_) += cmatrix(dy.data(), rows, out_).colwise().sum();
+        }
+        // dx = dy W, as dX^T [in, rows] = W^T dY^T: W^T packed as A ([in, out], column stride in)
         auto dims = dy.dimensions();
         dims[Rank - 1] = in_;
         Tensor<T, Rank> dx(dims);
-        matrix(dx.data(), rows, in_).noalias() = dym * weights();  // dx = dy W
+        std::vector<T> dyt(static_cast<std::size_t>(out_ * rows));  // dY^T [out, rows]
+        std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_a_size(in_, out_)));
+        Gemm::pack_a(weight.data(), 1, in_, in_, out_, packed.data());
+        rows_times(packed.data(), in_, out_, dy.data(), rows, dx.data(), nullptr, dyt.data());
+        // dW [out, in] += dY^T [out, rows] X [rows, in], as A . B^T with A's rows those of dY^T and
+        // B = X^T [in, rows]; the rows of dW split between threads in whole panels
+        std::vector<const T*> dy_rows(static_cast<std::size_t>(out_));
+        for (Index o = 0; o < out_; ++o) dy_rows[static_cast<std::size_t>(o)] = dyt.data() + o * rows;
+        parallel_for(Gemm::panels(out_), 1, [&](Index first, Index last) {
+            const Index o0 = first * Gemm::mr, o1 = std::min(out_, last * Gemm::mr);
+            Gemm::rows_times_transposed(o1 - o0, in_, rows, dy_rows.data() + o0, {}, xt_.data(), weight.grad() + o0 * in_, in_);
+        });
         return dx;
     }
 
@@ -92,35 +108,33 @@ class Linear {
   private:
     using Gemm = detail::Gemm<T>;
 
-    // y [rows, out] = x [rows, in] W^T + b, as Y^T [out, rows] = W X^T (+ b per row of Y^T), the
-    // columns of Y^T (the rows of y) split between threads in whole strips. Each thread moves its own
-    // rows into X^T and out of Y^T, a tile of rows at a time (the transposes are data movement only:
-    // the bits are those of one product over the whole batch).
-    void product(const T* x, Index rows, T* y) const {
-        std::vector<T> xt(static_cast<std::size_t>(in_ * rows));   // X^T [in, rows]
-        std::vector<T> yt(static_cast<std::size_t>(out_ * rows));  // Y^T [out, rows]
-        std::vector<const T*> b_rows(static_cast<std::size_t>(in_));  // row k of B = X^T
-        for (Index k = 0; k < in_; ++k) b_rows[static_cast<std::size_t>(k)] = xt.data() + k * rows;
-        std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_a_size(out_, in_)));
-        Gemm::pack_a(weight.data(), in_, 1, out_, in_, packed.data());  // W [out, in]
+    // y [rows, m] = x [rows, k] A^T (+ bias per column), A [m, k] packed by pack_a, as Y^T [m, rows]
+    // = A X^T (+ bias per row of Y^T), the columns of Y^T (the rows of y) split between threads in
+    // whole strips. Each thread moves its own rows into X^T (xt, [k, rows], which the caller keeps)
+    // and out of Y^T, a tile of rows at a time (the transposes are data movement only: the bits are
+    // those of one product over the whole batch).
+    static void rows_times(const T* a_packed, Index m, Index k, const T* x, Index rows, T* y, const T* bias, T* xt) {
+        std::vector<T> yt(static_cast<std::size_t>(m * rows));     // Y^T [m, rows]
+        std::vector<const T*> b_rows(static_cast<std::size_t>(k));  // row j of B = X^T
+        for (Index j = 0; j < k; ++j) b_rows[static_cast<std::size_t>(j)] = xt + j * rows;
         const Index strips = (rows + Gemm::nr - 1) / Gemm::nr;
         parallel_for(strips, 1, [&](Index first, Index last) {
             const Index r0 = first * Gemm::nr, r1 = std::min(rows, last * Gemm::nr);
             constexpr Index tile = 16;  // rows of x (of y) read (written) while their columns move
             for (Index t0 = r0; t0 < r1; t0 += tile) {
                 const Index t1 = std::min(r1, t0 + tile);
-                for (Index k = 0; k < in_; ++k) {
-                    T* to = xt.data() + k * rows;
-                    for (Index r = t0; r < t1; ++r) to[r] = x[r * in_ + k];
+                for (Index j = 0; j < k; ++j) {
+                    T* to = xt + j * rows;
+                    for (Index r = t0; r < t1; ++r) to[r] = x[r * k + j];
                 }
             }
-            for (Index o = 0; o < out_; ++o) std::fill(yt.data() + o * rows + r0, yt.data() + o * rows + r1, has_bias() ? bias.data()[o] : T(0));
-            Gemm::rows_product(out_, in_, packed.data(), b_rows.data(), {}, r0, r1, yt.data(), rows, true);
+            for (Index o = 0; o < m; ++o) std::fill(yt.data() + o * rows + r0, yt.data() + o * rows + r1, bias ? bias[o] : T(0));
+            Gemm::rows_product(m, k, a_packed, b_rows.data(), {}, r0, r1, yt.data(), rows, true);
             for (Index t0 = r0; t0 < r1; t0 += tile) {
                 const Index t1 = std::min(r1, t0 + tile);
-                for (Index o = 0; o < out_; ++o) {
+                for (Index o = 0; o < m; ++o) {
                     const T* from = yt.data() + o * rows;
-                    for (Index r = t0; r < t1; ++r) y[r * out_ + o] = from[r];
+                    for (Index r = t0; r < t1; ++r) y[r * m + o] = from[r];
                 }
             }
         });
@@ -129,13 +143,11 @@ class Linear {
     using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     template <class M>
     using Map = Eigen::Map<M>;
-    static Map<RowMatrix> matrix(T* p, Index rows, Index cols) { return {p, rows, cols}; }
     static Map<const RowMatrix> cmatrix(const T* p, Index rows, Index cols) { return {p, rows, cols}; }
-    static Map<const RowMatrix> matrix(const Tensor2<T>& t) { return {t.data(), t.dimension(0), t.dimension(1)}; }
-    Map<const RowMatrix> weights() const { return {weight.data(), out_, in_}; }
 
     Index in_ = 0, out_ = 0;
-    Tensor2<T> x_;  // the forward input as rows, [rows, in]
+    Index rows_ = 0;     // rows of the last forward input
+    std::vector<T> xt_;  // that input transposed, X^T [in, rows]
 };
 
 }  // namespace diffuse::nn
