@@ -109,6 +109,16 @@ TEST_CASE("A non-finite loss stops training with an error and leaves the weights
     REQUIRE(before == after);
 }
 
+TEST_CASE("A training step refuses labels that are not one per image before it draws anything", "[optim][trainer][errors]") {
+    const diffuse::NoiseSchedule<float> schedule(diffuse::linear_betas(100));
+    UNet<float> unet(trainer_unet_config(), 1);
+    diffuse::optim::Trainer<UNet<float>> trainer(unet, schedule);
+    const std::vector<int> nine(9, 0);  // the batch has 8 images
+    REQUIRE_THROWS_WITH(trainer.step(tiny_batch(), nine), Catch::Contains("labels.size() = 9, expected one label per sample, 8"));
+    REQUIRE(trainer.step_count() == 0);
+    REQUIRE(trainer.generator().offset() == 0);  // nothing drawn
+}
+
 TEST_CASE("A Trainer cannot be built on a temporary noise schedule, which would dangle, only on one that lives on", "[optim][trainer]") {
     using Trainer = diffuse::optim::Trainer<UNet<float>>;
     using Schedule = diffuse::NoiseSchedule<float>;

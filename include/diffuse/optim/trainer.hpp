@@ -120,6 +120,8 @@ class Trainer {
         const std::vector<int>& labels = conditioning.labels;
         const int ranks = communicator_ ? communicator_->size() : 1;
         const Index batch = x0.dimension(0);  // this rank's share
+        // before any draw is indexed by sample: one label, prompt or image per sample
+        check_conditioning("diffuse::optim::Trainer::step", conditioning, batch, x0.dimension(2), x0.dimension(3));
         const Share share = share_of(batch * ranks, communicator_ ? communicator_->rank() : 0, ranks);
         const Index global = batch * ranks;
         TimestepDraw all;                                                          // 1
