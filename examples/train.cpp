@@ -688,14 +688,15 @@ int main(int argc, char** argv) {
             // Training. The budget runs from the start, less the time a missing classifier took to train,
             // and keeps time for the pictures and evaluation: their forward passes at the training's cost.
             const std::string loss_path = a.out_dir + "/loss.csv";
-            if (!is_root(a)) {
-            } else if (first_step == 0) {
-                std::ofstream(loss_path, std::ios::trunc) << "step,loss,loss_smoothed,lr,grad_norm,seconds\n";
-            } else {
-                truncate_loss_csv(loss_path, first_step);
-            }
             std::ofstream loss_csv;  // rank 0's
-            if (is_root(a)) loss_csv.open(loss_path, std::ios::app);
+            if (is_root(a)) {
+                if (first_step == 0) {
+                    std::ofstream(loss_path, std::ios::trunc) << "step,loss,loss_smoothed,lr,grad_norm,seconds\n";
+                } else {
+                    truncate_loss_csv(loss_path, first_step);
+                }
+                loss_csv.open(loss_path, std::ios::app);
+            }
             Budget budget;
             budget.steps = a.steps;
             budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;

@@ -122,8 +122,8 @@ class Trainer {
         const Index batch = x0.dimension(0);  // this rank's share
         // before any draw is indexed by sample: one label, prompt or image per sample
         check_conditioning("diffuse::optim::Trainer::step", conditioning, batch, x0.dimension(2), x0.dimension(3));
-        const Share share = share_of(batch * ranks, communicator_ ? communicator_->rank() : 0, ranks);
         const Index global = batch * ranks;
+        const Share share = share_of(global, communicator_ ? communicator_->rank() : 0, ranks);
         TimestepDraw all;                                                          // 1
         if (sampler_) {
             all = sampler_->draw(generator_, global);

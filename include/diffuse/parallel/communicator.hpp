@@ -37,15 +37,6 @@ class Communicator {
     virtual void sum(double* data, Index n) = 0;
 };
 
-/// One process alone: rank 0 of 1, a sum that changes nothing.
-class SingleProcess final : public Communicator {
-  public:
-    int rank() const override { return 0; }
-    int size() const override { return 1; }
-    void sum(float*, Index) override {}
-    void sum(double*, Index) override {}
-};
-
 /// The samples [first, first + count) of a global batch that rank `rank` of `size` trains on.
 struct Share {
     Index first = 0;
