@@ -4,6 +4,8 @@
 // threads at once: the most floating-point work this machine does per second (2 flops per lane).
 // BM_gemm: C[M, N] = A[M, K] . B[K, N] at the U-Net's convolution shapes, one thread, A packed once
 // (as Conv2d packs its weights once per call), B read through row pointers as Conv2d reads X_col.
+// BM_conv_gemm: the same products with B as Conv2d really reads it for a 3x3 stride-1 conv (shifted
+// views of zero-padded planes, the edge mask applied).
 // of_peak: the GEMM's GFLOPS over one core's peak (the median of 2000 rounds of BM_fma_peak's work;
 // peak_GFLOPS says which figure that was).
 #include <diffuse/core/random.hpp>
@@ -90,5 +92,33 @@ void BM_gemm(benchmark::State& state) {
 // 14x14 with 64, 7x7 with 64, and a decoder conv over concatenated channels (96 -> 32 at 28x28)
 BENCHMARK(BM_gemm)->Args({32, 288, 784})->Args({64, 576, 196})->Args({64, 576, 49})->Args({32, 864, 784})
     ->UseRealTime();
+
+// The same products with B as Conv2d reads it for a 3x3 stride-1 convolution: K = 9 Cin rows, each a
+// view of one of Cin zero-padded planes [(H + 2) W + 2] shifted by the tap (i, j), the entries that
+// would wrap to the neighbouring image row zeroed by the edge mask. Its distinct data is Cin planes,
+// a ninth of BM_gemm's B. args: M (output channels), Cin, side (H = W).
+void BM_conv_gemm(benchmark::State& state) {
+    const Index m = state.range(0), cin = state.range(1), side = state.range(2);
+    const Index k = 9 * cin, n = side * side, len = (side + 2) * side + 2;
+    diffuse::Generator gen(1);
+    std::vector<float> a(static_cast<std::size_t>(m * k)), planes(static_cast<std::size_t>(cin * len), 0.0f),
+        c(static_cast<std::size_t>(m * n));
+    gen.normal(a.data(), m * k);
+    for (Index ch = 0; ch < cin; ++ch) gen.normal(planes.data() + ch * len + 1 + side, n);  // [Cin, L]
+    std::vector<float> packed(static_cast<std::size_t>(Gemm::packed_a_size(m, k)));
+    Gemm::pack_a(a.data(), k, 1, m, k, packed.data());
+    std::vector<const float*> rows(static_cast<std::size_t>(k));  // row (ch, i, j) = plane ch shifted
+    for (Index r = 0; r < k; ++r) rows[static_cast<std::size_t>(r)] = planes.data() + (r / 9) * len + (r / 3 % 3) * side + r % 3;
+    for (auto _ : state) {
+        Gemm::rows_product(m, k, packed.data(), rows.data(), {side}, 0, n, c.data(), n, false);
+        benchmark::DoNotOptimize(c.data());
+    }
+    const double gflop = 2.0 * m * n * k * 1e-9;
+    state.counters["GFLOPS"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["peak_GFLOPS"] = one_core_peak_gflops();
+    state.counters["of_peak"] = benchmark::Counter(gflop / one_core_peak_gflops(), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_conv_gemm)->ArgNames({"cout", "cin", "side"})->Args({32, 32, 28})->Args({64, 64, 14})->Args({64, 64, 7})
+    ->Args({32, 96, 28})->UseRealTime();
 
 }  // namespace
