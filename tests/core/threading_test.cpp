@@ -8,6 +8,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <stdexcept>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -117,4 +119,62 @@ TEST_CASE("set_num_threads rejects fewer than one thread, naming n", "[core][thr
     REQUIRE_THROWS_WITH(diffuse::set_num_threads(0), Contains("set_num_threads") && Contains("n = 0"));
     REQUIRE_THROWS_WITH(diffuse::set_num_threads(-2), Contains("n = -2"));
     CHECK(diffuse::num_threads() == before);
+}
+
+TEST_CASE("parallel_for rethrows an exception from a piece after every piece has finished, and stays usable",
+          "[core][threading][errors]") {
+    test_support::ThreadCountGuard guard;
+    diffuse::set_num_threads(3);
+    for (const Index thrower : {Index{0}, Index{1}, Index{2}}) {
+        INFO("piece " << thrower << " throws");
+        std::atomic<int> finished{0};
+        const Index n = 3000;
+        REQUIRE_THROWS_WITH(diffuse::parallel_for(n, 1, [&](Index begin, Index) {
+                                if (begin == n * thrower / 3) throw std::runtime_error("piece failed");
+                                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                                ++finished;
+                            }),
+                            "piece failed");
+        CHECK(finished == 2);  // the other two pieces ran to their end before the call returned
+        CHECK(pieces_of(n, 1).size() == 3);
+    }
+}
+
+TEST_CASE("Many short regions in a row, with idle workers, visit every index once", "[core][threading]") {
+    test_support::ThreadCountGuard guard;
+    diffuse::set_num_threads(4);
+    // Regions of 2 and 3 pieces leave workers without a piece, which may see a region late, while the
+    // next is being published; each region must still run each piece exactly once.
+    std::vector<int> visits(4, 0);
+    long wrong = 0;
+    for (int r = 0; r < 20000; ++r) {
+        const Index n = 2 + r % 3;
+        std::fill(visits.begin(), visits.end(), 0);
+        diffuse::parallel_for(n, 1, [&](Index begin, Index end) {
+            for (Index i = begin; i < end; ++i) ++visits[static_cast<std::size_t>(i)];
+        });
+        for (Index i = 0; i < 4; ++i) wrong += visits[static_cast<std::size_t>(i)] != (i < n ? 1 : 0);
+    }
+    CHECK(wrong == 0);
+}
+
+TEST_CASE("parallel_for called from two threads at once covers each call's indices once", "[core][threading]") {
+    test_support::ThreadCountGuard guard;
+    diffuse::set_num_threads(3);
+    const Index n = 1000;
+    std::vector<std::atomic<int>> visits(static_cast<std::size_t>(2 * n));
+    for (auto& v : visits) v = 0;
+    const auto caller = [&](Index offset) {
+        for (int r = 0; r < 500; ++r) {
+            diffuse::parallel_for(n, 1, [&](Index begin, Index end) {
+                for (Index i = begin; i < end; ++i) visits[static_cast<std::size_t>(offset + i)]++;
+            });
+        }
+    };
+    std::thread other(caller, n);
+    caller(0);
+    other.join();
+    long wrong = 0;
+    for (const auto& v : visits) wrong += v != 500;
+    CHECK(wrong == 0);
 }

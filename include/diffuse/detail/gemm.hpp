@@ -16,6 +16,7 @@
 #include "diffuse/detail/scratch.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 
@@ -143,7 +144,19 @@ struct Gemm {
     /// C[0:rows, 0:cols] (+)= A_panel[kc][MR] . B[kc][NR], for rows <= MR, cols <= NR. With
     /// accumulate the tile starts from C, else from zero. The MR x 2 accumulators are an array the
     /// compiler keeps in registers: every loop over them is unrolled, every index a constant.
-    static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate) {
+    /// With prefetch rows pf (pf != nullptr), iteration k also prefetches the line at pf[k] + pf_offset:
+    /// rows_product fetches the next B strip this way, a line per iteration, spread over the products
+    /// of the current one instead of in one burst that fills the core's miss buffers.
+    static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
+                       const T* const* pf = nullptr, Index pf_offset = 0) {
+        if (pf) kernel_body<true>(kc, a, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+        else kernel_body<false>(kc, a, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+    }
+
+  private:
+    template <bool Prefetch>
+    static void kernel_body(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
+                            const T* const* pf, Index pf_offset) {
         const bool full = rows == mr && cols == nr;
         T edge[mr * nr];  // a partial tile goes through here
         T* out = c;
@@ -165,6 +178,7 @@ struct Gemm {
         }
 #pragma GCC unroll 4
         for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
+            if constexpr (Prefetch) __builtin_prefetch(pf[k] + pf_offset);
             const Vec b0 = load(b), b1 = load(b + lanes);
 #pragma GCC unroll 16
             for (Index i = 0; i < mr; ++i) {
@@ -183,36 +197,40 @@ struct Gemm {
         }
     }
 
+  public:
+
     /// C[M, q0 : q1) (+)= A . B[:, q0 : q1), A packed by pack_a ([M, K]), row k of B at rows[k].
     /// Reads B only inside [q0, q1).
     static void rows_product(Index m, Index k, const T* a_packed, const T* const* rows, EdgeMask mask, Index q0,
                              Index q1, T* c, Index ldc, bool accumulate) {
         const Index kc = kc_block(k);
         T* strip = scratch<T, Scratch::gemm_strip>(static_cast<std::size_t>(kc * nr));  // [kc][NR]
+        // With three panels of A or more, their products fetch the next strip's three cache lines per
+        // row (a row of NR floats starts anywhere in a line); with fewer, the copy fetches them.
+        const bool spread = panels(m) >= 3;
         for (Index k0 = 0; k0 < k; k0 += kc) {
             const Index kb = std::min(kc, k - k0);
             const bool acc = accumulate || k0 > 0;
             for (Index q = q0; q < q1; q += nr) {
                 // The strip is copied first: the copy's loads are independent, so they overlap, and
-                // the micro-kernel then reads B sequentially from L1 for every panel of A. The rows
-                // are too many streams for the hardware prefetcher, so the next strip is prefetched.
+                // the micro-kernel then reads B sequentially from L1 for every panel of A.
                 const Index cols = std::min(nr, q1 - q);
                 if (cols == nr) {
-                    for (Index kk = 0; kk < kb; ++kk) {
-                        const T* src = rows[k0 + kk] + q;
-                        __builtin_prefetch(src + nr);  // the next strip, while this one is multiplied
-                        __builtin_prefetch(src + nr + lanes);
-                        store(strip + kk * nr, load(src));
-                        store(strip + kk * nr + lanes, load(src + lanes));
-                    }
+                    copy_strip(rows + k0, kb, q, mask, k0 % 3, !spread && q + 2 * nr <= q1, strip);
                 } else {
                     for (Index kk = 0; kk < kb; ++kk) {
                         std::copy_n(rows[k0 + kk] + q, cols, strip + kk * nr);
                         std::fill(strip + kk * nr + cols, strip + (kk + 1) * nr, T(0));
                     }
+                    mask.each(k0, kb, q, q + cols, [&](Index kk, Index qq) { strip[(kk - k0) * nr + qq - q] = T(0); });
                 }
-                mask.each(k0, kb, q, q + cols, [&](Index kk, Index qq) { strip[(kk - k0) * nr + qq - q] = T(0); });
-                panels_times(m, k, kb, a_packed + k0 * mr, strip, c + q, ldc, cols, acc);
+                const bool next_full = spread && q + 2 * nr <= q1;
+                for (Index p = 0; p < panels(m); ++p) {
+                    constexpr Index line_offsets[3] = {nr, nr + lanes, 2 * nr - 1};  // the next strip's lines
+                    const bool fetch = next_full && p < 3;
+                    kernel(kb, a_packed + p * k * mr + k0 * mr, strip, c + q + p * mr * ldc, ldc, std::min(mr, m - p * mr),
+                           cols, acc, fetch ? rows + k0 : nullptr, fetch ? q + line_offsets[p] : 0);
+                }
             }
         }
     }
@@ -312,10 +330,44 @@ struct Gemm {
     }
 
   private:
-    // Every MR-row panel of A times one B strip (rows k0 .. k0 + kb of A's packed panels).
-    static void panels_times(Index m, Index k, Index kb, const T* a, const T* b, T* c, Index ldc, Index cols, bool acc) {
-        for (Index p = 0; p < panels(m); ++p) {
-            kernel(kb, a + p * k * mr, b, c + p * mr * ldc, ldc, std::min(mr, m - p * mr), cols, acc);
+    // v's lanes where keep's bits are all set, +0 where they are clear (a bitwise and).
+    static Vec keep_where(Vec v, Vec keep) {
+        using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+        typedef Bits BitVec __attribute__((vector_size(sizeof(Vec))));
+        BitVec x, y;
+        std::memcpy(&x, &v, sizeof v);
+        std::memcpy(&y, &keep, sizeof keep);
+        x &= y;
+        std::memcpy(&v, &x, sizeof v);
+        return v;
+    }
+
+    // strip[kk][0 .. NR) = rows[kk][q .. q + NR) for kk < kb, with the entries the edge mask zeroes
+    // cleared by a bitwise and as they are copied: row kk's tap is j = (j0 + kk) % 3 and its columns
+    // to clear are where (q + t) % W is 0 (j = 0) or W - 1 (j = 2). With prefetch, the next strip's
+    // lines are fetched as this one is copied.
+    static void copy_strip(const T* const* rows, Index kb, Index q, EdgeMask mask, Index j0, bool prefetch, T* strip) {
+        using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+        Bits keep_bits[3][nr];  // [tap j][column t]: all ones to keep, zero to clear
+        for (Index t = 0, r = mask.width ? q % mask.width : 1; t < nr; ++t) {
+            keep_bits[0][t] = mask.width && r == 0 ? Bits(0) : ~Bits(0);
+            keep_bits[1][t] = ~Bits(0);
+            keep_bits[2][t] = mask.width && r == mask.width - 1 ? Bits(0) : ~Bits(0);
+            if (mask.width) r = r + 1 == mask.width ? 0 : r + 1;
+        }
+        Vec keep[3][2];
+        for (int j = 0; j < 3; ++j) {
+            std::memcpy(&keep[j][0], keep_bits[j], sizeof(Vec));
+            std::memcpy(&keep[j][1], keep_bits[j] + lanes, sizeof(Vec));
+        }
+        for (Index kk = 0, j = j0; kk < kb; ++kk, j = j == 2 ? 0 : j + 1) {
+            const T* src = rows[kk] + q;
+            if (prefetch) {
+                __builtin_prefetch(src + nr);
+                __builtin_prefetch(src + 2 * nr - 1);
+            }
+            store(strip + kk * nr, keep_where(load(src), keep[j][0]));
+            store(strip + kk * nr + lanes, keep_where(load(src + lanes), keep[j][1]));
         }
     }
 };
