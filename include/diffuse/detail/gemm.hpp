@@ -60,6 +60,9 @@ struct Gemm {
     // A B strip of kc rows, [kc][NR], is at most 24 KiB, so that it stays in a 32 or 48 KiB L1 beside
     // the A panel streaming past it: 384 rows of 16 floats (AVX2), 192 rows of 32 (AVX-512).
     static constexpr Index kc_max = 24576 / static_cast<Index>(nr * sizeof(T));
+    // The next strip's cache lines in a row of B, as offsets from the current strip's first column: a
+    // row of NR floats starts anywhere in a line, so it touches three.
+    static constexpr Index next_strip_lines[3] = {nr, nr + lanes, 2 * nr - 1};
 
     static Vec load(const T* p) {
         Vec v;
@@ -145,8 +148,9 @@ struct Gemm {
     /// accumulate the tile starts from C, else from zero. The MR x 2 accumulators are an array the
     /// compiler keeps in registers: every loop over them is unrolled, every index a constant.
     /// With prefetch rows pf (pf != nullptr), iteration k also prefetches the line at pf[k] + pf_offset:
-    /// rows_product fetches the next B strip this way, a line per iteration, spread over the products
-    /// of the current one instead of in one burst that fills the core's miss buffers.
+    /// rows_product fetches the next B strip's lines (next_strip_lines) this way, one per iteration,
+    /// spread over the products of the current strip instead of in one burst that fills the core's
+    /// miss buffers.
     static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
                        const T* const* pf = nullptr, Index pf_offset = 0) {
         if (pf) kernel_body<true>(kc, a, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
@@ -198,7 +202,6 @@ struct Gemm {
     }
 
   public:
-
     /// C[M, q0 : q1) (+)= A . B[:, q0 : q1), A packed by pack_a ([M, K]), row k of B at rows[k].
     /// Reads B only inside [q0, q1).
     static void rows_product(Index m, Index k, const T* a_packed, const T* const* rows, EdgeMask mask, Index q0,
@@ -226,10 +229,9 @@ struct Gemm {
                 }
                 const bool next_full = spread && q + 2 * nr <= q1;
                 for (Index p = 0; p < panels(m); ++p) {
-                    constexpr Index line_offsets[3] = {nr, nr + lanes, 2 * nr - 1};  // the next strip's lines
                     const bool fetch = next_full && p < 3;
                     kernel(kb, a_packed + p * k * mr + k0 * mr, strip, c + q + p * mr * ldc, ldc, std::min(mr, m - p * mr),
-                           cols, acc, fetch ? rows + k0 : nullptr, fetch ? q + line_offsets[p] : 0);
+                           cols, acc, fetch ? rows + k0 : nullptr, fetch ? q + next_strip_lines[p] : 0);
                 }
             }
         }
@@ -330,9 +332,10 @@ struct Gemm {
     }
 
   private:
+    using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;  // one lane's bits
+
     // v's lanes where keep's bits are all set, +0 where they are clear (a bitwise and).
     static Vec keep_where(Vec v, Vec keep) {
-        using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
         typedef Bits BitVec __attribute__((vector_size(sizeof(Vec))));
         BitVec x, y;
         std::memcpy(&x, &v, sizeof v);
@@ -347,7 +350,6 @@ struct Gemm {
     // to clear are where (q + t) % W is 0 (j = 0) or W - 1 (j = 2). With prefetch, the next strip's
     // lines are fetched as this one is copied.
     static void copy_strip(const T* const* rows, Index kb, Index q, EdgeMask mask, Index j0, bool prefetch, T* strip) {
-        using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
         Bits keep_bits[3][nr];  // [tap j][column t]: all ones to keep, zero to clear
         for (Index t = 0, r = mask.width ? q % mask.width : 1; t < nr; ++t) {
             keep_bits[0][t] = mask.width && r == 0 ? Bits(0) : ~Bits(0);
@@ -363,8 +365,7 @@ struct Gemm {
         for (Index kk = 0, j = j0; kk < kb; ++kk, j = j == 2 ? 0 : j + 1) {
             const T* src = rows[kk] + q;
             if (prefetch) {
-                __builtin_prefetch(src + nr);
-                __builtin_prefetch(src + 2 * nr - 1);
+                for (const Index line : next_strip_lines) __builtin_prefetch(src + line);
             }
             store(strip + kk * nr, keep_where(load(src), keep[j][0]));
             store(strip + kk * nr + lanes, keep_where(load(src + lanes), keep[j][1]));
