@@ -5,7 +5,8 @@
 // DIFFUSE_ISA_FLOAT_LANES is the float vector width that level must give the GEMM.
 //
 // Checked, in float and in double: the GEMM's two products against a naive product in long double
-// (partial register tiles, two K blocks, the edge mask), the convolutions against the naive sum and
+// (partial register tiles, two K blocks, the edge mask), the dot-product weight gradient of a 3x3
+// conv against the naive sum, the convolutions against the naive sum and
 // by the adjoint identities of their backward pass, and the U-Net's forward and backward (a float
 // network against the same weights in double, and the double network by finite differences).
 
@@ -13,6 +14,7 @@
 
 #include <diffuse/core/threading.hpp>
 #include <diffuse/detail/gemm.hpp>
+#include <diffuse/detail/shifted_weight_gradient.hpp>
 #include <diffuse/models/unet.hpp>
 #include <diffuse/nn/conv2d.hpp>
 
@@ -114,6 +116,45 @@ void check_rows_times_transposed(Index m, Index n, Index p) {
         }
     }
     INFO("M = " << m << ", N = " << n << ", P = " << p);
+    REQUIRE(failures == 0);
+}
+
+// dW[o, c, i, j] += sum_s sum_{y, x} dy[s, o, y, x] x[s, c, y + i - 1, x + j - 1] through
+// detail/shifted_weight_gradient.hpp (samples stacked, lanes folded), against long double: every
+// tile height (cout % 3), lane tails, planes narrower than a vector, one row or one column.
+template <class T>
+void check_shifted_weight_gradient(Index samples, Index cin, Index cout, Index h, Index w) {
+    Generator gen(static_cast<std::uint64_t>(samples * 131 + cin * 17 + cout * 7 + h * 3 + w));
+    const Index p = h * w;
+    const std::vector<T> x = random_values<T>(gen, samples * cin * p);    // [S, Cin, H, W]
+    const std::vector<T> dy = random_values<T>(gen, samples * cout * p);  // [S, Cout, H, W]
+    const std::vector<T> dwt0 = random_values<T>(gen, cin * 9 * cout);    // [Cin * 9, Cout]
+    std::vector<T> dwt = dwt0;
+    diffuse::detail::ShiftedWeightGradient<T>::accumulate(x.data(), cin * p, dy.data(), samples, cin, cout, h, w,
+                                                          dwt.data(), cout);
+    Index failures = 0;
+    for (Index c = 0; c < cin; ++c) {
+        for (Index t = 0; t < 9; ++t) {
+            const Index i = t / 3, j = t % 3;
+            for (Index o = 0; o < cout; ++o) {
+                long double exact = dwt0[(c * 9 + t) * cout + o], abs_sum = std::fabs(exact);
+                for (Index s = 0; s < samples; ++s) {
+                    for (Index py = 0; py < h; ++py) {
+                        for (Index px = 0; px < w; ++px) {
+                            const Index iy = py + i - 1, ix = px + j - 1;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                            const long double prod = static_cast<long double>(dy[(s * cout + o) * p + py * w + px]) *
+                                                     x[(s * cin + c) * p + iy * w + ix];
+                            exact += prod;
+                            abs_sum += std::fabs(prod);
+                        }
+                    }
+                }
+                if (!within_dot_bound<T>(dwt[(c * 9 + t) * cout + o], exact, abs_sum, samples * p)) ++failures;
+            }
+        }
+    }
+    INFO("S = " << samples << ", Cin = " << cin << ", Cout = " << cout << ", H x W = " << h << " x " << w);
     REQUIRE(failures == 0);
 }
 
@@ -254,6 +295,20 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's transposed product (the weight grad
             for (const Index p : {1, 49, 385, 1000}) check_rows_times_transposed<TestType>(m, n, p);
         }
     }
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the dot-product weight gradient of a 3x3 conv matches the naive sum",
+                   "[isa][gemm]", float, double) {
+    for (const Index samples : {1, 2, 5}) {
+        for (const Index cout : {1, 2, 3, 7}) {
+            check_shifted_weight_gradient<TestType>(samples, 2, cout, 7, 7);
+            check_shifted_weight_gradient<TestType>(samples, 1, cout, 1, 1);
+            check_shifted_weight_gradient<TestType>(samples, 3, cout, 1, 9);
+            check_shifted_weight_gradient<TestType>(samples, 2, cout, 6, 1);
+            check_shifted_weight_gradient<TestType>(samples, 1, cout, 5, 13);
+        }
+    }
+    check_shifted_weight_gradient<TestType>(3, 4, 32, 14, 14);
 }
 
 TEMPLATE_TEST_CASE(DIFFUSE_ISA ": Conv2d matches the naive sum and its backward pass the adjoint identities",

@@ -142,6 +142,47 @@ TEST_CASE("Conv2d gives the same bits with one thread or two", "[nn][conv2d][thr
     }
 }
 
+TEST_CASE("Conv2d's dot-product weight gradient gives the same bits with one thread or two, and the GEMM's sums", "[nn][conv2d][threads]") {
+    // Few output channels or small planes take the dot-product form (several groups of samples,
+    // input channels split over tasks by the thread count); it must agree with the GEMM form, which
+    // the same layer takes at a larger plane, on each sample's contribution.
+    const int saved = diffuse::num_threads();
+    struct Case { Index cin, cout, n, side; };
+    for (const Case c : {Case{8, 4, 37, 7}, Case{5, 64, 30, 7}, Case{32, 1, 9, 28}}) {
+        Generator gen(31);
+        diffuse::nn::Conv2d<double> conv(c.cin, c.cout, 3, 1, gen);
+        const auto x = gen.randn<double, 4>({c.n, c.cin, c.side, c.side});
+        const auto dy = gen.randn<double, 4>({c.n, c.cout, c.side, c.side});
+        std::vector<double> dw[2];
+        for (int threads = 1; threads <= 2; ++threads) {
+            diffuse::set_num_threads(threads);
+            diffuse::nn::zero_grad(conv);
+            conv.forward(x);
+            conv.backward(dy);
+            dw[threads - 1].assign(conv.weight.grad(), conv.weight.grad() + conv.weight.size());
+        }
+        diffuse::set_num_threads(saved);
+        REQUIRE(dw[0] == dw[1]);
+        // The same gradient summed sample by sample from a plane 29 wide (zero beyond the image), where
+        // the layer takes the GEMM form whatever its channels: equal up to rounding.
+        Tensor4<double> wide_x(c.n, c.cin, c.side, 29), wide_dy(c.n, c.cout, c.side, 29);
+        wide_x.setZero();
+        wide_dy.setZero();
+        for (Index n = 0; n < c.n; ++n)
+            for (Index y = 0; y < c.side; ++y)
+                for (Index col = 0; col < c.side; ++col) {
+                    for (Index ch = 0; ch < c.cin; ++ch) wide_x(n, ch, y, col) = x(n, ch, y, col);
+                    for (Index o = 0; o < c.cout; ++o) wide_dy(n, o, y, col) = dy(n, o, y, col);
+                }
+        if (c.cout > diffuse::nn::Conv2d<double>::dot_wgrad_max_out_channels) {
+            diffuse::nn::zero_grad(conv);
+            conv.forward(wide_x);
+            conv.backward(wide_dy);
+            for (Index i = 0; i < conv.weight.size(); ++i) REQUIRE(conv.weight.grad()[i] == Approx(dw[0][i]).margin(1e-10));
+        }
+    }
+}
+
 TEST_CASE("Conv2d's Winograd F(2x2, 3x3) path is exact in double against the direct sum and the naive one", "[nn][conv2d][winograd]") {
     // Odd and even planes, a plane smaller than one tile, a sample whose tiles straddle two blocks, and
     // the shift and residual added as the output is written.

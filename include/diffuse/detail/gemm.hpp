@@ -70,6 +70,17 @@ struct Gemm {
         return v;
     }
     static void store(T* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+    // Keeps v in a register: without this, a value read once and used by several FMAs can be read
+    // again from memory by each of them (a memory operand per FMA), when registers are scarce.
+    static void in_register(Vec& v) {
+#if defined(__AVX512F__)
+        asm("" : "+v"(v));  // any of the 32 vector registers
+#elif defined(__SSE2__)
+        asm("" : "+x"(v));
+#else
+        (void)v;
+#endif
+    }
     static Vec broadcast(const T* p) {
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>) return _mm512_set1_ps(*p);

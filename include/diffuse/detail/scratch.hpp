@@ -26,6 +26,8 @@ enum class Scratch {
     gemm_strip,         // GEMM: a packed strip of B, [kc][NR]
     gemm_packed_b,      // GEMM: B^T packed, [strips][P][NR]
     gemm_panel,         // GEMM: a packed panel of A, [kc][MR]
+    wgrad_dy,           // 3x3 weight gradient: a group's dY rows with zero tails, [S][Cout][pitch]
+    wgrad_planes,       // 3x3 weight gradient: one input channel's three edge-masked planes, [S][3][len]
     silu_sigmoid,       // SiLU backward: sigmoid(x), [n]
     winograd_v,         // Winograd: a block's transformed input patches, [16][C][block]
     winograd_m,         // Winograd: their products with the transformed kernels, [16][O][block]

@@ -21,6 +21,7 @@
 #include "diffuse/core/threading.hpp"
 #include "diffuse/detail/gemm.hpp"
 #include "diffuse/detail/scratch.hpp"
+#include "diffuse/detail/shifted_weight_gradient.hpp"
 #include "diffuse/detail/winograd.hpp"
 #include "diffuse/nn/parameter.hpp"
 
@@ -69,6 +70,17 @@ class Conv2d {
 
     /// Below this many input or output channels the transformed products are too thin to gain.
     static constexpr Index winograd_min_channels = 8;
+    /// A 3x3 stride-1 conv with fewer output channels than this, or planes of at most
+    /// dot_wgrad_max_pixels pixels (counting one row between samples), computes its weight gradient
+    /// as dot products along the pixels (detail/shifted_weight_gradient.hpp) instead of the GEMM
+    /// dW^T = X_col . dY^T: there the GEMM's tile is mostly empty (its B strip spans 16 or 32 output
+    /// channels) or its transposes cost more than the products. Elsewhere the GEMM was faster
+    /// (docs/benchmarks.md).
+    static constexpr Index dot_wgrad_max_out_channels = 7;
+    static constexpr Index dot_wgrad_max_pixels = 64;
+    /// Pixels per group of samples in the dot-product weight gradient: enough that the lanes of its
+    /// partial sums are folded rarely, few enough that a group's dY stays in L2.
+    static constexpr Index dot_wgrad_pixels = 800;
     void set_algorithm(ConvAlgorithm algorithm) { algorithm_ = algorithm; }
     ConvAlgorithm algorithm() const { return algorithm_; }
     /// Whether forward and the input gradient run by Winograd's F(2x2, 3x3).
@@ -121,26 +133,57 @@ class Conv2d {
         } else {
             pack_input_gradient_weights(g);
         }
-        // Tasks: groups of whole samples, each with its own partial dW^T and db, reduced in task order
-        // afterwards. The grouping depends on N only, so the bits do not depend on the thread count.
+        // The dot-product weight gradient: groups of samples stacked into about dot_wgrad_pixels pixels
+        // (detail/shifted_weight_gradient.hpp), each group's partial dW^T reduced in group order
+        // afterwards; a task is a group and a range of input channels.
+        const Index wsize = g.k * out_;
+        std::vector<T> group_dwt;  // [groups, K, Cout]
+        Index groups = 0;
+        const bool dot = dot_weight_gradient(g);
+        if (dot) {
+            const Index per_group = std::clamp<Index>(dot_wgrad_pixels / ((g.h + 1) * g.w), 1, g.n);
+            groups = (g.n + per_group - 1) / per_group;
+            const Index chunks = std::clamp<Index>((4 * num_threads() + groups - 1) / groups, 1, in_);
+            group_dwt.assign(static_cast<std::size_t>(groups * wsize), T(0));
+            parallel_for(groups * chunks, 1, [&](Index first, Index last) {
+                for (Index task = first; task < last; ++task) {
+                    const Index group = task / chunks, chunk = task % chunks;
+                    const Index n0 = group * per_group, n1 = std::min(g.n, n0 + per_group);
+                    const Index c0 = in_ * chunk / chunks, c1 = in_ * (chunk + 1) / chunks;
+                    detail::ShiftedWeightGradient<T>::accumulate(
+                        x_.data() + (n0 * g.c + c0) * g.h * g.w, g.c * g.h * g.w, dy.data() + n0 * out_ * g.p, n1 - n0,
+                        c1 - c0, out_, g.h, g.w, group_dwt.data() + group * wsize + c0 * 9 * out_, out_);
+                }
+            });
+        }
+        // Tasks: groups of whole samples, each with its own partial db (and dW^T unless dot),
+        // reduced in task order afterwards. The grouping depends on N only, so the bits do not depend
+        // on the thread count.
         const Index per_task = std::max<Index>(1, g.n / 16);
         const Index tasks = (g.n + per_task - 1) / per_task;
-        const Index wsize = g.k * out_;
         std::vector<T> partial(static_cast<std::size_t>(tasks * (wsize + out_)), T(0));  // [tasks, dW^T|db]
         parallel_for(tasks, 1, [&](Index first, Index last) {
             for (Index task = first; task < last; ++task) {
                 T* dwt = partial.data() + task * (wsize + out_);  // [K, Cout]
                 T* db = dwt + wsize;                              // [Cout]
                 for (Index n = task * per_task; n < std::min(g.n, (task + 1) * per_task); ++n) {
-                    backward_sample(dy.data() + n * out_ * g.p, g, n, dwt, db,
+                    backward_sample(dy.data() + n * out_ * g.p, g, n, !dot, dwt, db,
                                     winograd ? nullptr : dx.data() + n * g.c * g.h * g.w);
                 }
             }
         });
+        for (Index group = 0; group < groups; ++group) {
+            const T* p = group_dwt.data() + group * wsize;
+            for (Index o = 0; o < out_; ++o) {
+                for (Index r = 0; r < g.k; ++r) weight.grad()[o * g.k + r] += p[r * out_ + o];
+            }
+        }
         for (Index task = 0; task < tasks; ++task) {
             const T* p = partial.data() + task * (wsize + out_);
             for (Index o = 0; o < out_; ++o) {
-                for (Index r = 0; r < g.k; ++r) weight.grad()[o * g.k + r] += p[r * out_ + o];
+                if (!dot) {
+                    for (Index r = 0; r < g.k; ++r) weight.grad()[o * g.k + r] += p[r * out_ + o];
+                }
                 bias.grad()[o] += p[wsize + o];
             }
         }
@@ -231,6 +274,9 @@ class Conv2d {
 
     bool pointwise() const { return k_ == 1 && stride_ == 1; }  // X_col is x itself
     bool shifted() const { return k_ == 3 && stride_ == 1; }    // X_col's rows are shifted planes
+    bool dot_weight_gradient(const Geometry& g) const {
+        return shifted() && (out_ <= dot_wgrad_max_out_channels || (g.h + 1) * g.w <= dot_wgrad_max_pixels);
+    }
 
     void check_input(const Tensor4<T>& x, const Tensor2<T>* shift, const Tensor4<T>* residual) const {
         constexpr const char* where = "diffuse::nn::Conv2d::forward";
@@ -313,24 +359,26 @@ class Conv2d {
         }
     }
 
-    // One sample: dW^T += X_col . dY^T, db += row sums of dY, dx = the input gradient (unless dxs is
-    // null: Winograd computed it for the whole batch).
-    void backward_sample(const T* dys, const Geometry& g, Index n, T* dwt, T* db, T* dxs) const {
+    // One sample: db += row sums of dY, dW^T += X_col . dY^T with weight_gradient, dx = the input
+    // gradient (unless dxs is null: Winograd computed it for the whole batch).
+    void backward_sample(const T* dys, const Geometry& g, Index n, bool weight_gradient, T* dwt, T* db, T* dxs) const {
         for (Index o = 0; o < out_; ++o) {  // db += sum dY
             T sum = T(0);
             for (Index q = 0; q < g.p; ++q) sum += dys[o * g.p + q];
             db[o] += sum;
         }
-        const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
-        const T* xs = x_.data() + n * g.c * g.h * g.w;
-        if (pointwise()) {
-            plane_rows(xs, in_, g, rows);
-        } else {
-            T* planes = detail::scratch<T, detail::Scratch::conv_planes>(static_cast<std::size_t>(plane_size(in_, g)));
-            build_planes(xs, in_, g, planes);
-            plane_rows(planes, in_, g, rows);
+        if (weight_gradient) {
+            const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
+            const T* xs = x_.data() + n * g.c * g.h * g.w;
+            if (pointwise()) {
+                plane_rows(xs, in_, g, rows);
+            } else {
+                T* planes = detail::scratch<T, detail::Scratch::conv_planes>(static_cast<std::size_t>(plane_size(in_, g)));
+                build_planes(xs, in_, g, planes);
+                plane_rows(planes, in_, g, rows);
+            }
+            Gemm::rows_times_transposed(g.k, out_, g.p, rows, mask(g), dys, dwt, out_);  // dW^T += X_col . dY^T
         }
-        Gemm::rows_times_transposed(g.k, out_, g.p, rows, mask(g), dys, dwt, out_);  // dW^T += X_col . dY^T
         if (!dxs) return;
 
         const T** dy_rows = detail::scratch<const T*, detail::Scratch::conv_dy_rows>(static_cast<std::size_t>(out_ * 9));
