@@ -94,12 +94,14 @@ BENCHMARK(BM_gemm)->Args({32, 288, 784})->Args({64, 576, 196})->Args({64, 576, 4
     ->UseRealTime();
 
 // The same products with B as Conv2d reads it for a 3x3 stride-1 convolution: K = 9 Cin rows, each a
-// view of one of Cin zero-padded planes [(H + 2) W + 2] shifted by the tap (i, j), the entries that
-// would wrap to the neighbouring image row zeroed by the edge mask. Its distinct data is Cin planes,
-// a ninth of BM_gemm's B. args: M (output channels), Cin, side (H = W).
+// view of one of Cin zero-padded planes shifted by the tap (i, j), the entries that would wrap to the
+// neighbouring image row zeroed by the edge mask. Its distinct data is Cin planes, a ninth of
+// BM_gemm's B. With several samples, each plane holds their images one after another (as Conv2d lays
+// out a batch of small images: samples_per_product), N = samples H W, and the mask also zeroes the
+// taps that would read across two images. args: M (output channels), Cin, side (H = W), samples.
 void BM_conv_gemm(benchmark::State& state) {
-    const Index m = state.range(0), cin = state.range(1), side = state.range(2);
-    const Index k = 9 * cin, n = side * side, len = (side + 2) * side + 2;
+    const Index m = state.range(0), cin = state.range(1), side = state.range(2), samples = state.range(3);
+    const Index k = 9 * cin, n = samples * side * side, len = n + 2 * (side + 1);
     diffuse::Generator gen(1);
     std::vector<float> a(static_cast<std::size_t>(m * k)), planes(static_cast<std::size_t>(cin * len), 0.0f),
         c(static_cast<std::size_t>(m * n));
@@ -109,8 +111,9 @@ void BM_conv_gemm(benchmark::State& state) {
     Gemm::pack_a(a.data(), k, 1, m, k, packed.data());
     std::vector<const float*> rows(static_cast<std::size_t>(k));  // row (ch, i, j) = plane ch shifted
     for (Index r = 0; r < k; ++r) rows[static_cast<std::size_t>(r)] = planes.data() + (r / 9) * len + (r / 3 % 3) * side + r % 3;
+    const Gemm::EdgeMask mask{side, samples > 1 ? side : 0};
     for (auto _ : state) {
-        Gemm::rows_product(m, k, packed.data(), rows.data(), {side}, 0, n, c.data(), n, false);
+        Gemm::rows_product(m, k, packed.data(), rows.data(), mask, 0, n, c.data(), n, false);
         benchmark::DoNotOptimize(c.data());
     }
     const double gflop = 2.0 * m * n * k * 1e-9;
@@ -118,7 +121,10 @@ void BM_conv_gemm(benchmark::State& state) {
     state.counters["peak_GFLOPS"] = one_core_peak_gflops();
     state.counters["of_peak"] = benchmark::Counter(gflop / one_core_peak_gflops(), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_conv_gemm)->ArgNames({"cout", "cin", "side"})->Args({32, 32, 28})->Args({64, 64, 14})->Args({64, 64, 7})
-    ->Args({32, 96, 28})->UseRealTime();
+// The U-Net's shapes, with the samples per product Conv2d takes at batch 64 on one or two threads
+// (AVX-512: 3 at 14x14 and 11 at 7x7; AVX2: 1 and 6), and 7x7 alone as at batch 1.
+BENCHMARK(BM_conv_gemm)->ArgNames({"cout", "cin", "side", "samples"})->Args({32, 32, 28, 1})
+    ->Args({64, 64, 14, 1})->Args({64, 64, 14, Gemm::nr == 32 ? 3 : 1})->Args({64, 64, 7, 1})
+    ->Args({64, 64, 7, Gemm::nr == 32 ? 11 : 6})->Args({32, 96, 28, 1})->UseRealTime();
 
 }  // namespace

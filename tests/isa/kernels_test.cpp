@@ -58,9 +58,10 @@ std::vector<T> random_values(Generator& gen, Index n) {
 }
 
 // C[M, N] (+)= A[M, K] . B[K, N] through pack_a and rows_product, with the edge mask of a 3x3
-// convolution of width `width` (0: none), against the naive product in long double.
+// convolution of width `width` (0: none) and, for images one after another, height `height` (0:
+// one image), against the naive product in long double.
 template <class T>
-void check_rows_product(Index m, Index k, Index n, Index width, bool accumulate) {
+void check_rows_product(Index m, Index k, Index n, Index width, bool accumulate, Index height = 0) {
     using Gemm = diffuse::detail::Gemm<T>;
     Generator gen(static_cast<std::uint64_t>(m * 1000003 + k * 1009 + n));
     const std::vector<T> a = random_values<T>(gen, m * k);  // [M, K]
@@ -71,15 +72,16 @@ void check_rows_product(Index m, Index k, Index n, Index width, bool accumulate)
     std::vector<const T*> rows(static_cast<std::size_t>(k));
     for (Index kk = 0; kk < k; ++kk) rows[kk] = b.data() + kk * n;
     std::vector<T> c = c0;
-    Gemm::rows_product(m, k, packed.data(), rows.data(), typename Gemm::EdgeMask{width}, 0, n, c.data(), n, accumulate);
+    Gemm::rows_product(m, k, packed.data(), rows.data(), typename Gemm::EdgeMask{width, height}, 0, n, c.data(), n, accumulate);
     Index failures = 0;
     for (Index i = 0; i < m; ++i) {
         for (Index q = 0; q < n; ++q) {
             long double exact = accumulate ? c0[i * n + q] : 0.0L, abs_sum = std::fabs(exact);
             for (Index kk = 0; kk < k; ++kk) {
-                const Index j = kk % 3;
-                const bool masked = width > 0 && ((j == 0 && q % width == 0) || (j == 2 && q % width == width - 1));
-                if (masked) continue;
+                const Index tap_i = kk / 3 % 3, tap_j = kk % 3, image = width * height;
+                const bool masked = width > 0 && ((tap_j == 0 && q % width == 0) || (tap_j == 2 && q % width == width - 1));
+                const bool across = image > 0 && ((tap_i == 0 && q % image < width) || (tap_i == 2 && q % image >= image - width));
+                if (masked || across) continue;
                 const long double p = static_cast<long double>(a[i * k + kk]) * b[kk * n + q];
                 exact += p;
                 abs_sum += std::fabs(p);
@@ -87,7 +89,8 @@ void check_rows_product(Index m, Index k, Index n, Index width, bool accumulate)
             if (!within_dot_bound<T>(c[i * n + q], exact, abs_sum, k)) ++failures;
         }
     }
-    INFO("M = " << m << ", K = " << k << ", N = " << n << ", edge width " << width << ", accumulate " << accumulate);
+    INFO("M = " << m << ", K = " << k << ", N = " << n << ", edge width " << width << ", height " << height
+                  << ", accumulate " << accumulate);
     REQUIRE(failures == 0);
 }
 
@@ -285,6 +288,16 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's edge mask zeroes the columns that w
                    "[isa][gemm]", float, double) {
     for (const Index width : {1, 2, 7, 28}) check_rows_product<TestType>(11, 9 * 5, width * 6 + 1, width, false);
     check_rows_product<TestType>(7, 9 * 50, 14 * 14, 14, true);  // two K blocks
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's edge mask also zeroes the rows that would read across images laid one after another",
+                   "[isa][gemm]", float, double) {
+    // Images of H x W, several per product (Conv2d's samples_per_product): full and partial strips,
+    // a strip holding the end of one image and the start of the next, one-row and one-column images.
+    for (const auto& [w, h] : {std::pair<Index, Index>{7, 7}, {1, 5}, {5, 1}, {3, 4}, {14, 14}, {1, 1}}) {
+        for (const Index images : {2, 3, 11}) check_rows_product<TestType>(13, 9 * 3, images * w * h, w, false, h);
+    }
+    check_rows_product<TestType>(9, 9 * 50, 11 * 49, 7, true, 7);  // two K blocks
 }
 
 TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's transposed product (the weight gradient) matches a naive product",

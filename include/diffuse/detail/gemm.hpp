@@ -135,22 +135,35 @@ struct Gemm {
     }
 
     /// Rows that are a plane shifted by one column (conv2d.hpp's 3x3 stride-1 rows, k = (c, i, j),
-    /// j = k % 3) read the neighbouring image row at the image's left or right edge; those entries
-    /// are zero in X_col. With width W > 0: row k with j = 0 is zero where q % W == 0 (no left
-    /// neighbour), with j = 2 where q % W == W - 1 (no right neighbour). W = 0: rows as they are.
+    /// i = k / 3 % 3, j = k % 3) read the neighbouring image row at the image's left or right edge;
+    /// those entries are zero in X_col. With width W > 0: row k with j = 0 is zero where q % W == 0
+    /// (no left neighbour), with j = 2 where q % W == W - 1 (no right neighbour). W = 0: rows as they
+    /// are. With height H > 0 as well, the columns are several images of H x W pixels one after
+    /// another, and a shift by one row reads the neighbouring image at an image's first or last row:
+    /// row k with i = 0 is also zero where q % (H W) < W, with i = 2 where q % (H W) >= (H - 1) W.
     struct EdgeMask {
         Index width = 0;
-        // Calls zero(k, q) for every masked entry of rows [k0, k0 + kn) x columns [q0, q1). The edge
-        // columns are found once; each row's tap j then cycles 0, 1, 2 from k0 % 3, with no division.
+        Index height = 0;
+        // Calls zero(k, q) for every masked entry of rows [k0, k0 + kn) x columns [q0, q1) (an entry
+        // masked twice may be called twice). The edge columns are found once; each row's tap then
+        // cycles from k0 % 9, with no division.
         template <class Fn>
         void each(Index k0, Index kn, Index q0, Index q1, Fn&& zero) const {
             if (width == 0) return;
             const Index left = q0 + (width - q0 % width) % width;              // first q with q % W == 0
             const Index right = q0 + (2 * width - 1 - q0 % width) % width;     // first q with q % W == W-1
-            Index j = k0 % 3;
-            for (Index k = k0; k < k0 + kn; ++k, j = j == 2 ? 0 : j + 1) {
-                if (j == 1) continue;
-                for (Index q = j == 0 ? left : right; q < q1; q += width) zero(k, q);
+            const Index image = width * height;
+            Index t = k0 % 9;
+            for (Index k = k0; k < k0 + kn; ++k, t = t == 8 ? 0 : t + 1) {
+                const Index i = t / 3, j = t % 3;
+                if (j != 1) {
+                    for (Index q = j == 0 ? left : right; q < q1; q += width) zero(k, q);
+                }
+                if (height == 0 || i == 1) continue;
+                for (Index base = q0 - q0 % image; base < q1; base += image) {  // the image's first or last row
+                    const Index from = i == 0 ? base : base + image - width;
+                    for (Index q = std::max(from, q0); q < std::min(from + width, q1); ++q) zero(k, q);
+                }
             }
         }
     };
@@ -230,7 +243,7 @@ struct Gemm {
                 // the micro-kernel then reads B sequentially from L1 for every panel of A.
                 const Index cols = std::min(nr, q1 - q);
                 if (cols == nr) {
-                    copy_strip(rows + k0, kb, q, mask, k0 % 3, !spread && q + 2 * nr <= q1, strip);
+                    copy_strip(rows + k0, kb, q, mask, k0 % 9, !spread && q + 2 * nr <= q1, strip);
                 } else {
                     for (Index kk = 0; kk < kb; ++kk) {
                         std::copy_n(rows[k0 + kk] + q, cols, strip + kk * nr);
@@ -357,29 +370,39 @@ struct Gemm {
     }
 
     // strip[kk][0 .. NR) = rows[kk][q .. q + NR) for kk < kb, with the entries the edge mask zeroes
-    // cleared by a bitwise and as they are copied: row kk's tap is j = (j0 + kk) % 3 and its columns
-    // to clear are where (q + t) % W is 0 (j = 0) or W - 1 (j = 2). With prefetch, the next strip's
-    // lines are fetched as this one is copied.
-    static void copy_strip(const T* const* rows, Index kb, Index q, EdgeMask mask, Index j0, bool prefetch, T* strip) {
-        Bits keep_bits[3][nr];  // [tap j][column t]: all ones to keep, zero to clear
-        for (Index t = 0, r = mask.width ? q % mask.width : 1; t < nr; ++t) {
-            keep_bits[0][t] = mask.width && r == 0 ? Bits(0) : ~Bits(0);
-            keep_bits[1][t] = ~Bits(0);
-            keep_bits[2][t] = mask.width && r == mask.width - 1 ? Bits(0) : ~Bits(0);
+    // cleared by a bitwise and as they are copied: row kk's tap is t = (t0 + kk) % 9, (i, j) =
+    // (t / 3, t % 3), and its columns to clear are where (q + c) % W is 0 (j = 0) or W - 1 (j = 2), and
+    // with a height, where (q + c) % (H W) is in the first row (i = 0) or the last (i = 2). With
+    // prefetch, the next strip's lines are fetched as this one is copied.
+    static void copy_strip(const T* const* rows, Index kb, Index q, EdgeMask mask, Index t0, bool prefetch, T* strip) {
+        Bits keep_bits[3][2][nr];  // [j: columns | i: rows][column c]: all ones to keep, zero to clear
+        const Index image = mask.width * mask.height;
+        for (Index c = 0, r = mask.width ? q % mask.width : 1, at = image ? q % image : 0; c < nr; ++c) {
+            keep_bits[0][0][c] = mask.width && r == 0 ? Bits(0) : ~Bits(0);
+            keep_bits[1][0][c] = ~Bits(0);
+            keep_bits[2][0][c] = mask.width && r == mask.width - 1 ? Bits(0) : ~Bits(0);
+            keep_bits[0][1][c] = image && at < mask.width ? Bits(0) : ~Bits(0);
+            keep_bits[1][1][c] = ~Bits(0);
+            keep_bits[2][1][c] = image && at >= image - mask.width ? Bits(0) : ~Bits(0);
             if (mask.width) r = r + 1 == mask.width ? 0 : r + 1;
+            if (image) at = at + 1 == image ? 0 : at + 1;
         }
-        Vec keep[3][2];
-        for (int j = 0; j < 3; ++j) {
-            std::memcpy(&keep[j][0], keep_bits[j], sizeof(Vec));
-            std::memcpy(&keep[j][1], keep_bits[j] + lanes, sizeof(Vec));
+        Vec keep[9][2];  // [tap (i, j)]
+        for (int t = 0; t < 9; ++t) {
+            for (int half = 0; half < 2; ++half) {
+                Vec column, row;
+                std::memcpy(&column, keep_bits[t % 3][0] + half * lanes, sizeof(Vec));
+                std::memcpy(&row, keep_bits[t / 3][1] + half * lanes, sizeof(Vec));
+                keep[t][half] = keep_where(column, row);
+            }
         }
-        for (Index kk = 0, j = j0; kk < kb; ++kk, j = j == 2 ? 0 : j + 1) {
+        for (Index kk = 0, t = t0; kk < kb; ++kk, t = t == 8 ? 0 : t + 1) {
             const T* src = rows[kk] + q;
             if (prefetch) {
                 for (const Index line : next_strip_lines) __builtin_prefetch(src + line);
             }
-            store(strip + kk * nr, keep_where(load(src), keep[j][0]));
-            store(strip + kk * nr + lanes, keep_where(load(src + lanes), keep[j][1]));
+            store(strip + kk * nr, keep_where(load(src), keep[t][0]));
+            store(strip + kk * nr + lanes, keep_where(load(src + lanes), keep[t][1]));
         }
     }
 };

@@ -23,6 +23,7 @@ enum class Scratch {
     conv_planes,        // conv2d: one sample's shifted planes, of x (forward, backward) or of dy (backward)
     conv_dy_rows,       // conv2d backward: pointers to dY's rows, [Cout * 9]
     conv_columns,       // conv2d backward: W^T dY before col2im, [K, P]
+    conv_group_output,  // conv2d forward: a group of samples' outputs, [Cout, samples * P]
     gemm_strip,         // GEMM: a packed strip of B, [kc][NR]
     gemm_packed_b,      // GEMM: B^T packed, [strips][P][NR]
     gemm_panel,         // GEMM: a packed panel of A, [kc][MR]

@@ -9,8 +9,12 @@
 // zeroes the entry as it copies the slice (detail::Gemm::EdgeMask). A 1x1 stride-1 conv reads x
 // itself; a stride-2 conv builds X_col (im2col, 2.25x the input).
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
-// flipped and its channels swapped. Work is split by samples and by output columns; sums over samples
-// (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
+// flipped and its channels swapped. Small planes (7 x 7, and 14 x 14 with AVX-512) fill the GEMM's
+// strips of columns badly, so there a product spans several samples' planes laid one after another
+// (samples_per_product). The weight gradient is the GEMM dW^T = X_col . dY^T, or, for a 3x3 stride-1
+// conv with few output channels or small planes, dot products along the pixels
+// (detail/shifted_weight_gradient.hpp). Work is split by samples and by output columns; sums over
+// samples (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
 // On request (set_algorithm(ConvAlgorithm::winograd)) a 3x3 stride-1 conv with enough channels
 // computes its forward pass and its input gradient by Winograd's F(2x2, 3x3) instead
 // (detail/winograd.hpp): 2.25x fewer multiplications in its products, the same result up to a few
@@ -133,6 +137,12 @@ class Conv2d {
         } else {
             pack_input_gradient_weights(g);
         }
+        // Small planes: dx by products over several samples' columns (as in the forward pass).
+        const bool grouped = !winograd && samples_per_product(g) > 1;
+        if (grouped) {
+            grouped_products(dy.data(), out_, in_, g, samples_per_product(g), dx.data(),
+                             [&](Index, Index, T* row) { std::fill_n(row, g.p, T(0)); });
+        }
         // The dot-product weight gradient: groups of samples stacked into about dot_wgrad_pixels pixels
         // (detail/shifted_weight_gradient.hpp), each group's partial dW^T reduced in group order
         // afterwards; a task is a group and a range of input channels.
@@ -168,7 +178,7 @@ class Conv2d {
                 T* db = dwt + wsize;                              // [Cout]
                 for (Index n = task * per_task; n < std::min(g.n, (task + 1) * per_task); ++n) {
                     backward_sample(dy.data() + n * out_ * g.p, g, n, !dot, dwt, db,
-                                    winograd ? nullptr : dx.data() + n * g.c * g.h * g.w);
+                                    winograd || grouped ? nullptr : dx.data() + n * g.c * g.h * g.w);
                 }
             }
         });
@@ -228,6 +238,11 @@ class Conv2d {
         }
         packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
         Gemm::pack_a(weight.data(), g.k, 1, out_, g.k, packed_.data());  // W [Cout, K]
+        const Index group = samples_per_product(g);
+        if (group > 1) {
+            convolve_groups(x, g, group, shift, residual, y);
+            return y;
+        }
         // Tasks: (sample, a tile of output columns), enough of them to keep every thread busy.
         const Index strips = (g.p + Gemm::nr - 1) / Gemm::nr;
         const Index tiles = std::clamp<Index>((4 * num_threads() + g.n - 1) / g.n, 1, (strips + 3) / 4);
@@ -270,6 +285,82 @@ class Conv2d {
             }
         });
         return y;
+    }
+
+    // Samples whose columns go into one product, for a shifted conv: a plane of fewer than 8 strips of
+    // the GEMM's columns leaves its last strip part empty (7 x 7 = 49 columns fill 49 of 64), so
+    // several samples' planes are laid one after another (the edge mask zeroes the taps that would
+    // read across two), as many as fill 16 strips, but no fewer than two groups per thread. The sums
+    // are the same, so are the bits. (A pointwise conv reads x itself; copying its planes together
+    // cost more than the fuller strips gained.)
+    Index samples_per_product(const Geometry& g) const {
+        if (!shifted() || g.p >= 8 * Gemm::nr || g.n == 1) return 1;
+        const Index fill = (16 * Gemm::nr + g.p - 1) / g.p;
+        return std::clamp<Index>(std::min(fill, g.n / (2 * num_threads())), 1, g.n);
+    }
+
+    // convolve() for groups of `group` samples, each one product over its samples' columns.
+    void convolve_groups(const Tensor4<T>& x, const Geometry& g, Index group, const Tensor2<T>* shift,
+                         const Tensor4<T>* residual, Tensor4<T>& y) const {
+        grouped_products(x.data(), in_, out_, g, group, y.data(), [&](Index n, Index o, T* yo) {
+            const T b = bias.data()[o] + (shift ? shift->data()[n * out_ + o] : T(0));  // Y = b (+ shift) (+ residual)
+            if (residual) {
+                const T* r = residual->data() + (n * out_ + o) * g.p;
+                for (Index q = 0; q < g.p; ++q) yo[q] = r[q] + b;
+            } else {
+                std::fill_n(yo, g.p, b);
+            }
+        });
+    }
+
+    // dst [N, Cd, P] = the product of packed_ [Cd, Cs * 9] and the X_col of src [N, Cs, P], a product
+    // per group of `group` samples over all their columns, each output row started by init(n, o, row)
+    // (the row of P values of sample n, channel o), or from zero when init is null.
+    template <class Init>
+    void grouped_products(const T* src, Index src_channels, Index dst_channels, const Geometry& g, Index group,
+                          T* dst, Init&& init) const {
+        const Index groups = (g.n + group - 1) / group;
+        const Index len = group_plane_length(group, g), k = src_channels * 9;
+        parallel_for(groups, 1, [&](Index first, Index last) {
+            const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(k));  // [K]
+            T* planes = detail::scratch<T, detail::Scratch::conv_planes>(static_cast<std::size_t>(src_channels * len));  // [Cs, len]
+            T* out = detail::scratch<T, detail::Scratch::conv_group_output>(static_cast<std::size_t>(dst_channels * group * g.p));
+            for (Index task = first; task < last; ++task) {
+                const Index n0 = task * group, count = std::min(group, g.n - n0), cols = count * g.p;
+                group_planes(src + n0 * src_channels * g.p, count, src_channels, g, len, planes);
+                group_rows(planes, src_channels, g, len, rows);
+                for (Index o = 0; o < dst_channels; ++o) {  // [Cd, count * P]
+                    for (Index s = 0; s < count; ++s) init(n0 + s, o, out + o * cols + s * g.p);
+                }
+                Gemm::rows_product(dst_channels, k, packed_.data(), rows, group_mask(g), 0, cols, out, cols, true);
+                for (Index s = 0; s < count; ++s) {
+                    for (Index o = 0; o < dst_channels; ++o) {
+                        std::copy_n(out + o * cols + s * g.p, g.p, dst + ((n0 + s) * dst_channels + o) * g.p);
+                    }
+                }
+            }
+        });
+    }
+
+    // A group's planes: per channel, the samples' planes one after another, with W + 1 zeros before
+    // and after (the row above the first image and below the last, as in a single sample's planes).
+    static Index group_plane_length(Index count, const Geometry& g) { return count * g.p + 2 * (g.w + 1); }
+    static typename Gemm::EdgeMask group_mask(const Geometry& g) { return {g.w, g.h}; }
+    // xs: `count` samples [count, C, H, W] -> planes [C, len].
+    static void group_planes(const T* xs, Index count, Index channels, const Geometry& g, Index len, T* planes) {
+        const Index pad = g.w + 1;
+        for (Index c = 0; c < channels; ++c) {
+            T* b = planes + c * len;
+            std::fill_n(b, pad, T(0));
+            for (Index s = 0; s < count; ++s) std::copy_n(xs + (s * channels + c) * g.p, g.p, b + pad + s * g.p);
+            std::fill(b + pad + count * g.p, b + len, T(0));
+        }
+    }
+    // Row r = (c, i, j) of the group's X_col: plane c shifted by (i - 1, j - 1).
+    static void group_rows(const T* planes, Index channels, const Geometry& g, Index len, const T** rows) {
+        for (Index c = 0; c < channels; ++c) {
+            for (Index t = 0; t < 9; ++t) rows[c * 9 + t] = planes + c * len + (t / 3) * g.w + t % 3;
+        }
     }
 
     bool pointwise() const { return k_ == 1 && stride_ == 1; }  // X_col is x itself
@@ -360,7 +451,7 @@ class Conv2d {
     }
 
     // One sample: db += row sums of dY, dW^T += X_col . dY^T with weight_gradient, dx = the input
-    // gradient (unless dxs is null: Winograd computed it for the whole batch).
+    // gradient (unless dxs is null: Winograd or the grouped products computed it for the whole batch).
     void backward_sample(const T* dys, const Geometry& g, Index n, bool weight_gradient, T* dwt, T* db, T* dxs) const {
         for (Index o = 0; o < out_; ++o) {  // db += sum dY
             T sum = T(0);
