@@ -74,8 +74,8 @@ class Conv2d {
 
     /// Below this many input or output channels the transformed products are too thin to gain.
     static constexpr Index winograd_min_channels = 8;
-    /// A 3x3 stride-1 conv with fewer output channels than this, or planes of at most
-    /// dot_wgrad_max_pixels pixels (counting one row between samples), computes its weight gradient
+    /// A 3x3 stride-1 conv with at most dot_wgrad_max_out_channels output channels, or planes of at
+    /// most dot_wgrad_max_pixels pixels (counting one row between samples), computes its weight gradient
     /// as dot products along the pixels (detail/shifted_weight_gradient.hpp) instead of the GEMM
     /// dW^T = X_col . dY^T: there the GEMM's tile is mostly empty (its B strip spans 16 or 32 output
     /// channels) or its transposes cost more than the products. Elsewhere the GEMM was faster
