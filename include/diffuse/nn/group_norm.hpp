@@ -85,31 +85,38 @@ class GroupNorm {
         // Per-sample parameter gradients, reduced in sample order afterwards (same bits, any threads).
         std::vector<T> partial(static_cast<std::size_t>(n * channels_ * 2), T(0));  // [N, dgamma|dbeta]
         parallel_for(n * groups_, 1, [&](Index begin, Index end) {
-            Array xhat(cg * hw), g(cg * hw);  // one group's xhat and gamma du, [C/G * H * W]
+            Array du(cg * hw);  // one group's gradient of u, [C/G * H * W]
             for (Index ng = begin; ng < end; ++ng) {
                 const Index at = ng * cg * hw, count = cg * hw, c0 = (ng % groups_) * cg;
                 const auto x = Eigen::Map<const Array>(x_.data() + at, count);
                 const auto d = Eigen::Map<const Array>(dy.data() + at, count);
                 T* dgamma = partial.data() + (ng / groups_) * channels_ * 2;
                 T* dbeta = dgamma + channels_;
-                xhat = (x - mean_[ng]) * rstd_[ng];
+                const T mean = mean_[ng], rstd = rstd_[ng];
+                // g = gamma du: sum g = sum_c gamma_c dbeta_c, sum g xhat = sum_c gamma_c dgamma_c.
+                double sum_g = 0.0, sum_gx = 0.0;
                 for (Index c = 0; c < cg; ++c) {
                     const auto xs = x.segment(c * hw, hw), ds = d.segment(c * hw, hw);
-                    auto gs = g.segment(c * hw, hw);
+                    auto dus = du.segment(c * hw, hw);
                     const auto [a, b] = affine(ng, c0 + c);
+                    const auto u = xs * a + b;  // the forward's u, the same bits
                     if (activation_ == Activation::silu) {
-                        const auto u = xs * a + b;                      // the forward's u, the same bits
-                        const auto s = u.logistic();                    // sigmoid(u), as the forward
-                        gs = ds * s * (T(1) + u * (T(1) - s));         // du
+                        dus = u.logistic();                            // s = sigmoid(u), as the forward
+                        dus = ds * dus * (T(1) + u * (T(1) - dus));   // du
                     } else {
-                        gs = ds;
+                        dus = ds;
                     }
-                    dgamma[c0 + c] = (gs * xhat.segment(c * hw, hw)).sum();
-                    dbeta[c0 + c] = gs.sum();
-                    gs *= weight.data()[c0 + c];
+                    dgamma[c0 + c] = (dus * ((xs - mean) * rstd)).sum();
+                    dbeta[c0 + c] = dus.sum();
+                    sum_g += static_cast<double>(weight.data()[c0 + c]) * dbeta[c0 + c];
+                    sum_gx += static_cast<double>(weight.data()[c0 + c]) * dgamma[c0 + c];
                 }
-                const T mean_g = g.mean(), mean_gx = (g * xhat).mean();
-                Eigen::Map<Array>(dx.data() + at, count) = rstd_[ng] * (g - mean_g - xhat * mean_gx);
+                const T mean_g = static_cast<T>(sum_g / count), mean_gx = static_cast<T>(sum_gx / count);
+                for (Index c = 0; c < cg; ++c) {  // dx = rstd (g - mean(g) - xhat mean(g xhat))
+                    const T w = weight.data()[c0 + c];
+                    Eigen::Map<Array>(dx.data() + at + c * hw, hw) =
+                        rstd * (w * du.segment(c * hw, hw) - mean_g - (x.segment(c * hw, hw) - mean) * rstd * mean_gx);
+                }
             }
         });
         for (Index s = 0; s < n; ++s) {
