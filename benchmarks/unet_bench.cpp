@@ -54,12 +54,15 @@ BENCHMARK(BM_conv2d)
     ->ArgsProduct({{64}, {64}, {3}, {1}, {7}, {0, 1}, {0, 1}})
     ->Args({32, 32, 3, 2, 28, 0, 0})->Args({32, 32, 3, 2, 28, 1, 0})
     ->Args({64, 64, 1, 1, 7, 0, 0})->Args({64, 64, 1, 1, 7, 1, 0})
+    ->Args({128, 64, 3, 1, 7, 0, 0})->Args({128, 64, 3, 1, 7, 1, 0})   // the decoder's 7x7 convs
+    ->Args({32, 1, 3, 1, 28, 0, 0})->Args({32, 1, 3, 1, 28, 1, 0})     // conv_out
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_group_norm(benchmark::State& state) {
     const bool backward = state.range(0) != 0;
     diffuse::Generator gen(2);
-    diffuse::nn::GroupNorm<float> norm(8, 32);
+    const auto activation = state.range(1) != 0 ? diffuse::nn::Activation::silu : diffuse::nn::Activation::none;
+    diffuse::nn::GroupNorm<float> norm(8, 32, 1e-5, activation);
     const auto x = gen.randn<float, 4>({64, 32, 28, 28});
     Tensor4<float> y = norm.forward(x);
     for (auto _ : state) {
@@ -68,7 +71,7 @@ void BM_group_norm(benchmark::State& state) {
     }
     state.SetBytesProcessed(state.iterations() * x.size() * Index{sizeof(float)} * (backward ? 3 : 2));
 }
-BENCHMARK(BM_group_norm)->ArgName("bwd")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_group_norm)->ArgNames({"bwd", "silu"})->ArgsProduct({{0, 1}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_silu(benchmark::State& state) {
     const bool backward = state.range(0) != 0;

@@ -391,7 +391,7 @@ class Conv2d {
     }
 
     // A shifted plane: a zero row above and below the H x W plane, and one more zero at each end.
-    static Index shifted_length(const Geometry& g) { return (g.h + 2) * g.w + 2; }
+    static Index shifted_length(const Geometry& g) { return group_plane_length(1, g); }
     typename Gemm::EdgeMask mask(const Geometry& g) const { return {shifted() ? g.w : 0}; }
 
     // Elements of the buffer that holds X_col's rows for one sample of `channels` channels.
@@ -408,24 +408,13 @@ class Conv2d {
             im2col(xs, g, planes);
             return;
         }
-        const Index len = shifted_length(g), top = 1 + g.w;
-        for (Index c = 0; c < channels; ++c) {
-            T* b = planes + c * len;  // [L]
-            std::fill_n(b, top, T(0));
-            std::copy_n(xs + c * g.h * g.w, g.h * g.w, b + top);
-            std::fill(b + top + g.h * g.w, b + len, T(0));
-        }
+        group_planes(xs, 1, channels, g, shifted_length(g), planes);  // one sample's group
     }
 
     // Row r = (c, i, j) of X_col: output column q reads rows[r][q] (masked by mask(g)).
     void plane_rows(const T* planes, Index channels, const Geometry& g, const T** rows) const {
         if (shifted()) {
-            const Index len = shifted_length(g);
-            for (Index c = 0; c < channels; ++c) {
-                for (Index i = 0; i < 3; ++i) {
-                    for (Index j = 0; j < 3; ++j) rows[(c * 3 + i) * 3 + j] = planes + c * len + i * g.w + j;
-                }
-            }
+            group_rows(planes, channels, g, shifted_length(g), rows);
         } else {
             for (Index r = 0; r < channels * k_ * k_; ++r) rows[r] = planes + r * g.p;
         }
