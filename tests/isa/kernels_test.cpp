@@ -7,11 +7,13 @@
 // Checked, in float and in double: the GEMM's two products against a naive product in long double
 // (partial register tiles, two K blocks, the edge mask), the dot-product weight gradient of a 3x3
 // conv against the naive sum, the convolutions against the naive sum and
-// by the adjoint identities of their backward pass, and the U-Net's forward and backward (a float
+// by the adjoint identities of their backward pass, the Philox blocks computed in vector lanes
+// against the scalar ones, and the U-Net's forward and backward (a float
 // network against the same weights in double, and the double network by finite differences).
 
 #include "../support/layers.hpp"
 
+#include <diffuse/core/random.hpp>
 #include <diffuse/core/threading.hpp>
 #include <diffuse/detail/gemm.hpp>
 #include <diffuse/detail/shifted_weight_gradient.hpp>
@@ -327,6 +329,42 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the dot-product weight gradient of a 3x3 conv 
 TEMPLATE_TEST_CASE(DIFFUSE_ISA ": Conv2d matches the naive sum and its backward pass the adjoint identities",
                    "[isa][conv2d]", float, double) {
     for (const ConvCase& c : conv_cases) check_conv<TestType>(c);
+}
+
+TEST_CASE(DIFFUSE_ISA ": the Philox blocks computed in vector lanes are the blocks one at a time", "[isa][random]") {
+    // 16 lanes with AVX-512, 8 with AVX2; SSE2 computes one block at a time (its 32-bit products
+    // were slower than scalar 64-bit ones). Runs start on both sides of a carry into the high word.
+    using Lanes = diffuse::detail::PhiloxLanes;
+    using Words = std::array<std::uint32_t, 4>;
+    CHECK(Lanes::count == (DIFFUSE_ISA_FLOAT_LANES == 4 ? 1 : DIFFUSE_ISA_FLOAT_LANES));
+    const std::array<std::uint32_t, 2> key = {0x89abcdef, 0x01234567};
+    for (const std::uint64_t first : {std::uint64_t{0}, std::uint64_t{0xfffffffa}, std::uint64_t{0xfedcba98ffffffffULL}}) {
+        std::array<Words, Lanes::count> out{};
+        Lanes::blocks(first, key, out.data());
+        for (int l = 0; l < Lanes::count; ++l) {
+            const std::uint64_t i = first + static_cast<std::uint64_t>(l);
+            INFO("block " << i);
+            CHECK(out[static_cast<std::size_t>(l)] ==
+                  diffuse::philox4x32_10({static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(i >> 32), 0, 0}, key));
+        }
+    }
+    // Fills go through the lanes: uniform draws of lengths around a multiple of the lanes, from an
+    // offset that is not one, are the documented words (u = (w >> 8) 2^-24 in float).
+    for (const Index n : {Index{1}, Index{4 * Lanes::count - 1}, Index{4 * Lanes::count + 5}, Index{10007}}) {
+        const std::uint64_t seed = 0x0123456789abcdefULL, offset = 0xfffffffdULL;
+        Generator generator(seed, offset);
+        std::vector<float> u(static_cast<std::size_t>(n));
+        generator.uniform(u.data(), n);
+        CHECK(generator.offset() == offset + static_cast<std::uint64_t>((n + 3) / 4));
+        const Generator layout(seed);
+        Index wrong = 0;
+        for (Index k = 0; k < n; ++k) {
+            const Words w = layout.block(offset + static_cast<std::uint64_t>(k / 4));
+            wrong += u[static_cast<std::size_t>(k)] != static_cast<float>(w[static_cast<std::size_t>(k % 4)] >> 8) * 0x1p-24f;
+        }
+        INFO("n = " << n);
+        CHECK(wrong == 0);
+    }
 }
 
 TEST_CASE(DIFFUSE_ISA ": Conv2d and the U-Net give the same bits with one thread or two", "[isa][conv2d][unet]") {

