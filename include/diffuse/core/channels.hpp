@@ -5,6 +5,7 @@
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/shape.hpp"
 #include "diffuse/core/tensor.hpp"
+#include "diffuse/core/threading.hpp"
 
 #include <algorithm>
 #include <string>
@@ -28,9 +29,11 @@ Tensor4<T> channel_slice(const Tensor4<T>& x, Index begin, Index count) {
     }
     Tensor4<T> out(x.dimension(0), count, x.dimension(2), x.dimension(3));
     const Index plane = x.dimension(2) * x.dimension(3);
-    for (Index n = 0; n < x.dimension(0); ++n) {
-        std::copy_n(x.data() + (n * x.dimension(1) + begin) * plane, count * plane, out.data() + n * count * plane);
-    }
+    parallel_for(x.dimension(0), 1, [&](Index first, Index last) {
+        for (Index n = first; n < last; ++n) {
+            std::copy_n(x.data() + (n * x.dimension(1) + begin) * plane, count * plane, out.data() + n * count * plane);
+        }
+    });
     return out;
 }
 

@@ -34,6 +34,8 @@
 #include "diffuse/nn/time_mlp.hpp"
 
 #include <algorithm>
+#include <cassert>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -475,15 +477,18 @@ class UNet {
         skips_.clear();
         std::size_t skip_count = 1;
         for (const Level& level : down) skip_count += level.blocks.size() + (level.resample.out_channels() > 0 ? 1 : 0);
-        skips_.reserve(skip_count);  // a vector of tensors copies them when it grows
+        // A vector of tensors moves them when it grows, and the layers below borrow them (std::cref:
+        // read in backward, not copied), so it must not grow.
+        skips_.reserve(skip_count);
         skips_.push_back(config_.concat_channels > 0 ? conv_in.forward(nn::concat_channels(x, c.concat)) : conv_in.forward(x));
         for (Level& level : down) {
             for (std::size_t b = 0; b < level.blocks.size(); ++b) {
-                skips_.push_back(attend(level, b, res(level.blocks[b], skips_.back()), c));
+                skips_.push_back(attend(level, b, res(level.blocks[b], std::cref(skips_.back())), c));
             }
-            if (level.resample.out_channels() > 0) skips_.push_back(level.resample.forward(skips_.back()));
+            if (level.resample.out_channels() > 0) skips_.push_back(level.resample.forward(std::cref(skips_.back())));
         }
-        Tensor4<T> h = res(mid_block_1, skips_.back());
+        assert(skips_.size() == skip_count);
+        Tensor4<T> h = res(mid_block_1, std::cref(skips_.back()));
         h = config_.context_dim > 0 ? mid_transformer.forward(h, c.context, c.context_mask) : mid_attn_1.forward(h);
         h = res(mid_block_2, std::move(h));
         std::size_t skip = skips_.size();

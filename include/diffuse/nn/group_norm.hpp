@@ -11,6 +11,7 @@
 #include "diffuse/nn/parameter.hpp"
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,18 +49,20 @@ class GroupNorm {
     bool training() const { return training_; }
     /// The input the last training-mode forward kept, [N, C, H, W] (empty in evaluation mode): a
     /// layer around this one may read it instead of keeping a copy of its own.
-    const Tensor4<T>& input() const { return x_; }
+    const Tensor4<T>& input() const { return borrowed_ ? *borrowed_ : x_; }
 
     /// x: [N, C, H, W] -> y: same shape.
     Tensor4<T> forward(const Tensor4<T>& x) {
         check_input(x);
         Tensor4<T> y(x.dimensions());
         x_ = training_ ? x : Tensor4<T>();
+        borrowed_ = nullptr;
         normalise(x, y);
         return y;
     }
     Tensor4<T> forward(Tensor4<T>&& x) {
         check_input(x);
+        borrowed_ = nullptr;
         if (!training_) {
             x_ = Tensor4<T>();
             normalise(x, x);  // in place
@@ -70,15 +73,26 @@ class GroupNorm {
         normalise(x_, y);
         return y;
     }
+    /// x borrowed, not copied: backward reads the caller's tensor, which must stay alive and
+    /// unchanged until then (a U-Net's skip tensors, which it keeps anyway).
+    Tensor4<T> forward(std::reference_wrapper<const Tensor4<T>> x) {
+        check_input(x);
+        Tensor4<T> y(x.get().dimensions());
+        x_ = Tensor4<T>();
+        borrowed_ = training_ ? &x.get() : nullptr;
+        normalise(x, y);
+        return y;
+    }
 
     /// dy -> dx. Through the activation first (SiLU: du = dy s (1 + u (1 - s)), s = sigmoid(u)), then,
     /// with g = gamma du over one group of m values:
     ///   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma_c += sum du xhat,  dbeta_c += sum du.
     Tensor4<T> backward(const Tensor4<T>& dy) {
-        if (x_.size() == 0) detail::throw_no_forward_cache("diffuse::nn::GroupNorm::backward");
-        if (dy.dimensions() != x_.dimensions()) {
+        const Tensor4<T>& x_kept = input();
+        if (x_kept.size() == 0) detail::throw_no_forward_cache("diffuse::nn::GroupNorm::backward");
+        if (dy.dimensions() != x_kept.dimensions()) {
             detail::throw_invalid("diffuse::nn::GroupNorm::backward", "dy.shape", shape_string(dy.dimensions()),
-                                  "the forward input's shape " + shape_string(x_.dimensions()));
+                                  "the forward input's shape " + shape_string(x_kept.dimensions()));
         }
         const Index n = dy.dimension(0), hw = dy.dimension(2) * dy.dimension(3), cg = channels_ / groups_;
         Tensor4<T> dx(dy.dimensions());
@@ -88,7 +102,7 @@ class GroupNorm {
             Array du(cg * hw);  // one group's gradient of u, [C/G * H * W]
             for (Index ng = begin; ng < end; ++ng) {
                 const Index at = ng * cg * hw, count = cg * hw, c0 = (ng % groups_) * cg;
-                const auto x = Eigen::Map<const Array>(x_.data() + at, count);
+                const auto x = Eigen::Map<const Array>(x_kept.data() + at, count);
                 const auto d = Eigen::Map<const Array>(dy.data() + at, count);
                 T* dgamma = partial.data() + (ng / groups_) * channels_ * 2;
                 T* dbeta = dgamma + channels_;
@@ -187,7 +201,8 @@ class GroupNorm {
     double eps_ = 1e-5;
     Activation activation_ = Activation::none;
     bool training_ = true;
-    Tensor4<T> x_;          // the forward input, [N, C, H, W]
+    Tensor4<T> x_;          // the forward input, [N, C, H, W], unless borrowed
+    const Tensor4<T>* borrowed_ = nullptr;  // the caller's forward input, when borrowed
     std::vector<T> mean_;   // mu, [N, G]
     std::vector<T> rstd_;   // 1 / sqrt(var + eps), [N, G]
 };

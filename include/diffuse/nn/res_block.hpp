@@ -9,6 +9,7 @@
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
+#include "diffuse/core/threading.hpp"
 #include "diffuse/nn/conv2d.hpp"
 #include "diffuse/nn/dropout.hpp"
 #include "diffuse/nn/group_norm.hpp"
@@ -16,6 +17,7 @@
 #include "diffuse/nn/parameter.hpp"
 #include "diffuse/nn/silu.hpp"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -46,42 +48,32 @@ class ResBlock {
 
     /// x: [N, Cin, H, W], temb: [N, E] -> [N, Cout, H, W]; `stream` draws the dropout mask.
     Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {
-        if (!has_embedding()) throw_embedding_not_built();
-        const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
-        return residual(x, conv1.forward(norm1.forward(x), &e), stream);  // + e per channel
+        return forward_kept(x, &temb, stream);
     }
-    /// The same for an input the caller gives up: in training it becomes the copy norm1 keeps for
-    /// backward, which the residual then reads, so a temporary input is never copied.
     Tensor4<T> forward(Tensor4<T>&& x, const Tensor2<T>& temb, const Generator& stream) {
-        if (!norm1.training()) return forward(static_cast<const Tensor4<T>&>(x), temb, stream);
-        if (!has_embedding()) throw_embedding_not_built();
-        const Tensor2<T> e = temb_proj.forward(silu_temb.forward(temb));  // [N, Cout]
-        Tensor4<T> h = norm1.forward(std::move(x));
-        return residual(norm1.input(), conv1.forward(std::move(h), &e), stream);
+        return forward_kept(std::move(x), &temb, stream);
+    }
+    /// x borrowed for backward, not copied: it must stay alive and unchanged until then (a U-Net's
+    /// skip tensors, which it keeps anyway).
+    Tensor4<T> forward(std::reference_wrapper<const Tensor4<T>> x, const Tensor2<T>& temb, const Generator& stream) {
+        return forward_kept(x, &temb, stream);
     }
 
-    /// x: [N, Cin, H, W] -> [N, Cout, H, W], for a block without an embedding term.
-    Tensor4<T> forward(const Tensor4<T>& x, const Generator& stream) {
-        if (has_embedding()) throw_embedding_expected();
-        return residual(x, conv1.forward(norm1.forward(x)), stream);
-    }
-    /// The same for an input the caller gives up (kept by norm1, not copied, as above).
-    Tensor4<T> forward(Tensor4<T>&& x, const Generator& stream) {
-        if (!norm1.training()) return forward(static_cast<const Tensor4<T>&>(x), stream);
-        if (has_embedding()) throw_embedding_expected();
-        Tensor4<T> h = norm1.forward(std::move(x));
-        return residual(norm1.input(), conv1.forward(std::move(h)), stream);
+    Tensor4<T> forward(const Tensor4<T>& x, const Generator& stream) { return forward_kept(x, nullptr, stream); }
+    Tensor4<T> forward(Tensor4<T>&& x, const Generator& stream) { return forward_kept(std::move(x), nullptr, stream); }
+    Tensor4<T> forward(std::reference_wrapper<const Tensor4<T>> x, const Generator& stream) {
+        return forward_kept(x, nullptr, stream);
     }
 
-    /// dy [N, Cout, H, W] -> (dx [N, Cin, H, W], dtemb [N, temb_channels]): a gradient for each of
-    /// the block's two inputs (dtemb empty without an embedding term).
     std::pair<Tensor4<T>, Tensor2<T>> backward(const Tensor4<T>& dy) {
         Tensor4<T> dh = norm2.backward(dropout.backward(conv2.backward(dy)));
         Tensor2<T> dtemb;
         if (has_embedding()) {
             const Index n = dh.dimension(0), c = dh.dimension(1), hw = dh.dimension(2) * dh.dimension(3);
             Tensor2<T> de(n, c);  // the per-channel embedding term's gradient: dh summed over pixels
-            for (Index i = 0; i < n * c; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
+            parallel_for(n * c, 16, [&](Index first, Index last) {
+                for (Index i = first; i < last; ++i) de.data()[i] = Eigen::Map<const Table<T>>(dh.data() + i * hw, hw).sum();
+            });
             dtemb = silu_temb.backward(temb_proj.backward(de));
         }
         Tensor4<T> dx = norm1.backward(conv1.backward(dh));
@@ -111,8 +103,29 @@ class ResBlock {
     }
 
     // h = conv1(...) -> y = skip(x) + conv2(Dropout(SiLU(GroupNorm(h))))
+    // x: the input as the caller passed it (a copy, a temporary or a borrowed tensor), kept by norm1
+    // in training mode; temb: [N, E] or null (a block without an embedding).
+    template <class X>
+    Tensor4<T> forward_kept(X&& x, const Tensor2<T>* temb, const Generator& stream) {
+        if (has_embedding() != (temb != nullptr)) {
+            if (temb) throw_embedding_not_built();
+            throw_embedding_expected();
+        }
+        Tensor2<T> e;  // [N, Cout], added per channel to conv1's output
+        if (temb) e = temb_proj.forward(silu_temb.forward(*temb));
+        const Tensor2<T>* shift = temb ? &e : nullptr;
+        if (!norm1.training()) {  // nothing is kept; x is read twice, so not consumed in place
+            const Tensor4<T>& in = x;
+            return residual(in, conv1.forward(norm1.forward(in), shift), stream);
+        }
+        Tensor4<T> h = norm1.forward(std::forward<X>(x));
+        return residual(norm1.input(), conv1.forward(std::move(h), shift), stream);
+    }
+
+    // x: the block's input, which in training mode norm1 keeps until backward, so the shortcut
+    // borrows it rather than keeping a copy of its own.
     Tensor4<T> residual(const Tensor4<T>& x, Tensor4<T> h, const Generator& stream) {
-        const Tensor4<T> skip = has_shortcut() ? nin_shortcut.forward(x) : Tensor4<T>();
+        const Tensor4<T> skip = has_shortcut() ? nin_shortcut.forward(std::cref(x)) : Tensor4<T>();
         return conv2.forward(dropout.forward(norm2.forward(std::move(h)), stream), nullptr,
                              has_shortcut() ? &skip : &x);  // + the residual
     }

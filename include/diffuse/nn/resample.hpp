@@ -4,6 +4,7 @@
 #include "diffuse/core/channels.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/tensor.hpp"
+#include "diffuse/core/threading.hpp"
 
 #include <algorithm>
 #include <string>
@@ -16,14 +17,16 @@ template <class T>
 Tensor4<T> upsample_nearest2x(const Tensor4<T>& x) {
     const Index nc = x.dimension(0) * x.dimension(1), h = x.dimension(2), w = x.dimension(3);
     Tensor4<T> y(x.dimension(0), x.dimension(1), 2 * h, 2 * w);
-    for (Index p = 0; p < nc; ++p) {
-        for (Index i = 0; i < h; ++i) {
-            const T* src = x.data() + (p * h + i) * w;
-            T* row = y.data() + (p * 2 * h + 2 * i) * 2 * w;
-            for (Index j = 0; j < w; ++j) row[2 * j] = row[2 * j + 1] = src[j];
-            std::copy_n(row, 2 * w, row + 2 * w);
+    parallel_for(nc, 16, [&](Index first, Index last) {
+        for (Index p = first; p < last; ++p) {
+            for (Index i = 0; i < h; ++i) {
+                const T* src = x.data() + (p * h + i) * w;
+                T* row = y.data() + (p * 2 * h + 2 * i) * 2 * w;
+                for (Index j = 0; j < w; ++j) row[2 * j] = row[2 * j + 1] = src[j];
+                std::copy_n(row, 2 * w, row + 2 * w);
+            }
         }
-    }
+    });
     return y;
 }
 
@@ -32,14 +35,16 @@ template <class T>
 Tensor4<T> upsample_nearest2x_backward(const Tensor4<T>& dy) {
     const Index nc = dy.dimension(0) * dy.dimension(1), h = dy.dimension(2) / 2, w = dy.dimension(3) / 2;
     Tensor4<T> dx(dy.dimension(0), dy.dimension(1), h, w);
-    for (Index p = 0; p < nc; ++p) {
-        for (Index i = 0; i < h; ++i) {
-            const T* r0 = dy.data() + (p * 2 * h + 2 * i) * 2 * w;
-            const T* r1 = r0 + 2 * w;
-            T* dst = dx.data() + (p * h + i) * w;
-            for (Index j = 0; j < w; ++j) dst[j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1]);
+    parallel_for(nc, 16, [&](Index first, Index last) {
+        for (Index p = first; p < last; ++p) {
+            for (Index i = 0; i < h; ++i) {
+                const T* r0 = dy.data() + (p * 2 * h + 2 * i) * 2 * w;
+                const T* r1 = r0 + 2 * w;
+                T* dst = dx.data() + (p * h + i) * w;
+                for (Index j = 0; j < w; ++j) dst[j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1]);
+            }
         }
-    }
+    });
     return dx;
 }
 
@@ -52,10 +57,12 @@ Tensor4<T> concat_channels(const Tensor4<T>& a, const Tensor4<T>& b) {
     }
     const Index n = a.dimension(0), sa = a.size() / n, sb = b.size() / n;
     Tensor4<T> y(n, a.dimension(1) + b.dimension(1), a.dimension(2), a.dimension(3));
-    for (Index i = 0; i < n; ++i) {
-        std::copy_n(a.data() + i * sa, sa, y.data() + i * (sa + sb));
-        std::copy_n(b.data() + i * sb, sb, y.data() + i * (sa + sb) + sa);
-    }
+    parallel_for(n, 1, [&](Index first, Index last) {
+        for (Index i = first; i < last; ++i) {
+            std::copy_n(a.data() + i * sa, sa, y.data() + i * (sa + sb));
+            std::copy_n(b.data() + i * sb, sb, y.data() + i * (sa + sb) + sa);
+        }
+    });
     return y;
 }
 
