@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 using diffuse::Generator;
 using diffuse::Index;
@@ -71,6 +72,23 @@ TEST_CASE("Conv2d adds a per-channel shift and a residual as it writes the outpu
                         REQUIRE(z(n, o, py, px) == Approx(y(n, o, py, px) + shift(n, o) + residual(n, o, py, px)).epsilon(1e-12));
         const Tensor4<double> dx = conv.backward(residual);  // the moved input was kept for backward
         REQUIRE(dx.dimensions() == x.dimensions());
+    }
+}
+
+TEST_CASE("Conv2d with a borrowed input (std::cref) gives the bits of a copied one, forward and backward", "[nn][conv2d]") {
+    for (const auto& [k, s] : {std::pair<Index, Index>{1, 1}, {3, 1}, {3, 2}}) {
+        Generator gen(13);
+        diffuse::nn::Conv2d<float> copied(4, 6, k, s, gen);
+        diffuse::nn::Conv2d<float> borrowed = copied;
+        const auto x = gen.randn<float, 4>({3, 4, 9, 8});
+        const Tensor4<float> y = copied.forward(x);
+        const Tensor4<float> y_borrowed = borrowed.forward(std::cref(x));
+        REQUIRE(std::equal(y.data(), y.data() + y.size(), y_borrowed.data()));
+        const auto dy = gen.randn<float, 4>({3, 6, y.dimension(2), y.dimension(3)});
+        const Tensor4<float> dx = copied.backward(dy), dx_borrowed = borrowed.backward(dy);
+        CHECK(std::equal(dx.data(), dx.data() + dx.size(), dx_borrowed.data()));
+        CHECK(std::equal(copied.weight.grad(), copied.weight.grad() + copied.weight.size(), borrowed.weight.grad()));
+        CHECK(std::equal(copied.bias.grad(), copied.bias.grad() + copied.bias.size(), borrowed.bias.grad()));
     }
 }
 

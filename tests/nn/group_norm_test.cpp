@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 using diffuse::Index;
 
@@ -69,6 +70,24 @@ TEST_CASE("GroupNorm with a fused SiLU is SiLU of GroupNorm, evaluated in place 
     REQUIRE(std::equal(y.data(), y.data() + y.size(), in_place.data()));
     fused.set_training(true);
     REQUIRE_GRADIENTS_MATCH(diffuse::testing::check_layer(fused, gen.randn<double, 4>({2, 4, 3, 4})));
+}
+
+TEST_CASE("GroupNorm with a borrowed input (std::cref) gives the bits of a copied one and reads the caller's tensor", "[nn][group_norm]") {
+    diffuse::Generator gen(44);
+    diffuse::nn::GroupNorm<float> copied(2, 4, 1e-5, diffuse::nn::Activation::silu);
+    copied.weight.init_uniform(gen, 2.0);
+    copied.bias.init_uniform(gen, 2.0);
+    diffuse::nn::GroupNorm<float> borrowed = copied;
+    const auto x = gen.randn<float, 4>({2, 4, 3, 5});
+    const auto y = copied.forward(x);
+    const auto y_borrowed = borrowed.forward(std::cref(x));
+    REQUIRE(std::equal(y.data(), y.data() + y.size(), y_borrowed.data()));
+    REQUIRE(&borrowed.input() == &x);  // kept by reference, not copied
+    const auto dy = gen.randn<float, 4>({2, 4, 3, 5});
+    const auto dx = copied.backward(dy), dx_borrowed = borrowed.backward(dy);
+    CHECK(std::equal(dx.data(), dx.data() + dx.size(), dx_borrowed.data()));
+    CHECK(std::equal(copied.weight.grad(), copied.weight.grad() + 4, borrowed.weight.grad()));
+    CHECK(std::equal(copied.bias.grad(), copied.bias.grad() + 4, borrowed.bias.grad()));
 }
 
 TEST_CASE("GroupNorm rejects groups that do not divide the channels", "[nn][group_norm][errors]") {

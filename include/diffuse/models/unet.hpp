@@ -197,8 +197,8 @@ class UNet {
         };
 
         std::vector<Tensor4<T>> dskips(skips_.size());
-        const auto add_skip = [&](std::size_t i, const Tensor4<T>& d) {
-            if (dskips[i].size() == 0) dskips[i] = d; else add_inplace(dskips[i], d);
+        const auto add_skip = [&](std::size_t i, Tensor4<T>&& d) {  // the first gradient is moved in, not copied
+            if (dskips[i].size() == 0) dskips[i] = std::move(d); else add_inplace(dskips[i], d);
         };
         std::size_t skip = 0;  // up blocks popped skips from the end; undo in reverse order
         std::size_t used = skip_channels_used_.size();
@@ -207,18 +207,18 @@ class UNet {
             Level& level = up[l];
             if (level.resample.out_channels() > 0) dh = nn::upsample_nearest2x_backward(level.resample.backward(dh));
             for (std::size_t b = level.blocks.size(); b-- > 0;) {
-                dh = attention_backward(level, b, dh);
+                dh = attention_backward(level, b, std::move(dh));
                 const Tensor4<T> dcat = res_backward(level.blocks[b], dh);
                 --used;
                 auto [dprev, dskip] = nn::split_channels(dcat, skip_channels_used_[used]);
-                add_skip(first_popped + skip++, dskip);
+                add_skip(first_popped + skip++, std::move(dskip));
                 dh = std::move(dprev);
             }
         }
         dh = res_backward(mid_block_2, dh);
         dh = config_.context_dim > 0 ? transformer_backward(mid_transformer, dh) : mid_attn_1.backward(dh);
         dh = res_backward(mid_block_1, dh);
-        add_skip(skips_.size() - 1, dh);
+        add_skip(skips_.size() - 1, std::move(dh));
         std::size_t top = skips_.size() - 1;
         for (std::size_t l = down.size(); l-- > 0;) {
             Level& level = down[l];
@@ -227,7 +227,7 @@ class UNet {
                 --top;
             }
             for (std::size_t b = level.blocks.size(); b-- > 0;) {
-                const Tensor4<T> d = attention_backward(level, b, dskips[top]);
+                const Tensor4<T> d = attention_backward(level, b, std::move(dskips[top]));  // not read again
                 add_skip(top - 1, res_backward(level.blocks[b], d));
                 --top;
             }
@@ -391,7 +391,7 @@ class UNet {
         if (!level.transformers.empty()) return level.transformers[b].forward(h, c.context, c.context_mask);
         return h;
     }
-    Tensor4<T> attention_backward(Level& level, std::size_t b, const Tensor4<T>& dh) {
+    Tensor4<T> attention_backward(Level& level, std::size_t b, Tensor4<T> dh) {  // dh moved through where there is none
         if (!level.attentions.empty()) return level.attentions[b].backward(dh);
         if (!level.transformers.empty()) return transformer_backward(level.transformers[b], dh);
         return dh;

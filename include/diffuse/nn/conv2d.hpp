@@ -194,24 +194,27 @@ class Conv2d {
                 }
             }
         });
-        // The partial sums, in group order, then task order, for each output channel (threads split
-        // the channels: every entry's sum keeps its order).
-        parallel_for(out_, 4, [&](Index o0, Index o1) {
-            for (Index o = o0; o < o1; ++o) {
-                T* dw = weight.grad() + o * g.k;  // [K]
+        // dW += the partial dW^T, in group order, then task order: a row r of dW^T at a time, its
+        // Cout entries summed in a contiguous buffer and written back transposed; threads split the
+        // rows, and every entry's sum keeps its order.
+        parallel_for(g.k, 8, [&](Index r0, Index r1) {
+            std::vector<T> row(static_cast<std::size_t>(out_));  // dW[:, r], [Cout]
+            for (Index r = r0; r < r1; ++r) {
+                for (Index o = 0; o < out_; ++o) row[o] = weight.grad()[o * g.k + r];
                 for (Index group = 0; group < groups; ++group) {
-                    const T* p = group_dwt.data() + group * wsize;
-                    for (Index r = 0; r < g.k; ++r) dw[r] += p[r * out_ + o];
+                    const T* p = group_dwt.data() + group * wsize + r * out_;
+                    for (Index o = 0; o < out_; ++o) row[o] += p[o];
                 }
-                for (Index task = 0; task < tasks; ++task) {
-                    const T* p = partial.data() + task * (wsize + out_);
-                    if (!dot) {
-                        for (Index r = 0; r < g.k; ++r) dw[r] += p[r * out_ + o];
-                    }
-                    bias.grad()[o] += p[wsize + o];
+                for (Index task = 0; task < (dot ? 0 : tasks); ++task) {
+                    const T* p = partial.data() + task * (wsize + out_) + r * out_;
+                    for (Index o = 0; o < out_; ++o) row[o] += p[o];
                 }
+                for (Index o = 0; o < out_; ++o) weight.grad()[o * g.k + r] = row[o];
             }
         });
+        for (Index task = 0; task < tasks; ++task) {  // db += the partial db, in task order
+            for (Index o = 0; o < out_; ++o) bias.grad()[o] += partial[task * (wsize + out_) + wsize + o];
+        }
         return dx;
     }
 
