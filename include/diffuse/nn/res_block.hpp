@@ -50,21 +50,27 @@ class ResBlock {
     Tensor4<T> forward(const Tensor4<T>& x, const Tensor2<T>& temb, const Generator& stream) {
         return forward_kept(x, &temb, stream);
     }
+    /// The same for an input the caller gives up: in training it becomes the copy norm1 keeps for
+    /// backward, which the residual then reads, so a temporary input is never copied.
     Tensor4<T> forward(Tensor4<T>&& x, const Tensor2<T>& temb, const Generator& stream) {
         return forward_kept(std::move(x), &temb, stream);
     }
-    /// x borrowed for backward, not copied: it must stay alive and unchanged until then (a U-Net's
-    /// skip tensors, which it keeps anyway).
+    /// The same with x borrowed for backward, not copied: it must stay alive and unchanged until
+    /// then (a U-Net's skip tensors, which it keeps anyway).
     Tensor4<T> forward(std::reference_wrapper<const Tensor4<T>> x, const Tensor2<T>& temb, const Generator& stream) {
         return forward_kept(x, &temb, stream);
     }
 
+    /// x: [N, Cin, H, W] -> [N, Cout, H, W], for a block without an embedding term; an input given
+    /// up or borrowed as above.
     Tensor4<T> forward(const Tensor4<T>& x, const Generator& stream) { return forward_kept(x, nullptr, stream); }
     Tensor4<T> forward(Tensor4<T>&& x, const Generator& stream) { return forward_kept(std::move(x), nullptr, stream); }
     Tensor4<T> forward(std::reference_wrapper<const Tensor4<T>> x, const Generator& stream) {
         return forward_kept(x, nullptr, stream);
     }
 
+    /// dy [N, Cout, H, W] -> (dx [N, Cin, H, W], dtemb [N, temb_channels]): a gradient for each of
+    /// the block's two inputs (dtemb empty without an embedding term).
     std::pair<Tensor4<T>, Tensor2<T>> backward(const Tensor4<T>& dy) {
         Tensor4<T> dh = norm2.backward(dropout.backward(conv2.backward(dy)));
         Tensor2<T> dtemb;
