@@ -169,10 +169,8 @@ class Generator {
 
     /// Block `index` of this seed's stream (the offset is not used or changed).
     std::array<std::uint32_t, 4> block(std::uint64_t index) const {
-        return philox4x32_10({static_cast<std::uint32_t>(index),
-                              static_cast<std::uint32_t>(index >> 32), 0u, 0u},
-                             {static_cast<std::uint32_t>(seed_),
-                              static_cast<std::uint32_t>(seed_ >> 32)});
+        return philox4x32_10({static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32), 0u, 0u},
+                             key());
     }
 
     /// Fills `out` with independent standard normal draws (Box-Muller on Philox uniforms).
@@ -237,6 +235,11 @@ class Generator {
     }
 
   private:
+    // Philox's key: the seed's low and high 32 bits.
+    std::array<std::uint32_t, 2> key() const {
+        return {static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)};
+    }
+
     template <class T>
     static void box_muller(T u1, T u2, T* z) {
         // z0 = sqrt(-2 ln u1) cos(2 pi u2), z1 = sqrt(-2 ln u1) sin(2 pi u2); u1 in (0, 1].
@@ -252,13 +255,12 @@ class Generator {
     void fill_blocks(V* out, Index n, Transform transform) {
         const Index blocks = (n + PerBlock - 1) / PerBlock;
         const std::uint64_t first = offset_;
-        const std::array<std::uint32_t, 2> key = {static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)};
         parallel_for(blocks, 2048, [&](Index begin, Index end) {
             constexpr Index lanes = detail::PhiloxLanes::count;
             std::array<std::uint32_t, 4> r[lanes];
             V tail[PerBlock];
             for (Index b0 = begin; b0 < end; b0 += lanes) {
-                detail::PhiloxLanes::blocks(first + static_cast<std::uint64_t>(b0), key, r);
+                detail::PhiloxLanes::blocks(first + static_cast<std::uint64_t>(b0), key(), r);
                 if (b0 + lanes <= end && (b0 + lanes) * PerBlock <= n) {  // every block whole: no branch
                     for (Index l = 0; l < lanes; ++l) transform(r[l], out + (b0 + l) * PerBlock);
                     continue;
