@@ -6,6 +6,9 @@
 // (as Conv2d packs its weights once per call), B read through row pointers as Conv2d reads X_col.
 // BM_conv_gemm: the same products with B as Conv2d really reads it for a 3x3 stride-1 conv (shifted
 // views of zero-padded planes, the edge mask applied).
+// BM_conv_weight_gradient: a 3x3 stride-1 conv's weight gradient for one sample, dW^T += X_col . dY^T,
+// X_col's rows transposed into panels (rows_times_transposed) or read in place from the input
+// stored channels last (channels_last_times_transposed, with the copy into that layout).
 // of_peak: the GEMM's GFLOPS over one core's peak (the median of 2000 rounds of BM_fma_peak's work;
 // peak_GFLOPS says which figure that was).
 #include <diffuse/core/random.hpp>
@@ -126,5 +129,39 @@ void BM_conv_gemm(benchmark::State& state) {
 BENCHMARK(BM_conv_gemm)->ArgNames({"cout", "cin", "side", "samples"})->Args({32, 32, 28, 1})
     ->Args({64, 64, 14, 1})->Args({64, 64, 14, Gemm::nr == 32 ? 3 : 1})->Args({64, 64, 7, 1})
     ->Args({64, 64, 7, Gemm::nr == 32 ? 11 : 6})->Args({32, 96, 28, 1})->UseRealTime();
+
+// args: Cout, Cin, side (H = W), channels_last (0: rows_times_transposed over the shifted planes with
+// the edge mask, as Conv2d reads X_col in its forward pass; 1: channels_last_times_transposed).
+void BM_conv_weight_gradient(benchmark::State& state) {
+    const Index cout = state.range(0), cin = state.range(1), side = state.range(2);
+    const bool channels_last = state.range(3) != 0;
+    const Index p = side * side, k = 9 * cin, len = p + 2 * (side + 1);
+    diffuse::Generator gen(1);
+    std::vector<float> x(static_cast<std::size_t>(cin * p)), dy(static_cast<std::size_t>(cout * p)),
+        dwt(static_cast<std::size_t>(k * cout), 0.0f);  // x [Cin, H, W], dY [Cout, P], dW^T [K, Cout]
+    gen.normal(x.data(), cin * p);
+    gen.normal(dy.data(), cout * p);
+    std::vector<float> planes(static_cast<std::size_t>(std::max(cin * len, Gemm::channels_last_size(cin, side, side))), 0.0f);
+    std::vector<const float*> rows(static_cast<std::size_t>(k));  // row (ch, i, j) = plane ch shifted
+    for (Index r = 0; r < k; ++r) rows[static_cast<std::size_t>(r)] = planes.data() + (r / 9) * len + (r / 3 % 3) * side + r % 3;
+    for (auto _ : state) {
+        if (channels_last) {
+            Gemm::pack_channels_last(x.data(), cin, side, side, planes.data());
+            Gemm::channels_last_times_transposed(cin, side, side, planes.data(), cout, dy.data(), dwt.data(), cout);
+        } else {
+            for (Index ch = 0; ch < cin; ++ch) std::copy_n(x.data() + ch * p, p, planes.data() + ch * len + side + 1);
+            Gemm::rows_times_transposed(k, cout, p, rows.data(), {side}, dy.data(), dwt.data(), cout);
+        }
+        benchmark::DoNotOptimize(dwt.data());
+    }
+    const double gflop = 2.0 * k * cout * p * 1e-9;
+    state.counters["GFLOPS"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["peak_GFLOPS"] = one_core_peak_gflops();
+    state.counters["of_peak"] = benchmark::Counter(gflop / one_core_peak_gflops(), benchmark::Counter::kIsIterationInvariantRate);
+}
+// The U-Net's shapes whose weight gradient is a GEMM (Conv2d::dot_weight_gradient takes 7x7 and conv_out).
+BENCHMARK(BM_conv_weight_gradient)->ArgNames({"cout", "cin", "side", "channels_last"})
+    ->ArgsProduct({{32}, {32, 64, 96}, {28}, {0, 1}})->Args({64, 64, 14, 0})->Args({64, 64, 14, 1})
+    ->Args({64, 128, 14, 0})->Args({64, 128, 14, 1})->UseRealTime();
 
 }  // namespace

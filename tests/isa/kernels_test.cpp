@@ -5,8 +5,8 @@
 // DIFFUSE_ISA_FLOAT_LANES is the float vector width that level must give the GEMM.
 //
 // Checked, in float and in double: the GEMM's two products against a naive product in long double
-// (partial register tiles, two K blocks, the edge mask), the dot-product weight gradient of a 3x3
-// conv against the naive sum, the convolutions against the naive sum and
+// (partial register tiles, two K blocks, the edge mask), the dot-product and channels-last weight
+// gradients of a 3x3 conv against the naive sum, the convolutions against the naive sum and
 // by the adjoint identities of their backward pass, the Philox blocks computed in vector lanes
 // against the scalar ones, and the U-Net's forward and backward (a float
 // network against the same weights in double, and the double network by finite differences).
@@ -23,6 +23,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <string>
@@ -122,6 +123,54 @@ void check_rows_times_transposed(Index m, Index n, Index p) {
     }
     INFO("M = " << m << ", N = " << n << ", P = " << p);
     REQUIRE(failures == 0);
+}
+
+// dW^T[(c, i, j), o] += sum_{y, x} x[c, y + i - 1, x + j - 1] dy[o, y, x] (zero outside the image)
+// through channels_last_times_transposed (X_col read in place from x channels last), against long
+// double, and bit for bit against rows_times_transposed over the shifted planes with the edge mask
+// (both sum over the pixels in order): partial panels (Cin % MR), partial strips (Cout % NR), K
+// blocks that start mid-row, one-row and one-column images.
+template <class T>
+void check_channels_last_times_transposed(Index cin, Index cout, Index h, Index w) {
+    using Gemm = diffuse::detail::Gemm<T>;
+    Generator gen(static_cast<std::uint64_t>(cin * 7919 + cout * 104729 + h * 31 + w));
+    const Index p = h * w, k = 9 * cin, len = p + 2 * (w + 1);
+    const std::vector<T> x = random_values<T>(gen, cin * p);      // [Cin, H, W]
+    const std::vector<T> dy = random_values<T>(gen, cout * p);    // [Cout, H, W]
+    const std::vector<T> dwt0 = random_values<T>(gen, k * cout);  // [K, Cout]
+    std::vector<T> xt(static_cast<std::size_t>(Gemm::channels_last_size(cin, h, w)), T(-7));  // [H + 2][W + 2][Cin]
+    Gemm::pack_channels_last(x.data(), cin, h, w, xt.data());
+    std::vector<T> dwt = dwt0;
+    Gemm::channels_last_times_transposed(cin, h, w, xt.data(), cout, dy.data(), dwt.data(), cout);
+
+    std::vector<T> planes(static_cast<std::size_t>(cin * len), T(0));  // [Cin, L]: shifted planes
+    for (Index c = 0; c < cin; ++c) std::copy_n(x.data() + c * p, p, planes.data() + c * len + w + 1);
+    std::vector<const T*> rows(static_cast<std::size_t>(k));
+    for (Index r = 0; r < k; ++r) rows[r] = planes.data() + (r / 9) * len + (r / 3 % 3) * w + r % 3;
+    std::vector<T> reference = dwt0;
+    Gemm::rows_times_transposed(k, cout, p, rows.data(), typename Gemm::EdgeMask{w}, dy.data(), reference.data(), cout);
+
+    Index failures = 0, differing_bits = 0;
+    for (Index r = 0; r < k; ++r) {
+        const Index c = r / 9, i = r / 3 % 3, j = r % 3;
+        for (Index o = 0; o < cout; ++o) {
+            long double exact = dwt0[r * cout + o], abs_sum = std::fabs(exact);
+            for (Index y = 0; y < h; ++y) {
+                for (Index xx = 0; xx < w; ++xx) {
+                    const Index yi = y + i - 1, xj = xx + j - 1;
+                    if (yi < 0 || yi >= h || xj < 0 || xj >= w) continue;
+                    const long double prod = static_cast<long double>(x[(c * h + yi) * w + xj]) * dy[o * p + y * w + xx];
+                    exact += prod;
+                    abs_sum += std::fabs(prod);
+                }
+            }
+            if (!within_dot_bound<T>(dwt[r * cout + o], exact, abs_sum, p)) ++failures;
+            if (std::memcmp(&dwt[r * cout + o], &reference[r * cout + o], sizeof(T)) != 0) ++differing_bits;
+        }
+    }
+    INFO("Cin = " << cin << ", Cout = " << cout << ", H = " << h << ", W = " << w);
+    CHECK(failures == 0);
+    CHECK(differing_bits == 0);
 }
 
 // dW[o, c, i, j] += sum_s sum_{y, x} dy[s, o, y, x] x[s, c, y + i - 1, x + j - 1] through
@@ -310,6 +359,20 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's transposed product (the weight grad
             for (const Index p : {1, 49, 385, 1000}) check_rows_times_transposed<TestType>(m, n, p);
         }
     }
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the channels-last weight gradient of a 3x3 conv matches the naive sum and the "
+                   "transposed product's bits", "[isa][gemm]", float, double) {
+    const Index mr = diffuse::detail::Gemm<TestType>::mr, nr = diffuse::detail::Gemm<TestType>::nr;
+    for (const Index cin : {mr, mr + 3, 3 * mr}) {
+        for (const Index cout : {Index{1}, nr - 1, nr, 2 * nr + 5}) {
+            for (const auto& [h, w] : {std::pair<Index, Index>{7, 7}, {1, 9}, {6, 1}, {5, 13}}) {
+                check_channels_last_times_transposed<TestType>(cin, cout, h, w);
+            }
+        }
+    }
+    check_channels_last_times_transposed<TestType>(mr, nr, 28, 28);  // K blocks starting mid-row
+    check_channels_last_times_transposed<TestType>(2 * mr, 2 * nr, 14, 14);
 }
 
 TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the dot-product weight gradient of a 3x3 conv matches the naive sum",

@@ -177,14 +177,37 @@ struct Gemm {
     /// miss buffers.
     static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
                        const T* const* pf = nullptr, Index pf_offset = 0) {
-        if (pf) kernel_body<true>(kc, a, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
-        else kernel_body<false>(kc, a, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+        if (pf) kernel_body<true>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+        else kernel_body<false>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+    }
+
+    /// A read in place from an image stored channels last: step k reads its MR values at a, then a
+    /// moves by lda, and by lda + skip more after the last of a row's `width` pixels (`x` pixels of
+    /// the first row are behind the start). lda = 0 means a packed panel (a moves by MR).
+    struct Walk {
+        Index lda = 0, width = 0, x = 0, skip = 0;
+    };
+    /// The tile of kernel(), with A walked in place.
+    static void kernel_walk(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
+                            bool accumulate) {
+        kernel_body<false>(kc, a, walk, b, c, ldc, rows, cols, accumulate, nullptr, 0);
     }
 
   private:
+    // acc += A's MR values at a (broadcast) times B's row at b: one step along K.
+    __attribute__((always_inline)) static void step(Vec (&acc)[mr][2], const T* a, const T* b) {
+        const Vec b0 = load(b), b1 = load(b + lanes);
+#pragma GCC unroll 16
+        for (Index i = 0; i < mr; ++i) {
+            const Vec ai = broadcast(a + i);
+            acc[i][0] = fmadd(ai, b0, acc[i][0]);
+            acc[i][1] = fmadd(ai, b1, acc[i][1]);
+        }
+    }
+
     template <bool Prefetch>
-    static void kernel_body(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
-                            const T* const* pf, Index pf_offset) {
+    static void kernel_body(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
+                            bool accumulate, const T* const* pf, Index pf_offset) {
         const bool full = rows == mr && cols == nr;
         T edge[mr * nr];  // a partial tile goes through here
         T* out = c;
@@ -204,15 +227,18 @@ struct Gemm {
             acc[i][0] = load_c ? load(out + i * ld) : Vec{};
             acc[i][1] = load_c ? load(out + i * ld + lanes) : Vec{};
         }
+        if (walk.lda == 0) {
 #pragma GCC unroll 4
-        for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
-            if constexpr (Prefetch) __builtin_prefetch(pf[k] + pf_offset);
-            const Vec b0 = load(b), b1 = load(b + lanes);
-#pragma GCC unroll 16
-            for (Index i = 0; i < mr; ++i) {
-                const Vec ai = broadcast(a + i);
-                acc[i][0] = fmadd(ai, b0, acc[i][0]);
-                acc[i][1] = fmadd(ai, b1, acc[i][1]);
+            for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
+                if constexpr (Prefetch) __builtin_prefetch(pf[k] + pf_offset);
+                step(acc, a, b);
+            }
+        } else {
+            for (Index k = 0, x = walk.x; k < kc; x = 0, a += walk.skip) {  // a row of the image at a time
+                const Index run = std::min(kc - k, walk.width - x);
+#pragma GCC unroll 4
+                for (Index r = 0; r < run; ++r, a += walk.lda, b += nr) step(acc, a, b);
+                k += run;
             }
         }
 #pragma GCC unroll 16
@@ -266,13 +292,7 @@ struct Gemm {
     static void rows_times_transposed(Index m, Index n, Index p, const T* const* a_rows, EdgeMask mask, const T* b,
                                       T* c, Index ldc) {
         const Index strips = (n + nr - 1) / nr;
-        T* bt = scratch<T, Scratch::gemm_packed_b>(static_cast<std::size_t>(strips * p * nr));  // [strips][P][NR]: B^T packed
-        for (Index s = 0; s < strips; ++s) {
-            const Index cols = std::min(nr, n - s * nr);
-            const T* b_rows[nr];
-            for (Index j = 0; j < cols; ++j) b_rows[j] = b + (s * nr + j) * p;
-            transpose_rows(b_rows, cols, nr, p, bt + s * p * nr);
-        }
+        const T* bt = pack_transposed(n, p, b);  // [strips][P][NR]
         const Index kc = kc_block(p);
         T* panel = scratch<T, Scratch::gemm_panel>(static_cast<std::size_t>(kc * mr));  // [kc][MR]
         for (Index q0 = 0; q0 < p; q0 += kc) {
@@ -291,6 +311,69 @@ struct Gemm {
         }
     }
 
+    /// Values an image of H x W pixels and C channels takes channels last with a zero border
+    /// (channels_last_times_transposed's xt): (H + 2) (W + 2) C, and MR more that a panel may read past
+    /// the last channel.
+    static Index channels_last_size(Index channels, Index h, Index w) { return (h + 2) * (w + 2) * channels + mr; }
+
+    /// x [C, H, W] -> xt [H + 2][W + 2][C]: channels last, a zero border, MR zeros of slack.
+    static void pack_channels_last(const T* x, Index channels, Index h, Index w, T* xt) {
+        const T** rows = scratch<const T*, Scratch::gemm_rows>(static_cast<std::size_t>(channels));  // [C]
+        const Index row_length = (w + 2) * channels;
+        std::fill_n(xt, row_length + channels, T(0));  // the top border, row 0's left one
+        for (Index y = 0; y < h; ++y) {
+            for (Index c = 0; c < channels; ++c) rows[c] = x + (c * h + y) * w;
+            T* out = xt + (y + 1) * row_length + channels;  // pixel (y, 0)
+            transpose_rows(rows, channels, channels, w, out);
+            std::fill_n(out + w * channels, 2 * channels, T(0));  // row y's right border, the next row's left one
+        }
+        std::fill_n(xt + (h + 1) * row_length + channels, row_length - channels + mr, T(0));  // the bottom border, slack
+    }
+
+    /// C[9 C, N] += X_col . B^T for a 3x3 stride-1 convolution of one image (the weight gradient dW^T
+    /// += X_col . dY^T, B = dY [N, H W] row-major; C's row c * 9 + t is X_col's row (c, t)), with
+    /// X_col read in place from the image stored channels last with a zero border, xt [H + 2][W + 2][C]
+    /// (pack_channels_last): row (c, i, j) at pixel (y, x) is xt[y + i][x + j][c]. MR channels at one
+    /// tap are MR consecutive values at every pixel, an A panel as it lies: no transpose of X_col's
+    /// rows, no edge mask. Each entry's sum runs over the pixels in order, as in rows_times_transposed.
+    static void channels_last_times_transposed(Index channels, Index h, Index w, const T* xt, Index n, const T* b, T* c,
+                                               Index ldc) {
+        const Index p = h * w;
+        const Index strips = (n + nr - 1) / nr;
+        const T* bt = pack_transposed(n, p, b);  // [strips][P][NR]
+        const Index kc = kc_block(p);
+        for (Index q0 = 0; q0 < p; q0 += kc) {
+            const Index kb = std::min(kc, p - q0);
+            const Index y0 = q0 / w, x0 = q0 % w;
+            const Walk walk{channels, w, x0, 2 * channels};  // the two border pixels at a row's end
+            for (Index t = 0; t < 9; ++t) {
+                const T* at = xt + ((y0 + t / 3) * (w + 2) + x0 + t % 3) * channels;  // tap t at pixel q0
+                for (Index c0 = 0; c0 < channels; c0 += mr) {
+                    for (Index s = 0; s < strips; ++s) {
+                        kernel_walk(kb, at + c0, walk, bt + s * p * nr + q0 * nr, c + (c0 * 9 + t) * ldc + s * nr, 9 * ldc,
+                                    std::min(mr, channels - c0), std::min(nr, n - s * nr), true);
+                    }
+                }
+            }
+        }
+    }
+
+  private:
+    // B [N, P] row-major transposed into strips of NR columns, [strips][P][NR], zero past N. (Not
+    // inlined: once per product, and inlined with constant shapes GCC 12 warns of a loop it misreads.)
+    __attribute__((noinline)) static const T* pack_transposed(Index n, Index p, const T* b) {
+        const Index strips = (n + nr - 1) / nr;
+        T* bt = scratch<T, Scratch::gemm_packed_b>(static_cast<std::size_t>(strips * p * nr));
+        for (Index s = 0; s < strips; ++s) {
+            const Index cols = std::min(nr, n - s * nr);
+            const T* b_rows[nr];
+            for (Index j = 0; j < cols; ++j) b_rows[j] = b + (s * nr + j) * p;
+            transpose_rows(b_rows, cols, nr, p, bt + s * p * nr);
+        }
+        return bt;
+    }
+
+  public:
     /// dst[q * width + i] = src[i][q] for i < rows and q < count, zero for rows <= i < width: rows
     /// of length `count` transposed into a k-major panel. Floats go through vector registers, 8 x 8
     /// blocks with AVX and 4 x 4 with SSE (a scalar transpose cost as much as the products it feeds).

@@ -27,6 +27,7 @@ enum class Scratch {
     gemm_strip,         // GEMM: a packed strip of B, [kc][NR]
     gemm_packed_b,      // GEMM: B^T packed, [strips][P][NR]
     gemm_panel,         // GEMM: a packed panel of A, [kc][MR]
+    gemm_rows,          // GEMM: pointers to an image's channel rows, [C]
     wgrad_dy,           // 3x3 weight gradient: a group's dY rows with zero tails, [S][Cout][pitch]
     wgrad_planes,       // 3x3 weight gradient: one input channel's three edge-masked planes, [S][3][len]
     silu_sigmoid,       // SiLU backward: sigmoid(x), [n]

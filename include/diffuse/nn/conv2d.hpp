@@ -390,6 +390,10 @@ class Conv2d {
         return shifted() && (out_ <= dot_wgrad_max_out_channels || (g.h + 1) * g.w <= dot_wgrad_max_pixels);
     }
 
+    // The GEMM-form weight gradient of a 3x3 stride-1 conv reads X_col in place from the input stored
+    // channels last (Gemm::channels_last_times_transposed) where a panel of MR channels at one tap is
+    // full; with fewer channels (conv_in's one) the transposed rows fill the panels better.
+    bool channels_last_weight_gradient() const { return shifted() && in_ >= Gemm::mr; }
     void check_input(const Tensor4<T>& x, const Tensor2<T>* shift, const Tensor4<T>* residual) const {
         constexpr const char* where = "diffuse::nn::Conv2d::forward";
         if (x.dimension(1) != in_) {
@@ -466,9 +470,14 @@ class Conv2d {
         for (Index o = 0; o < out_; ++o) {  // db += sum dY, in vector lanes (a chain of scalar adds cost up to 2.8% of a step)
             db[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dys + o * g.p, g.p).sum();
         }
-        if (weight_gradient) {
-            const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
-            const T* xs = input().data() + n * g.c * g.h * g.w;
+        const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
+        const T* xs = input().data() + n * g.c * g.h * g.w;
+        if (weight_gradient && channels_last_weight_gradient()) {  // X_col read in place from x channels last
+            T* xt = detail::scratch<T, detail::Scratch::conv_planes>(
+                static_cast<std::size_t>(Gemm::channels_last_size(in_, g.h, g.w)));  // [H + 2][W + 2][Cin]
+            Gemm::pack_channels_last(xs, in_, g.h, g.w, xt);
+            Gemm::channels_last_times_transposed(in_, g.h, g.w, xt, out_, dys, dwt, out_);  // dW^T += X_col . dY^T
+        } else if (weight_gradient) {
             if (pointwise()) {
                 plane_rows(xs, in_, g, rows);
             } else {
