@@ -2,6 +2,8 @@
 // Tensor aliases. Data are row-major like PyTorch, so an image batch [N, C, H, W] has W contiguous
 // and the first dimension is always the batch.
 
+#include "diffuse/core/threading.hpp"
+
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
 
@@ -33,11 +35,14 @@ using Table = Eigen::Array<T, Eigen::Dynamic, 1>;
 /// One integer timestep per sample of a batch, [N].
 using Timesteps = std::vector<int>;
 
-/// a += b, elementwise, for tensors of one shape (a residual connection, a summed gradient).
+/// a += b, elementwise, for tensors of one shape (a residual connection, a summed gradient); large
+/// tensors on all threads.
 template <class T, int Rank>
 void add_inplace(Tensor<T, Rank>& a, const Tensor<T, Rank>& b) {
     assert(a.dimensions() == b.dimensions());
-    Eigen::Map<Table<T>>(a.data(), a.size()) += Eigen::Map<const Table<T>>(b.data(), b.size());
+    parallel_for(a.size(), Index{1} << 15, [&](Index first, Index last) {
+        Eigen::Map<Table<T>>(a.data() + first, last - first) += Eigen::Map<const Table<T>>(b.data() + first, last - first);
+    });
 }
 
 /// Samples [first, first + count) of a batch x [N, ...], as a batch of their own [count, ...].

@@ -11,7 +11,8 @@
 // virtual machine, as long as the region itself.
 
 #include "diffuse/core/error.hpp"
-#include "diffuse/core/tensor.hpp"
+
+#include <Eigen/Core>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +27,9 @@
 #include <vector>
 
 namespace diffuse {
+
+using Index = Eigen::Index;  // as in core/tensor.hpp, which includes this header
+
 namespace detail {
 
 inline int default_num_threads() {
