@@ -333,6 +333,9 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's packed product matches a naive prod
         }
     }
     check_rows_product<TestType>(19, 288, 2 * nr + 1, 0, true);
+    // a last strip of exactly one vector (the one-vector tile, full) and one column past it
+    const Index lanes = diffuse::detail::Gemm<TestType>::lanes;
+    for (const Index n : {lanes, 3 * nr + lanes, 3 * nr + lanes + 1}) check_rows_product<TestType>(16, 45, n, 0, true);
 }
 
 TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's edge mask zeroes the columns that wrap to the next image row",

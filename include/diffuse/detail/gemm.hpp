@@ -175,10 +175,13 @@ struct Gemm {
     /// rows_product fetches the next B strip's lines (next_strip_lines) this way, one per iteration,
     /// spread over the products of the current strip instead of in one burst that fills the core's
     /// miss buffers.
+    /// A tile of at most one vector's columns (a product's last, narrow strip) runs on MR x 1
+    /// accumulators: half the work of a full tile.
     static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
                        const T* const* pf = nullptr, Index pf_offset = 0) {
-        if (pf) kernel_body<true>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
-        else kernel_body<false>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+        if (cols <= lanes) kernel_body<false, 1>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+        else if (pf) kernel_body<true, 2>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+        else kernel_body<false, 2>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
     }
 
     /// A read in place from an image stored channels last: step k reads its MR values at a, then a
@@ -190,25 +193,31 @@ struct Gemm {
     /// The tile of kernel(), with A walked in place.
     static void kernel_walk(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
                             bool accumulate) {
-        kernel_body<false>(kc, a, walk, b, c, ldc, rows, cols, accumulate, nullptr, 0);
+        if (cols <= lanes) kernel_body<false, 1>(kc, a, walk, b, c, ldc, rows, cols, accumulate, nullptr, 0);
+        else kernel_body<false, 2>(kc, a, walk, b, c, ldc, rows, cols, accumulate, nullptr, 0);
     }
 
   private:
-    // acc += A's MR values at a (broadcast) times B's row at b: one step along K.
-    __attribute__((always_inline)) static void step(Vec (&acc)[mr][2], const T* a, const T* b) {
-        const Vec b0 = load(b), b1 = load(b + lanes);
+    // acc += A's MR values at a (broadcast) times B's row at b (its first V vectors): one step along K.
+    template <int V>
+    __attribute__((always_inline)) static void step(Vec (&acc)[mr][V], const T* a, const T* b) {
+        Vec bv[V];
+#pragma GCC unroll 2
+        for (int v = 0; v < V; ++v) bv[v] = load(b + v * lanes);
 #pragma GCC unroll 16
         for (Index i = 0; i < mr; ++i) {
             const Vec ai = broadcast(a + i);
-            acc[i][0] = fmadd(ai, b0, acc[i][0]);
-            acc[i][1] = fmadd(ai, b1, acc[i][1]);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) acc[i][v] = fmadd(ai, bv[v], acc[i][v]);
         }
     }
 
-    template <bool Prefetch>
+    // The tile of kernel() on MR x V accumulators: V = 2 for the full NR columns, 1 for a strip's
+    // first `lanes` columns.
+    template <bool Prefetch, int V>
     static void kernel_body(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
                             bool accumulate, const T* const* pf, Index pf_offset) {
-        const bool full = rows == mr && cols == nr;
+        const bool full = rows == mr && cols == V * lanes;
         T edge[mr * nr];  // a partial tile goes through here
         T* out = c;
         Index ld = ldc;
@@ -220,31 +229,31 @@ struct Gemm {
                 for (Index i = 0; i < rows; ++i) std::copy_n(c + i * ldc, cols, edge + i * nr);
             }
         }
-        Vec acc[mr][2];
+        Vec acc[mr][V];
         const bool load_c = accumulate || !full;
 #pragma GCC unroll 16
         for (Index i = 0; i < mr; ++i) {
-            acc[i][0] = load_c ? load(out + i * ld) : Vec{};
-            acc[i][1] = load_c ? load(out + i * ld + lanes) : Vec{};
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) acc[i][v] = load_c ? load(out + i * ld + v * lanes) : Vec{};
         }
         if (walk.lda == 0) {
 #pragma GCC unroll 4
             for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
                 if constexpr (Prefetch) __builtin_prefetch(pf[k] + pf_offset);
-                step(acc, a, b);
+                step<V>(acc, a, b);
             }
         } else {
             for (Index k = 0, x = walk.x; k < kc; x = 0, a += walk.skip) {  // a row of the image at a time
                 const Index run = std::min(kc - k, walk.width - x);
 #pragma GCC unroll 4
-                for (Index r = 0; r < run; ++r, a += walk.lda, b += nr) step(acc, a, b);
+                for (Index r = 0; r < run; ++r, a += walk.lda, b += nr) step<V>(acc, a, b);
                 k += run;
             }
         }
 #pragma GCC unroll 16
         for (Index i = 0; i < mr; ++i) {
-            store(out + i * ld, acc[i][0]);
-            store(out + i * ld + lanes, acc[i][1]);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) store(out + i * ld + v * lanes, acc[i][v]);
         }
         if (!full) {
             for (Index i = 0; i < rows; ++i) std::copy_n(edge + i * nr, cols, c + i * ldc);
