@@ -60,9 +60,6 @@ struct Gemm {
     // A B strip of kc rows, [kc][NR], is at most 24 KiB, so that it stays in a 32 or 48 KiB L1 beside
     // the A panel streaming past it: 384 rows of 16 floats (AVX2), 192 rows of 32 (AVX-512).
     static constexpr Index kc_max = 24576 / static_cast<Index>(nr * sizeof(T));
-    // The next strip's cache lines in a row of B, as offsets from the current strip's first column: a
-    // row of NR floats starts anywhere in a line, so it touches three.
-    static constexpr Index next_strip_lines[3] = {nr, nr + lanes, 2 * nr - 1};
 
     static Vec load(const T* p) {
         Vec v;
@@ -170,18 +167,12 @@ struct Gemm {
 
     /// C[0:rows, 0:cols] (+)= A_panel[kc][MR] . B[kc][NR], for rows <= MR, cols <= NR. With
     /// accumulate the tile starts from C, else from zero. The MR x 2 accumulators are an array the
-    /// compiler keeps in registers: every loop over them is unrolled, every index a constant.
-    /// With prefetch rows pf (pf != nullptr), iteration k also prefetches the line at pf[k] + pf_offset:
-    /// rows_product fetches the next B strip's lines (next_strip_lines) this way, one per iteration,
-    /// spread over the products of the current strip instead of in one burst that fills the core's
-    /// miss buffers.
-    /// A tile of at most one vector's columns (a product's last, narrow strip) runs on MR x 1
-    /// accumulators: half the work of a full tile.
-    static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate,
-                       const T* const* pf = nullptr, Index pf_offset = 0) {
-        if (cols <= lanes) kernel_body<false, 1>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
-        else if (pf) kernel_body<true, 2>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
-        else kernel_body<false, 2>(kc, a, {}, b, c, ldc, rows, cols, accumulate, pf, pf_offset);
+    /// compiler keeps in registers: every loop over them is unrolled, every index a constant. A tile
+    /// of at most one vector's columns (a product's last, narrow strip) runs on MR x 1 accumulators:
+    /// half the work of a full tile.
+    static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate) {
+        if (cols <= lanes) kernel_body<1>(kc, a, {}, {b}, c, ldc, rows, cols, accumulate);
+        else kernel_body<2>(kc, a, {}, {b}, c, ldc, rows, cols, accumulate);
     }
 
     /// A read in place from an image stored channels last: step k reads its MR values at a, then a
@@ -193,17 +184,25 @@ struct Gemm {
     /// The tile of kernel(), with A walked in place.
     static void kernel_walk(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
                             bool accumulate) {
-        if (cols <= lanes) kernel_body<false, 1>(kc, a, walk, b, c, ldc, rows, cols, accumulate, nullptr, 0);
-        else kernel_body<false, 2>(kc, a, walk, b, c, ldc, rows, cols, accumulate, nullptr, 0);
+        if (cols <= lanes) kernel_body<1>(kc, a, walk, {b}, c, ldc, rows, cols, accumulate);
+        else kernel_body<2>(kc, a, walk, {b}, c, ldc, rows, cols, accumulate);
     }
 
   private:
-    // acc += A's MR values at a (broadcast) times B's row at b (its first V vectors): one step along K.
+    // Where the micro-kernel finds B's row k: in a packed strip, b + k NR (rows == nullptr), or in
+    // place at rows[k] + q with the edge mask applied as it is loaded (a bitwise and with keep[t],
+    // t the row's tap, cycling from t).
+    struct RowsOfB {
+        const T* b = nullptr;
+        const T* const* rows = nullptr;
+        Index q = 0;
+        const Vec (*keep)[2] = nullptr;
+        Index t = 0;
+    };
+
+    // acc += A's MR values at a (broadcast) times B's row bv: one step along K.
     template <int V>
-    __attribute__((always_inline)) static void step(Vec (&acc)[mr][V], const T* a, const T* b) {
-        Vec bv[V];
-#pragma GCC unroll 2
-        for (int v = 0; v < V; ++v) bv[v] = load(b + v * lanes);
+    __attribute__((always_inline)) static void step(Vec (&acc)[mr][V], const T* a, const Vec (&bv)[V]) {
 #pragma GCC unroll 16
         for (Index i = 0; i < mr; ++i) {
             const Vec ai = broadcast(a + i);
@@ -214,9 +213,9 @@ struct Gemm {
 
     // The tile of kernel() on MR x V accumulators: V = 2 for the full NR columns, 1 for a strip's
     // first `lanes` columns.
-    template <bool Prefetch, int V>
-    static void kernel_body(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
-                            bool accumulate, const T* const* pf, Index pf_offset) {
+    template <int V>
+    static void kernel_body(Index kc, const T* a, Walk walk, RowsOfB b, T* c, Index ldc, Index rows, Index cols,
+                            bool accumulate) {
         const bool full = rows == mr && cols == V * lanes;
         T edge[mr * nr];  // a partial tile goes through here
         T* out = c;
@@ -236,17 +235,31 @@ struct Gemm {
 #pragma GCC unroll 2
             for (int v = 0; v < V; ++v) acc[i][v] = load_c ? load(out + i * ld + v * lanes) : Vec{};
         }
-        if (walk.lda == 0) {
+        Vec bv[V];
+        if (b.rows) {  // B in place, masked
+#pragma GCC unroll 3
+            for (Index k = 0, t = b.t; k < kc; ++k, a += mr, t = t == 8 ? 0 : t + 1) {
+                const T* row = b.rows[k] + b.q;
+#pragma GCC unroll 2
+                for (int v = 0; v < V; ++v) bv[v] = keep_where(load(row + v * lanes), b.keep[t][v]);
+                step<V>(acc, a, bv);
+            }
+        } else if (walk.lda == 0) {
 #pragma GCC unroll 4
-            for (Index k = 0; k < kc; ++k, a += mr, b += nr) {
-                if constexpr (Prefetch) __builtin_prefetch(pf[k] + pf_offset);
-                step<V>(acc, a, b);
+            for (Index k = 0; k < kc; ++k, a += mr, b.b += nr) {
+#pragma GCC unroll 2
+                for (int v = 0; v < V; ++v) bv[v] = load(b.b + v * lanes);
+                step<V>(acc, a, bv);
             }
         } else {
             for (Index k = 0, x = walk.x; k < kc; x = 0, a += walk.skip) {  // a row of the image at a time
                 const Index run = std::min(kc - k, walk.width - x);
 #pragma GCC unroll 4
-                for (Index r = 0; r < run; ++r, a += walk.lda, b += nr) step<V>(acc, a, b);
+                for (Index r = 0; r < run; ++r, a += walk.lda, b.b += nr) {
+#pragma GCC unroll 2
+                    for (int v = 0; v < V; ++v) bv[v] = load(b.b + v * lanes);
+                    step<V>(acc, a, bv);
+                }
                 k += run;
             }
         }
@@ -267,30 +280,31 @@ struct Gemm {
                              Index q1, T* c, Index ldc, bool accumulate) {
         const Index kc = kc_block(k);
         T* strip = scratch<T, Scratch::gemm_strip>(static_cast<std::size_t>(kc * nr));  // [kc][NR]
-        // With three panels of A or more, their products fetch the next strip's three cache lines per
-        // row (a row of NR floats starts anywhere in a line); with fewer, the copy fetches them.
-        const bool spread = panels(m) >= 3;
         for (Index k0 = 0; k0 < k; k0 += kc) {
             const Index kb = std::min(kc, k - k0);
             const bool acc = accumulate || k0 > 0;
             for (Index q = q0; q < q1; q += nr) {
-                // The strip is copied first: the copy's loads are independent, so they overlap, and
-                // the micro-kernel then reads B sequentially from L1 for every panel of A.
                 const Index cols = std::min(nr, q1 - q);
+                RowsOfB b{strip};
+                Vec keep[9][2];  // [tap (i, j)][half]
                 if (cols == nr) {
-                    copy_strip(rows + k0, kb, q, mask, k0 % 9, !spread && q + 2 * nr <= q1, strip);
-                } else {
+                    // A full strip is read in place by every panel's product (from L1 after the first):
+                    // copying it into a packed strip first cost more than the reads it made sequential.
+                    strip_keep(mask, q, keep);
+                    b = {nullptr, rows + k0, q, keep, k0 % 9};
+                } else {  // the last strip, copied with zeros past q1 so that no read leaves [q0, q1)
                     for (Index kk = 0; kk < kb; ++kk) {
                         std::copy_n(rows[k0 + kk] + q, cols, strip + kk * nr);
                         std::fill(strip + kk * nr + cols, strip + (kk + 1) * nr, T(0));
                     }
                     mask.each(k0, kb, q, q + cols, [&](Index kk, Index qq) { strip[(kk - k0) * nr + qq - q] = T(0); });
                 }
-                const bool next_full = spread && q + 2 * nr <= q1;
                 for (Index p = 0; p < panels(m); ++p) {
-                    const bool fetch = next_full && p < 3;
-                    kernel(kb, a_packed + p * k * mr + k0 * mr, strip, c + q + p * mr * ldc, ldc, std::min(mr, m - p * mr),
-                           cols, acc, fetch ? rows + k0 : nullptr, fetch ? q + next_strip_lines[p] : 0);
+                    const Index rows_p = std::min(mr, m - p * mr);
+                    const T* a = a_packed + p * k * mr + k0 * mr;
+                    T* cp = c + q + p * mr * ldc;
+                    if (cols <= lanes) kernel_body<1>(kb, a, {}, b, cp, ldc, rows_p, cols, acc);
+                    else kernel_body<2>(kb, a, {}, b, cp, ldc, rows_p, cols, acc);
                 }
             }
         }
@@ -461,12 +475,10 @@ struct Gemm {
         return v;
     }
 
-    // strip[kk][0 .. NR) = rows[kk][q .. q + NR) for kk < kb, with the entries the edge mask zeroes
-    // cleared by a bitwise and as they are copied: row kk's tap is t = (t0 + kk) % 9, (i, j) =
-    // (t / 3, t % 3), and its columns to clear are where (q + c) % W is 0 (j = 0) or W - 1 (j = 2), and
-    // with a height, where (q + c) % (H W) is in the first row (i = 0) or the last (i = 2). With
-    // prefetch, the next strip's lines are fetched as this one is copied.
-    static void copy_strip(const T* const* rows, Index kb, Index q, EdgeMask mask, Index t0, bool prefetch, T* strip) {
+    // keep[t][half]: all ones in the lanes of columns q .. q + NR that row tap t = (i, j) = (t / 3, t % 3)
+    // keeps, zero where the edge mask clears it: where (q + c) % W is 0 (j = 0) or W - 1 (j = 2), and
+    // with a height, where (q + c) % (H W) is in the first row (i = 0) or the last (i = 2).
+    static void strip_keep(EdgeMask mask, Index q, Vec (&keep)[9][2]) {
         Bits keep_bits[3][2][nr];  // [j: columns | i: rows][column c]: all ones to keep, zero to clear
         const Index image = mask.width * mask.height;
         for (Index c = 0, r = mask.width ? q % mask.width : 1, at = image ? q % image : 0; c < nr; ++c) {
@@ -479,7 +491,6 @@ struct Gemm {
             if (mask.width) r = r + 1 == mask.width ? 0 : r + 1;
             if (image) at = at + 1 == image ? 0 : at + 1;
         }
-        Vec keep[9][2];  // [tap (i, j)]
         for (int t = 0; t < 9; ++t) {
             for (int half = 0; half < 2; ++half) {
                 Vec column, row;
@@ -487,14 +498,6 @@ struct Gemm {
                 std::memcpy(&row, keep_bits[t / 3][1] + half * lanes, sizeof(Vec));
                 keep[t][half] = keep_where(column, row);
             }
-        }
-        for (Index kk = 0, t = t0; kk < kb; ++kk, t = t == 8 ? 0 : t + 1) {
-            const T* src = rows[kk] + q;
-            if (prefetch) {
-                for (const Index line : next_strip_lines) __builtin_prefetch(src + line);
-            }
-            store(strip + kk * nr, keep_where(load(src), keep[t][0]));
-            store(strip + kk * nr + lanes, keep_where(load(src + lanes), keep[t][1]));
         }
     }
 };
