@@ -3,9 +3,13 @@
 // Not for direct use.
 //
 // A is packed into panels of MR rows, k-major ([K][MR] per panel), so the micro-kernel reads it
-// sequentially. B is read in strips of NR columns either straight from K row pointers (row k of B
-// is rows[k][0 .. N)) or from a packed strip ([K][NR]). A convolution's im2col matrix is such a set
-// of rows: each row is a shifted view of the (padded) input, so B is never copied (conv2d.hpp).
+// sequentially. B is read in strips of NR columns straight from K row pointers (row k of B is
+// rows[k][0 .. N)), the edge mask applied by a bitwise and as each row is loaded; only a product's
+// last, partial strip is copied into a packed strip ([K][NR]). A convolution's im2col matrix is such
+// a set of rows: each row is a shifted view of the (padded) input, so B is never built (conv2d.hpp).
+// The weight gradient's product sums along the rows of both operands: B^T is packed, and A is read
+// either transposed into panels or, for a 3x3 stride-1 convolution, in place from the input stored
+// channels last, where MR channels at one tap lie side by side (channels_last_times_transposed).
 // The micro-kernel keeps an MR x NR tile of C in registers (6 x 16 floats with AVX2: 12 of the 16
 // vector registers; 8 x 32 with AVX-512: 16 of 32) and does MR * NR / lanes fused multiply-adds per k.
 //

@@ -6,13 +6,14 @@
 // pixels, with detail/gemm.hpp. X_col is never built for the common 3x3 stride-1 case: row (c, i, j)
 // of it is plane c shifted by (i - 1, j - 1), a contiguous slice of a copy of the plane with a zero
 // row above and below; where a shift by one column would read the neighbouring image row, the GEMM
-// zeroes the entry as it copies the slice (detail::Gemm::EdgeMask). A 1x1 stride-1 conv reads x
+// zeroes the entry as it loads the slice (detail::Gemm::EdgeMask). A 1x1 stride-1 conv reads x
 // itself; a stride-2 conv builds X_col (im2col, 2.25x the input).
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
 // flipped and its channels swapped. Small planes (7 x 7, and 14 x 14 with AVX-512) fill the GEMM's
 // strips of columns badly, so there a product spans several samples' planes laid one after another
-// (samples_per_product). The weight gradient is the GEMM dW^T = X_col . dY^T, or, for a 3x3 stride-1
-// conv with few output channels or small planes, dot products along the pixels
+// (samples_per_product). The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv
+// with X_col read in place from the input stored channels last), or, for a 3x3 stride-1 conv with
+// few output channels or small planes, dot products along the pixels
 // (detail/shifted_weight_gradient.hpp). Work is split by samples and by output columns; sums over
 // samples (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
 // On request (set_algorithm(ConvAlgorithm::winograd)) a 3x3 stride-1 conv with enough channels
