@@ -292,8 +292,8 @@ struct Gemm {
                 RowsOfB b{strip};
                 Vec keep[9][2];  // [tap (i, j)][half]
                 if (cols == nr) {
-                    // A full strip is read in place by every panel's product (from L1 after the first):
-                    // copying it into a packed strip first cost more than the reads it made sequential.
+                    // A full strip is read in place by every panel's product: copying it into a packed
+                    // strip first cost more than the sequential reads gained (docs/benchmarks.md).
                     strip_keep(mask, q, keep);
                     b = {nullptr, rows + k0, q, keep, k0 % 9};
                 } else {  // the last strip, copied with zeros past q1 so that no read leaves [q0, q1)
