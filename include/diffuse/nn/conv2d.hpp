@@ -392,9 +392,11 @@ class Conv2d {
     }
 
     // The GEMM-form weight gradient of a 3x3 stride-1 conv reads X_col in place from the input stored
-    // channels last (Gemm::channels_last_times_transposed) where a panel of MR channels at one tap is
-    // full; with fewer channels (conv_in's one) the transposed rows fill the panels better.
+    // channels last (Gemm::channels_last_times_transposed), with a panel per tap and MR channels; with
+    // fewer channels than MR (conv_in's one) that is nine nearly empty panels, where the transposed
+    // rows fill ceil(9 Cin / MR).
     bool channels_last_weight_gradient() const { return shifted() && in_ >= Gemm::mr; }
+
     void check_input(const Tensor4<T>& x, const Tensor2<T>* shift, const Tensor4<T>* residual) const {
         constexpr const char* where = "diffuse::nn::Conv2d::forward";
         if (x.dimension(1) != in_) {
