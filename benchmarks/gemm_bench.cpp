@@ -96,6 +96,14 @@ void BM_gemm(benchmark::State& state) {
 BENCHMARK(BM_gemm)->Args({32, 288, 784})->Args({64, 576, 196})->Args({64, 576, 49})->Args({32, 864, 784})
     ->UseRealTime();
 
+// X_col's rows for a 3x3 stride-1 conv over Cin zero-padded planes of length len: row (ch, i, j) is
+// plane ch shifted by the tap, (i - 1) rows and (j - 1) columns (the padding absorbing the -1s).
+std::vector<const float*> shifted_rows(const float* planes, Index cin, Index side, Index len) {
+    std::vector<const float*> rows(static_cast<std::size_t>(9 * cin));
+    for (Index r = 0; r < 9 * cin; ++r) rows[static_cast<std::size_t>(r)] = planes + (r / 9) * len + (r / 3 % 3) * side + r % 3;
+    return rows;
+}
+
 // The same products with B as Conv2d reads it for a 3x3 stride-1 convolution: K = 9 Cin rows, each a
 // view of one of Cin zero-padded planes shifted by the tap (i, j), the entries that would wrap to the
 // neighbouring image row zeroed by the edge mask. Its distinct data is Cin planes, a ninth of
@@ -112,8 +120,7 @@ void BM_conv_gemm(benchmark::State& state) {
     for (Index ch = 0; ch < cin; ++ch) gen.normal(planes.data() + ch * len + 1 + side, n);  // [Cin, L]
     std::vector<float> packed(static_cast<std::size_t>(Gemm::packed_a_size(m, k)));
     Gemm::pack_a(a.data(), k, 1, m, k, packed.data());
-    std::vector<const float*> rows(static_cast<std::size_t>(k));  // row (ch, i, j) = plane ch shifted
-    for (Index r = 0; r < k; ++r) rows[static_cast<std::size_t>(r)] = planes.data() + (r / 9) * len + (r / 3 % 3) * side + r % 3;
+    const std::vector<const float*> rows = shifted_rows(planes.data(), cin, side, len);
     const Gemm::EdgeMask mask{side, samples > 1 ? side : 0};
     for (auto _ : state) {
         Gemm::rows_product(m, k, packed.data(), rows.data(), mask, 0, n, c.data(), n, false);
@@ -142,8 +149,7 @@ void BM_conv_weight_gradient(benchmark::State& state) {
     gen.normal(x.data(), cin * p);
     gen.normal(dy.data(), cout * p);
     std::vector<float> planes(static_cast<std::size_t>(std::max(cin * len, Gemm::channels_last_size(cin, side, side))), 0.0f);
-    std::vector<const float*> rows(static_cast<std::size_t>(k));  // row (ch, i, j) = plane ch shifted
-    for (Index r = 0; r < k; ++r) rows[static_cast<std::size_t>(r)] = planes.data() + (r / 9) * len + (r / 3 % 3) * side + r % 3;
+    const std::vector<const float*> rows = shifted_rows(planes.data(), cin, side, len);
     for (auto _ : state) {
         if (channels_last) {
             Gemm::pack_channels_last(x.data(), cin, side, side, planes.data());

@@ -175,24 +175,16 @@ struct Gemm {
     /// of at most one vector's columns (a product's last, narrow strip) runs on MR x 1 accumulators:
     /// half the work of a full tile.
     static void kernel(Index kc, const T* a, const T* b, T* c, Index ldc, Index rows, Index cols, bool accumulate) {
-        if (cols <= lanes) kernel_body<1>(kc, a, {}, {b}, c, ldc, rows, cols, accumulate);
-        else kernel_body<2>(kc, a, {}, {b}, c, ldc, rows, cols, accumulate);
-    }
-
-    /// A read in place from an image stored channels last: step k reads its MR values at a, then a
-    /// moves by lda, and by lda + skip more after the last of a row's `width` pixels (`x` pixels of
-    /// the first row are behind the start). lda = 0 means a packed panel (a moves by MR).
-    struct Walk {
-        Index lda = 0, width = 0, x = 0, skip = 0;
-    };
-    /// The tile of kernel(), with A walked in place.
-    static void kernel_walk(Index kc, const T* a, Walk walk, const T* b, T* c, Index ldc, Index rows, Index cols,
-                            bool accumulate) {
-        if (cols <= lanes) kernel_body<1>(kc, a, walk, {b}, c, ldc, rows, cols, accumulate);
-        else kernel_body<2>(kc, a, walk, {b}, c, ldc, rows, cols, accumulate);
+        tile(kc, a, {}, {b}, c, ldc, rows, cols, accumulate);
     }
 
   private:
+    // A read in place from an image stored channels last: step k reads its MR values at a, then a
+    // moves by lda, and by lda + skip more after the last of a row's `width` pixels (`x` pixels of
+    // the first row are behind the start). lda = 0 means a packed panel (a moves by MR).
+    struct Walk {
+        Index lda = 0, width = 0, x = 0, skip = 0;
+    };
     // Where the micro-kernel finds B's row k: in a packed strip, b + k NR (rows == nullptr), or in
     // place at rows[k] + q with the edge mask applied as it is loaded (a bitwise and with keep[t],
     // t the row's tap, cycling from t).
@@ -215,8 +207,16 @@ struct Gemm {
         }
     }
 
-    // The tile of kernel() on MR x V accumulators: V = 2 for the full NR columns, 1 for a strip's
-    // first `lanes` columns.
+    // The tile of kernel(), A walked as `walk` says and B's rows found as `b` says: on MR x 1
+    // accumulators where cols <= lanes, else MR x 2.
+    static void tile(Index kc, const T* a, Walk walk, RowsOfB b, T* c, Index ldc, Index rows, Index cols,
+                     bool accumulate) {
+        if (cols <= lanes) kernel_body<1>(kc, a, walk, b, c, ldc, rows, cols, accumulate);
+        else kernel_body<2>(kc, a, walk, b, c, ldc, rows, cols, accumulate);
+    }
+
+    // The tile on MR x V accumulators: V = 2 for the full NR columns, 1 for a strip's first `lanes`
+    // columns.
     template <int V>
     static void kernel_body(Index kc, const T* a, Walk walk, RowsOfB b, T* c, Index ldc, Index rows, Index cols,
                             bool accumulate) {
@@ -304,11 +304,8 @@ struct Gemm {
                     mask.each(k0, kb, q, q + cols, [&](Index kk, Index qq) { strip[(kk - k0) * nr + qq - q] = T(0); });
                 }
                 for (Index p = 0; p < panels(m); ++p) {
-                    const Index rows_p = std::min(mr, m - p * mr);
-                    const T* a = a_packed + p * k * mr + k0 * mr;
-                    T* cp = c + q + p * mr * ldc;
-                    if (cols <= lanes) kernel_body<1>(kb, a, {}, b, cp, ldc, rows_p, cols, acc);
-                    else kernel_body<2>(kb, a, {}, b, cp, ldc, rows_p, cols, acc);
+                    tile(kb, a_packed + p * k * mr + k0 * mr, {}, b, c + q + p * mr * ldc, ldc, std::min(mr, m - p * mr),
+                         cols, acc);
                 }
             }
         }
@@ -377,8 +374,8 @@ struct Gemm {
                 const T* at = xt + ((y0 + t / 3) * (w + 2) + x0 + t % 3) * channels;  // tap t at pixel q0
                 for (Index c0 = 0; c0 < channels; c0 += mr) {
                     for (Index s = 0; s < strips; ++s) {
-                        kernel_walk(kb, at + c0, walk, bt + s * p * nr + q0 * nr, c + (c0 * 9 + t) * ldc + s * nr, 9 * ldc,
-                                    std::min(mr, channels - c0), std::min(nr, n - s * nr), true);
+                        tile(kb, at + c0, walk, {bt + s * p * nr + q0 * nr}, c + (c0 * 9 + t) * ldc + s * nr, 9 * ldc,
+                             std::min(mr, channels - c0), std::min(nr, n - s * nr), true);
                     }
                 }
             }

@@ -473,7 +473,6 @@ class Conv2d {
         for (Index o = 0; o < out_; ++o) {  // db += sum dY, in vector lanes (a chain of scalar adds cost up to 2.8% of a step)
             db[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dys + o * g.p, g.p).sum();
         }
-        const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
         const T* xs = input().data() + n * g.c * g.h * g.w;
         if (weight_gradient && channels_last_weight_gradient()) {  // X_col read in place from x channels last
             T* xt = detail::scratch<T, detail::Scratch::conv_planes>(
@@ -481,6 +480,7 @@ class Conv2d {
             Gemm::pack_channels_last(xs, in_, g.h, g.w, xt);
             Gemm::channels_last_times_transposed(in_, g.h, g.w, xt, out_, dys, dwt, out_);  // dW^T += X_col . dY^T
         } else if (weight_gradient) {
+            const T** rows = detail::scratch<const T*, detail::Scratch::conv_plane_rows>(static_cast<std::size_t>(g.k));  // [K]
             if (pointwise()) {
                 plane_rows(xs, in_, g, rows);
             } else {
