@@ -4,7 +4,7 @@
 // for different processors, ever meet in one link. DIFFUSE_ISA names the level in every test case;
 // DIFFUSE_ISA_FLOAT_LANES is the float vector width that level must give the GEMM.
 //
-// Checked, in float and in double: the GEMM's two products against a naive product in long double
+// Checked, in float and in double: the GEMM's three products against a naive product in long double
 // (partial register tiles, two K blocks, the edge mask), the dot-product and channels-last weight
 // gradients of a 3x3 conv against the naive sum, the convolutions against the naive sum and
 // by the adjoint identities of their backward pass, the Philox blocks computed in vector lanes
@@ -123,6 +123,68 @@ void check_rows_times_transposed(Index m, Index n, Index p) {
     }
     INFO("M = " << m << ", N = " << n << ", P = " << p);
     REQUIRE(failures == 0);
+}
+
+// C[i0 : i1, N] += A[i0 : i1, K] . B through packed_product (nn::Linear's products): A row-major
+// (a_transposed false) or given as A^T row-major, B packed by pack_b from B [K, N] (in two row ranges,
+// as threads pack it) or by pack_transposed from B^T [N, K]; against long double, rows outside
+// [i0, i1) untouched, and bit for bit against rows_product of the same operands (the same sums in
+// the same order).
+template <class T>
+void check_packed_product(Index m, Index k, Index n, Index i0, Index i1, bool a_transposed, bool b_transposed) {
+    using Gemm = diffuse::detail::Gemm<T>;
+    Generator gen(static_cast<std::uint64_t>(m * 7919 + k * 131 + n * 17 + i0));
+    const std::vector<T> a = random_values<T>(gen, m * k);   // [M, K]
+    const std::vector<T> b = random_values<T>(gen, k * n);   // [K, N]
+    const std::vector<T> c0 = random_values<T>(gen, m * n);  // [M, N]
+    std::vector<T> at(static_cast<std::size_t>(k * m)), bt(static_cast<std::size_t>(n * k));  // A^T [K, M], B^T [N, K]
+    for (Index i = 0; i < m; ++i) {
+        for (Index kk = 0; kk < k; ++kk) at[kk * m + i] = a[i * k + kk];
+    }
+    for (Index kk = 0; kk < k; ++kk) {
+        for (Index j = 0; j < n; ++j) bt[j * k + kk] = b[kk * n + j];
+    }
+    std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_b_size(k, n)), T(-3));
+    if (b_transposed) {
+        Gemm::pack_transposed(n, k, bt.data(), packed.data());
+    } else {
+        Gemm::pack_b(k, n, b.data(), n, packed.data(), 0, k / 2);
+        Gemm::pack_b(k, n, b.data(), n, packed.data(), k / 2, k);
+    }
+    std::vector<T> c = c0;
+    if (a_transposed) Gemm::packed_product(i0, i1, n, k, at.data(), 1, m, packed.data(), c.data(), n);
+    else Gemm::packed_product(i0, i1, n, k, a.data(), k, 1, packed.data(), c.data(), n);
+
+    std::vector<T> a_packed(static_cast<std::size_t>(Gemm::packed_a_size(m, k)));
+    Gemm::pack_a(a.data(), k, 1, m, k, a_packed.data());
+    std::vector<const T*> rows(static_cast<std::size_t>(k));
+    for (Index kk = 0; kk < k; ++kk) rows[kk] = b.data() + kk * n;
+    std::vector<T> reference = c0;
+    Gemm::rows_product(m, k, a_packed.data(), rows.data(), typename Gemm::EdgeMask{}, 0, n, reference.data(), n, true);
+
+    Index failures = 0, differing_bits = 0, touched = 0;
+    for (Index i = 0; i < m; ++i) {
+        for (Index j = 0; j < n; ++j) {
+            const T got = c[i * n + j];
+            if (i < i0 || i >= i1) {
+                if (std::memcmp(&got, &c0[i * n + j], sizeof(T)) != 0) ++touched;
+                continue;
+            }
+            long double exact = c0[i * n + j], abs_sum = std::fabs(exact);
+            for (Index kk = 0; kk < k; ++kk) {
+                const long double prod = static_cast<long double>(a[i * k + kk]) * b[kk * n + j];
+                exact += prod;
+                abs_sum += std::fabs(prod);
+            }
+            if (!within_dot_bound<T>(got, exact, abs_sum, k)) ++failures;
+            if (std::memcmp(&got, &reference[i * n + j], sizeof(T)) != 0) ++differing_bits;
+        }
+    }
+    INFO("M = " << m << ", K = " << k << ", N = " << n << ", rows " << i0 << " .. " << i1 << ", A transposed "
+                << a_transposed << ", B transposed " << b_transposed);
+    CHECK(failures == 0);
+    CHECK(differing_bits == 0);
+    CHECK(touched == 0);
 }
 
 // dW^T[(c, i, j), o] += sum_{y, x} x[c, y + i - 1, x + j - 1] dy[o, y, x] (zero outside the image)
@@ -360,6 +422,23 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's transposed product (the weight grad
     for (const Index m : {1, 6, 11, 45}) {
         for (const Index n : {Index{1}, nr - 1, nr + 1, 3 * nr}) {
             for (const Index p : {1, 49, 385, 1000}) check_rows_times_transposed<TestType>(m, n, p);
+        }
+    }
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the GEMM's product of packed operands (nn::Linear's) matches a naive product and "
+                   "rows_product's bits", "[isa][gemm]", float, double) {
+    using Gemm = diffuse::detail::Gemm<TestType>;
+    const Index mr = Gemm::mr, nr = Gemm::nr;
+    for (const bool a_transposed : {false, true}) {
+        for (const bool b_transposed : {false, true}) {
+            for (const Index k : {Index{1}, Index{7}, Index{64}, 2 * Gemm::kc_max + 3}) {  // one, two and three K blocks
+                for (const Index n : {Index{1}, nr - 1, nr, 2 * nr + 5}) {
+                    check_packed_product<TestType>(3 * mr + 2, k, n, 0, 3 * mr + 2, a_transposed, b_transposed);
+                    check_packed_product<TestType>(3 * mr + 2, k, n, mr, 2 * mr + 1, a_transposed, b_transposed);
+                }
+            }
+            check_packed_product<TestType>(5, 33, nr, 2, 2, a_transposed, b_transposed);  // no rows
         }
     }
 }

@@ -315,7 +315,6 @@ struct Gemm {
     /// B [N, P] row-major: the weight gradient dW^T = X_col . dY^T of a convolution.
     static void rows_times_transposed(Index m, Index n, Index p, const T* const* a_rows, EdgeMask mask, const T* b,
                                       T* c, Index ldc) {
-        const Index strips = (n + nr - 1) / nr;
         const T* bt = pack_transposed(n, p, b);  // [strips][P][NR]
         const Index kc = kc_block(p);
         T* panel = scratch<T, Scratch::gemm_panel>(static_cast<std::size_t>(kc * mr));  // [kc][MR]
@@ -327,7 +326,7 @@ struct Gemm {
                 for (Index i = 0; i < rows; ++i) a_panel_rows[i] = a_rows[i0 + i] + q0;
                 transpose_rows(a_panel_rows, rows, mr, kb, panel);
                 mask.each(i0, rows, q0, q0 + kb, [&](Index i, Index q) { panel[(q - q0) * mr + i - i0] = T(0); });
-                for (Index s = 0; s < strips; ++s) {
+                for (Index s = 0; s < strips(n); ++s) {
                     kernel(kb, panel, bt + s * p * nr + q0 * nr, c + i0 * ldc + s * nr, ldc, rows,
                            std::min(nr, n - s * nr), true);
                 }
@@ -363,7 +362,6 @@ struct Gemm {
     static void channels_last_times_transposed(Index channels, Index h, Index w, const T* xt, Index n, const T* b, T* c,
                                                Index ldc) {
         const Index p = h * w;
-        const Index strips = (n + nr - 1) / nr;
         const T* bt = pack_transposed(n, p, b);  // [strips][P][NR]
         const Index kc = kc_block(p);
         for (Index q0 = 0; q0 < p; q0 += kc) {
@@ -373,7 +371,7 @@ struct Gemm {
             for (Index t = 0; t < 9; ++t) {
                 const T* at = xt + ((y0 + t / 3) * (w + 2) + x0 + t % 3) * channels;  // tap t at pixel q0
                 for (Index c0 = 0; c0 < channels; c0 += mr) {
-                    for (Index s = 0; s < strips; ++s) {
+                    for (Index s = 0; s < strips(n); ++s) {
                         tile(kb, at + c0, walk, {bt + s * p * nr + q0 * nr}, c + (c0 * 9 + t) * ldc + s * nr, 9 * ldc,
                              std::min(mr, channels - c0), std::min(nr, n - s * nr), true);
                     }
@@ -383,21 +381,90 @@ struct Gemm {
     }
 
   private:
-    // B [N, P] row-major transposed into strips of NR columns, [strips][P][NR], zero past N. (Not
-    // inlined: once per product, and inlined with constant shapes GCC 12 warns of a loop it misreads.)
-    __attribute__((noinline)) static const T* pack_transposed(Index n, Index p, const T* b) {
-        const Index strips = (n + nr - 1) / nr;
-        T* bt = scratch<T, Scratch::gemm_packed_b>(static_cast<std::size_t>(strips * p * nr));
-        for (Index s = 0; s < strips; ++s) {
-            const Index cols = std::min(nr, n - s * nr);
-            const T* b_rows[nr];
-            for (Index j = 0; j < cols; ++j) b_rows[j] = b + (s * nr + j) * p;
-            transpose_rows(b_rows, cols, nr, p, bt + s * p * nr);
-        }
+    // pack_transposed into this thread's scratch.
+    static const T* pack_transposed(Index n, Index p, const T* b) {
+        T* bt = scratch<T, Scratch::gemm_packed_b>(static_cast<std::size_t>(packed_b_size(p, n)));
+        pack_transposed(n, p, b, bt);
         return bt;
     }
 
   public:
+    static Index strips(Index n) { return (n + nr - 1) / nr; }
+    /// Values of B [K, N] packed into strips of NR columns, [strips][K][NR].
+    static Index packed_b_size(Index k, Index n) { return strips(n) * k * nr; }
+    /// B [K, N] with row stride ldb -> strips of NR columns, out [strips][K][NR], zero past N: rows
+    /// [k0, k1) of it (threads may pack disjoint ranges).
+    static void pack_b(Index k, Index n, const T* b, Index ldb, T* out, Index k0, Index k1) {
+        for (Index s = 0; s < strips(n); ++s) {
+            const Index cols = std::min(nr, n - s * nr);
+            for (Index kk = k0; kk < k1; ++kk) {
+                const T* src = b + kk * ldb + s * nr;
+                T* dst = out + (s * k + kk) * nr;
+                if (cols == nr) {
+                    store(dst, load(src));
+                    store(dst + lanes, load(src + lanes));
+                } else {
+                    std::copy_n(src, cols, dst);
+                    std::fill(dst + cols, dst + nr, T(0));
+                }
+            }
+        }
+    }
+    static void pack_b(Index k, Index n, const T* b, Index ldb, T* out) { pack_b(k, n, b, ldb, out, 0, k); }
+    /// B = C^T for C [N, K] row-major: strips of NR of C's rows transposed, out [strips][K][NR], zero
+    /// past N. (Not inlined: once per product, and inlined with constant shapes GCC 12 warns of a loop
+    /// it misreads.)
+    __attribute__((noinline)) static void pack_transposed(Index n, Index k, const T* c, T* out) {
+        for (Index s = 0; s < strips(n); ++s) {
+            const Index cols = std::min(nr, n - s * nr);
+            const T* c_rows[nr];
+            for (Index j = 0; j < cols; ++j) c_rows[j] = c + (s * nr + j) * k;
+            transpose_rows(c_rows, cols, nr, k, out + s * k * nr);
+        }
+    }
+
+    /// C[i0 : i1, 0 : N] += A[i0 : i1, 0 : K] . B, with A(i, k) = a[i * row_stride + k * col_stride]
+    /// (one of the strides 1: A row-major, its panels transposed as they are packed, or A^T row-major,
+    /// its panels copied) and B packed by pack_b or pack_transposed. Per K block, the rows' panels are
+    /// packed, then each strip of B (in L1) meets every panel. Each entry sums over k in order, in
+    /// kc_block(K) blocks, from the value it holds. Threads take disjoint row ranges.
+    static void packed_product(Index i0, Index i1, Index n, Index k, const T* a, Index row_stride, Index col_stride,
+                               const T* b_packed, T* c, Index ldc) {
+        if (i1 <= i0) return;
+        const Index kc = kc_block(k), count = panels(i1 - i0);
+        T* packed = scratch<T, Scratch::gemm_panel>(static_cast<std::size_t>(count * kc * mr));  // [panels][kc][MR]
+        for (Index k0 = 0; k0 < k; k0 += kc) {
+            const Index kb = std::min(kc, k - k0);
+            for (Index p = 0; p < count; ++p) {
+                const Index first = i0 + p * mr, rows = std::min(mr, i1 - first);
+                T* panel = packed + p * kb * mr;
+                if (col_stride == 1) {
+                    const T* a_rows[mr];
+                    for (Index i = 0; i < rows; ++i) a_rows[i] = a + (first + i) * row_stride + k0;
+                    transpose_rows(a_rows, rows, mr, kb, panel);
+                } else {
+                    for (Index kk = 0; kk < kb; ++kk) {
+                        const T* src = a + first * row_stride + (k0 + kk) * col_stride;
+                        T* dst = panel + kk * mr;
+                        if (rows == mr && row_stride == 1) {
+                            std::copy_n(src, mr, dst);
+                        } else {
+                            for (Index i = 0; i < rows; ++i) dst[i] = src[i * row_stride];
+                            std::fill(dst + rows, dst + mr, T(0));
+                        }
+                    }
+                }
+            }
+            for (Index s = 0; s < strips(n); ++s) {
+                for (Index p = 0; p < count; ++p) {
+                    const Index first = i0 + p * mr;
+                    kernel(kb, packed + p * kb * mr, b_packed + (s * k + k0) * nr, c + first * ldc + s * nr, ldc,
+                           std::min(mr, i1 - first), std::min(nr, n - s * nr), true);
+                }
+            }
+        }
+    }
+
     /// dst[q * width + i] = src[i][q] for i < rows and q < count, zero for rows <= i < width: rows
     /// of length `count` transposed into a k-major panel. Floats go through vector registers, 8 x 8
     /// blocks with AVX and 4 x 4 with SSE (a scalar transpose cost as much as the products it feeds).
