@@ -10,6 +10,8 @@
 // The weight gradient's product sums along the rows of both operands: B^T is packed, and A is read
 // either transposed into panels or, for a 3x3 stride-1 convolution, in place from the input stored
 // channels last, where MR channels at one tap lie side by side (channels_last_times_transposed).
+// nn::Linear's products pack both operands (packed_product): A's panels from a row-major matrix
+// (transposed as they are packed) or from its transpose (copied), B in strips.
 // The micro-kernel keeps an MR x NR tile of C in registers (6 x 16 floats with AVX2: 12 of the 16
 // vector registers; 8 x 32 with AVX-512: 16 of 32) and does MR * NR / lanes fused multiply-adds per k.
 //
