@@ -133,6 +133,9 @@ struct Arguments {
     long checkpoint_every = 100;
     long warmup = 50;
     double lr = 1e-3;
+    std::string lr_schedule = "constant";
+    double final_lr = 0.0;
+    long lr_decay_steps = 0;  // 0: --steps, or predicted from the speed of a --minutes run every 100 steps
     double ema_decay = 0.999;
     double dropout = 0.0;  // a 10-minute run sees fewer images than one epoch: nothing to regularise (docs/example-28x28.md)
     std::vector<Index> channel_mult;  // empty: the --config's
@@ -213,6 +216,16 @@ void add_options(CLI::App& app, Arguments& a) {
     app.add_option("--batch-size", a.batch_size, "Images per step")->capture_default_str();
     app.add_option("--lr", a.lr, "Adam's learning rate after the warm-up")->capture_default_str();
     app.add_option("--warmup", a.warmup, "Steps of linear learning-rate warm-up")->capture_default_str();
+    app.add_option("--lr-schedule", a.lr_schedule, "After the warm-up: constant, or cosine (a half cosine from --lr down to "
+                                                   "--final-lr at the last step: --steps, or with --minutes the step the "
+                                                   "speed so far predicts, every 100 steps)")
+        ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
+    app.add_option("--final-lr", a.final_lr, "The cosine schedule's last learning rate")->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--lr-decay-steps", a.lr_decay_steps, "The step at which the cosine reaches --final-lr; 0: --steps, or "
+                                                         "with --minutes the step the speed so far predicts, every 100 "
+                                                         "steps (a checkpoint keeps it for a resumed --steps run)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--ema-decay", a.ema_decay, "EMA decay, with warm-up: min(decay, (1 + n) / (10 + n)) at update n")
         ->capture_default_str();
     app.add_option("--dropout", a.dropout, "Dropout probability in the U-Net's ResBlocks (a resumed run keeps its "
@@ -293,6 +306,10 @@ diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
     a.batch_size = std::stol(metadata_at(m, "diffuse_train.batch_size", a.resume));
     a.max_images = std::stol(metadata_at(m, "diffuse_train.max_images", a.resume));
     a.seed = std::stoull(metadata_at(m, "diffuse_train.seed", a.resume));
+    const auto lr_schedule = m.find("diffuse_train.lr_schedule");  // absent before the cosine schedule: constant
+    a.lr_schedule = lr_schedule == m.end() ? "constant" : lr_schedule->second;
+    const auto lr_decay_steps = m.find("diffuse_train.lr_decay_steps");  // 0: predicted from the speed
+    if (lr_decay_steps != m.end()) a.lr_decay_steps = std::stol(lr_decay_steps->second);
     const diffuse::StoredSchedule stored = examples::checkpoint_schedule(m, a.resume);
     a.schedule = stored.name;
     a.timesteps = static_cast<int>(stored.betas.size());
@@ -304,10 +321,19 @@ diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
 
 /// The trainer's options: from the command line, or from the checkpoint a run resumes.
 diffuse::optim::TrainerOptions trainer_options(const Arguments& a) {
-    if (!a.resume.empty()) return diffuse::trainer_options_from_checkpoint(a.resume);
+    if (!a.resume.empty()) {
+        diffuse::optim::TrainerOptions options = diffuse::trainer_options_from_checkpoint(a.resume);
+        // a cosine run saved before its length was known: --steps fixes it now, --minutes every 100 steps
+        if (a.lr_schedule == "cosine" && options.lr_decay_steps == 0) options.lr_decay_steps = a.lr_decay_steps > 0 ? a.lr_decay_steps : a.steps;
+        return options;
+    }
     diffuse::optim::TrainerOptions options;
     options.adam.lr = a.lr;
     options.warmup_steps = a.warmup;
+    if (a.lr_schedule == "cosine") {
+        options.final_lr = a.final_lr;
+        options.lr_decay_steps = a.lr_decay_steps > 0 ? a.lr_decay_steps : a.steps;  // 0 with --minutes: fixed once the speed is known
+    }
     options.ema_decay = a.ema_decay;
     options.label_dropout = 0.1;
     options.seed = a.seed;
@@ -398,6 +424,21 @@ TrainingRun train(Trainer& trainer, examples::Batches& batches, const Arguments&
         }
         run.step_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
         ++run.taken;
+        if (a.lr_schedule == "cosine" && budget.steps == 0 && a.lr_decay_steps == 0 && run.taken % 100 == 0) {
+            // a wall-clock budget: the cosine ends at the step this run's speed so far predicts as its
+            // last, predicted again every 100 steps (a machine's speed changes as other work comes and goes)
+            double last = 0.0;
+            if (root) {
+                const double left = budget.seconds - std::chrono::duration<double>(Clock::now() - budget.start).count() - reserve;
+                last = static_cast<double>(trainer.step_count()) + std::floor(std::max(0.0, left) / run.seconds_per_step());
+            }
+            if (a.ranks) a.ranks->sum(&last, 1);  // rank 0's estimate for every rank
+            trainer.set_lr_decay_steps(std::max({static_cast<long>(last), trainer.step_count() + 1, trainer.options().warmup_steps + 1}));
+            if (root && run.taken == 100) {
+                std::fprintf(stderr, "learning rate: cosine decay to %g at step %ld (predicted again every 100 steps)\n",
+                             trainer.options().final_lr, trainer.options().lr_decay_steps);
+            }
+        }
         // the smoothed loss: an exponential average over about 50 steps of this run, divided by
         // 1 - 0.98^n as Adam corrects its moments, so the first steps are not pulled towards 0
         loss_average = 0.98 * loss_average + 0.02 * stats.loss;
@@ -455,6 +496,9 @@ nlohmann::ordered_json training_metrics(const Arguments& a, Index parameters,
                            {"batch_size", a.batch_size},
                            {"lr", options.adam.lr},
                            {"warmup_steps", options.warmup_steps},
+                           {"lr_schedule", a.lr_schedule},
+                           {"lr_decay_steps", options.lr_decay_steps},
+                           {"final_lr", options.final_lr},
                            {"ema_decay", options.ema_decay},
                            {"loss", diffuse::to_string(options.loss)},
                            {"variance", diffuse::to_string(options.variance)},
@@ -642,14 +686,18 @@ int main(int argc, char** argv) {
             }
             examples::Batches batches(latent ? train_latents : train_x, train_data.labels, n_train, a.seed, cursor);
 
+            char lr_schedule_text[64] = "";
+            if (a.lr_schedule == "cosine") std::snprintf(lr_schedule_text, sizeof lr_schedule_text, ", then cosine to %g", trainer.options().final_lr);
             std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %s; %lld training images from %s; %s "
-                        "schedule, T = %d; batch %lld, lr %g (warm-up %ld), EMA %g; %d threads%s\n",
+                        "schedule, T = %d; batch %lld, lr %g (warm-up %ld%s), EMA %g; %d threads%s\n",
                         a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
                         a.prompts ? "prompt-conditioned (text encoder and cross-attention)"
                         : sr_side > 0 ? ("super-resolution from " + std::to_string(sr_side) + "x" + std::to_string(sr_side)).c_str()
                                       : (std::to_string(model.config().num_classes) + " classes").c_str(),
                         static_cast<long long>(n_train), a.data_dir.c_str(), a.schedule.c_str(), a.timesteps,
-                        static_cast<long long>(a.batch_size), options.adam.lr, options.warmup_steps, options.ema_decay,
+                        static_cast<long long>(a.batch_size), options.adam.lr, options.warmup_steps,
+                        lr_schedule_text,
+                        options.ema_decay,
                         diffuse::num_threads(),
                         ranks > 1 ? (" on each of " + std::to_string(ranks) + " ranks (data-parallel, " +
                                      std::to_string(a.batch_size / ranks) + " images each per step)").c_str()
@@ -675,6 +723,8 @@ int main(int argc, char** argv) {
                 m["diffuse_train.batch_size"] = std::to_string(a.batch_size);
                 m["diffuse_train.max_images"] = std::to_string(a.max_images);
                 m["diffuse_train.seed"] = std::to_string(a.seed);
+                m["diffuse_train.lr_schedule"] = a.lr_schedule;
+                m["diffuse_train.lr_decay_steps"] = std::to_string(a.lr_decay_steps);
                 m["diffuse_train.epoch"] = std::to_string(batches.cursor().epoch);
                 m["diffuse_train.position"] = std::to_string(batches.cursor().position);
                 m["diffuse_train.data_dir"] = a.data_dir;
@@ -742,7 +792,7 @@ int main(int argc, char** argv) {
             a.report.log_seconds = a.log_seconds;
             const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
                 train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
-            nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), options, trainer.step_count(), n_train, run, checkpoint_path);
+            nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), trainer.options(), trainer.step_count(), n_train, run, checkpoint_path);
             metrics["training"]["dropout"] = model.config().dropout;
             metrics["training"]["channel_mult"] = model.config().channel_mult;
             metrics["training"]["data_parallel"] = parallel;

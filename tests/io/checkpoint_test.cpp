@@ -352,6 +352,11 @@ TEST_CASE("the trainer options survive the checkpoint's JSON exactly", "[io][che
     REQUIRE(hybrid.variance == o.variance);
     REQUIRE(hybrid.vlb_lambda == o.vlb_lambda);
     REQUIRE(hybrid.timestep_sampling == o.timestep_sampling);
+    o.lr_decay_steps = 4321;
+    o.final_lr = 1.0 / 7.0;
+    const auto cosine = diffuse::trainer_options_from_json(diffuse::trainer_options_to_json(o));
+    REQUIRE(cosine.lr_decay_steps == o.lr_decay_steps);
+    REQUIRE(cosine.final_lr == o.final_lr);
     // a file written before the objectives were stored reads as the simple loss
     const auto older = diffuse::trainer_options_from_json(
         R"({"adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "weight_decay": 0.0}, "warmup_steps": 0, )"
@@ -360,6 +365,7 @@ TEST_CASE("the trainer options survive the checkpoint's JSON exactly", "[io][che
     REQUIRE(older.loss == diffuse::Loss::simple);
     REQUIRE(older.variance == diffuse::ModelVariance::fixed_small);
     REQUIRE(older.timestep_sampling == diffuse::optim::TimestepSampling::uniform);
+    REQUIRE(older.lr_decay_steps == 0);  // and a constant learning rate
     REQUIRE_THROWS_WITH(diffuse::unet_config_from_json(R"({"in_channels": 1})", "f.safetensors"),
                         Contains("f.safetensors") && Contains("diffuse.unet_config has no \"out_channels\""));
 }

@@ -348,12 +348,15 @@ inline std::string trainer_options_to_json(const optim::TrainerOptions& o) {
     j["variance"] = to_string(o.variance);
     j["vlb_lambda"] = o.vlb_lambda;
     j["timestep_sampling"] = optim::to_string(o.timestep_sampling);
+    j["lr_decay_steps"] = o.lr_decay_steps;
+    j["final_lr"] = o.final_lr;
     return j.dump();
 }
 
 /// The options from trainer_options_to_json's JSON; every field must be there, and nothing else,
 /// except that a file written before Improved DDPM's objectives (no "loss", "variance", "vlb_lambda",
-/// "timestep_sampling") reads as the simple loss, a fixed small variance and uniform timesteps.
+/// "timestep_sampling") reads as the simple loss, a fixed small variance and uniform timesteps, and one
+/// written before the cosine learning-rate decay (no "lr_decay_steps", "final_lr") as a constant rate.
 inline optim::TrainerOptions trainer_options_from_json(const std::string& text, const std::string& path = "") {
     constexpr const char* where = "diffuse::trainer_options_from_json";
     const std::string key = "diffuse.trainer_options";
@@ -361,7 +364,7 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
         where, path, key, text,
         {"adam", "warmup_steps", "max_grad_norm", "ema_decay", "ema_warmup", "prediction", "min_snr_gamma",
          "label_dropout", "seed"},
-        {"loss", "variance", "vlb_lambda", "timestep_sampling"});
+        {"loss", "variance", "vlb_lambda", "timestep_sampling", "lr_decay_steps", "final_lr"});
     optim::TrainerOptions o;
     detail::read_common_trainer_options(where, path, key, j, o);
     if (!j.at("prediction").is_string()) {
@@ -381,6 +384,8 @@ inline optim::TrainerOptions trainer_options_from_json(const std::string& text, 
     if (j.contains("timestep_sampling")) {
         o.timestep_sampling = optim::timestep_sampling_from_string(text_of("timestep_sampling"));
     }
+    if (j.contains("lr_decay_steps")) o.lr_decay_steps = detail::config_value<long>(where, path, key, j, "lr_decay_steps");
+    if (j.contains("final_lr")) o.final_lr = detail::config_value<double>(where, path, key, j, "final_lr");
     return o;
 }
 

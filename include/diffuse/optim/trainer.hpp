@@ -43,6 +43,8 @@ namespace diffuse::optim {
 struct TrainerOptions {
     AdamOptions adam = {};
     long warmup_steps = 0;           // linear learning-rate warm-up
+    long lr_decay_steps = 0;         // > 0: then a half cosine down to final_lr at this step (cosine_lr); 0: constant
+    double final_lr = 0.0;           // the learning rate at and after lr_decay_steps
     double max_grad_norm = 1.0;      // 0 turns clipping off
     double ema_decay = 0.9999;
     bool ema_warmup = true;
@@ -77,6 +79,7 @@ class Trainer {
             detail::throw_invalid(where, "label_dropout", options.label_dropout, "a probability in [0, 1]");
         }
         if (!(options.max_grad_norm >= 0.0)) detail::throw_invalid(where, "max_grad_norm", options.max_grad_norm, ">= 0");
+        check_lr_decay(options.lr_decay_steps);
         if (!(options.vlb_lambda >= 0.0 && std::isfinite(options.vlb_lambda))) {
             detail::throw_invalid(where, "vlb_lambda", options.vlb_lambda, "a finite value >= 0 (Improved DDPM uses 0.001)");
         }
@@ -208,7 +211,7 @@ class Trainer {
         }
         if (sampler_) sampler_->update(all.t, per_sample);  // only a step that updates the weights is recorded
         ++step_;
-        const double lr = warmup_lr(options_.adam.lr, step_, options_.warmup_steps);
+        const double lr = cosine_lr(options_.adam.lr, step_, options_.warmup_steps, options_.lr_decay_steps, options_.final_lr);
         adam_.set_lr(lr);
         adam_.step(model_);
         ema_.update(model_);
@@ -231,11 +234,28 @@ class Trainer {
     const Model& model() const { return model_; }
     const NoiseSchedule<T>& schedule() const { return schedule_; }
     const TrainerOptions& options() const { return options_; }
+    /// Sets the step at which the cosine decay reaches final_lr, for a run whose length is known only
+    /// once its speed is (a wall-clock budget); a checkpoint saves it with the other options.
+    void set_lr_decay_steps(long decay_steps) {
+        check_lr_decay(decay_steps);
+        options_.lr_decay_steps = decay_steps;
+    }
     /// The loss-aware timestep sampler, when options.timestep_sampling asks for it (else null).
     LossAwareSampler* timestep_sampler() { return sampler_ ? &*sampler_ : nullptr; }
     const LossAwareSampler* timestep_sampler() const { return sampler_ ? &*sampler_ : nullptr; }
 
   private:
+    void check_lr_decay(long decay_steps) const {
+        constexpr const char* where = "diffuse::optim::Trainer";
+        if (decay_steps != 0 && decay_steps <= options_.warmup_steps) {
+            detail::throw_invalid(where, "lr_decay_steps", decay_steps,
+                                  "0 (no decay) or past the " + std::to_string(options_.warmup_steps) + " warm-up steps");
+        }
+        if (!(options_.final_lr >= 0.0 && options_.final_lr <= options_.adam.lr)) {
+            detail::throw_invalid(where, "final_lr", options_.final_lr, "a value in [0, adam.lr]");
+        }
+    }
+
     using UNetConfigOf = std::decay_t<decltype(std::declval<const Model&>().config())>;
 
     /// The draws of samples [share.first, share.first + share.count) of the global batch's.
