@@ -348,8 +348,10 @@ inline std::string trainer_options_to_json(const optim::TrainerOptions& o) {
     j["variance"] = to_string(o.variance);
     j["vlb_lambda"] = o.vlb_lambda;
     j["timestep_sampling"] = optim::to_string(o.timestep_sampling);
-    j["lr_decay_steps"] = o.lr_decay_steps;
-    j["final_lr"] = o.final_lr;
+    if (o.lr_decay_steps != 0) {  // a constant rate is written as before, so older programs read the file
+        j["lr_decay_steps"] = o.lr_decay_steps;
+        j["final_lr"] = o.final_lr;
+    }
     return j.dump();
 }
 
