@@ -133,7 +133,7 @@ struct Arguments {
     long checkpoint_every = 100;
     long warmup = 50;
     double lr = 1e-3;
-    std::string lr_schedule = "constant";
+    std::string lr_schedule = "cosine";  // measured against constant: docs/improved-ddpm.md#the-10-minute-recipe
     double final_lr = 0.0;
     long lr_decay_steps = 0;  // 0: --steps, or predicted from the speed of a --minutes run every 100 steps
     double ema_decay = 0.999;
@@ -319,12 +319,19 @@ diffuse::DataCursor take_settings_from_checkpoint(Arguments& a) {
     return cursor;
 }
 
+/// Where a cosine schedule reaches --final-lr, when it is known before training: --lr-decay-steps, or
+/// --steps past the warm-up (a run that ends within its warm-up has nothing to decay); 0 otherwise.
+long known_lr_decay_steps(const Arguments& a, long warmup_steps) {
+    if (a.lr_decay_steps > 0) return a.lr_decay_steps;
+    return a.steps > warmup_steps ? a.steps : 0;
+}
+
 /// The trainer's options: from the command line, or from the checkpoint a run resumes.
 diffuse::optim::TrainerOptions trainer_options(const Arguments& a) {
     if (!a.resume.empty()) {
         diffuse::optim::TrainerOptions options = diffuse::trainer_options_from_checkpoint(a.resume);
         // a cosine run saved before its length was known: --steps fixes it now, --minutes every 100 steps
-        if (a.lr_schedule == "cosine" && options.lr_decay_steps == 0) options.lr_decay_steps = a.lr_decay_steps > 0 ? a.lr_decay_steps : a.steps;
+        if (a.lr_schedule == "cosine" && options.lr_decay_steps == 0) options.lr_decay_steps = known_lr_decay_steps(a, options.warmup_steps);
         return options;
     }
     diffuse::optim::TrainerOptions options;
@@ -332,7 +339,7 @@ diffuse::optim::TrainerOptions trainer_options(const Arguments& a) {
     options.warmup_steps = a.warmup;
     if (a.lr_schedule == "cosine") {
         options.final_lr = a.final_lr;
-        options.lr_decay_steps = a.lr_decay_steps > 0 ? a.lr_decay_steps : a.steps;  // 0 with --minutes: fixed once the speed is known
+        options.lr_decay_steps = known_lr_decay_steps(a, a.warmup);  // 0 with --minutes: predicted from the speed
     }
     options.ema_decay = a.ema_decay;
     options.label_dropout = 0.1;
