@@ -246,14 +246,8 @@ class Trainer {
 
   private:
     void check_lr_decay(long decay_steps) const {
-        constexpr const char* where = "diffuse::optim::Trainer";
-        if (decay_steps != 0 && decay_steps <= options_.warmup_steps) {
-            detail::throw_invalid(where, "lr_decay_steps", decay_steps,
-                                  "0 (no decay) or past the " + std::to_string(options_.warmup_steps) + " warm-up steps");
-        }
-        if (!(options_.final_lr >= 0.0 && options_.final_lr <= options_.adam.lr)) {
-            detail::throw_invalid(where, "final_lr", options_.final_lr, "a value in [0, adam.lr]");
-        }
+        check_cosine_decay("diffuse::optim::Trainer", "lr_decay_steps", options_.adam.lr, options_.warmup_steps, decay_steps,
+                           options_.final_lr);
     }
 
     using UNetConfigOf = std::decay_t<decltype(std::declval<const Model&>().config())>;
