@@ -148,10 +148,11 @@ int main(int argc, char** argv) {
             if (!pairs.empty()) image_to_image.pairs.clear();
             for (const std::string& p : pairs) image_to_image.pairs.push_back(examples::parse_class_pair(p, static_cast<int>(classes), "--pair"));
             report.sampler = latent.space ? report.sampler.for_latents(latent.reference.clip_range) : report.sampler;
+            const diffuse::GuidanceInterval interval = examples::guidance_interval(report.guidance_sigmas, schedule);
             const diffuse::ModelFn<float> model =
-                loaded.prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, report.guidance_scale),
+                loaded.prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, report.guidance_scale, interval),
                                                                   diffuse::tokenizer_from_checkpoint(checkpoint), examples::class_prompts())
-                                    : examples::guided_model(*loaded.unet, report.guidance_scale);
+                                    : examples::guided_model(*loaded.unet, report.guidance_scale, interval);
             figures = examples::write_image_to_image_report(model, schedule, test, classifier, out_dir, report, image_to_image,
                                                             latent.space.get());
             for (const auto& [key, value] : figures.items()) metrics[key] = value;

@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
     Index count = 8;
     examples::SamplerChoice sampler;
     double guidance = 3.0;
+    std::vector<double> guidance_sigmas;  // --guidance-interval; empty: every step
     std::uint64_t seed = 0;
     std::string out = "samples.png";
     std::string npy, npy_labels, dump;
@@ -148,6 +149,7 @@ int main(int argc, char** argv) {
     examples::add_ddpm_variance_option(app, sampler);
     app.add_option("--guidance", guidance, "Guidance scale s: eps_u + s (eps_c - eps_u); 1 conditional only, 0 "
                                            "unconditional")->capture_default_str();
+    examples::add_guidance_interval_option(app, guidance_sigmas);
     app.add_option("--seed", seed, "Seed of the noise")->capture_default_str();
     app.add_option("--source-class", source_class, "Image-to-image (SDEdit): start from the first --count test images of "
                                                    "this class, noised to --strength, instead of pure noise");
@@ -235,10 +237,11 @@ int main(int argc, char** argv) {
 
         const bool conditional = (prompt_model || num_classes > 0) && !unconditional;
         // a prompt model reads label k as its k-th prompt
+        const diffuse::GuidanceInterval interval = examples::guidance_interval(guidance_sigmas, noise_schedule);
         const diffuse::ModelFn<float> fn =
-            prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, conditional ? guidance : 1.0),
+            prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, conditional ? guidance : 1.0, interval),
                                                        diffuse::tokenizer_from_checkpoint(checkpoint), prompts)
-                         : examples::guided_model(*loaded.unet, conditional ? guidance : 1.0);
+                         : examples::guided_model(*loaded.unet, conditional ? guidance : 1.0, interval);
         if (latent.space) sampler = sampler.for_latents(latent.reference.clip_range);
         const auto start = std::chrono::steady_clock::now();
         const std::vector<int> told = prompt_model || num_classes > 0 ? labels : std::vector<int>();
@@ -271,6 +274,10 @@ int main(int argc, char** argv) {
                     sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
                     loaded.ema ? "EMA" : "model", examples::seconds_since(start));
 
+        if (conditional && !guidance_sigmas.empty()) {
+            std::printf("guided at timesteps [%d, %d] only, where sigma_t is in (%g, %g]\n", interval.first, interval.last,
+                        guidance_sigmas[0], guidance_sigmas[1]);
+        }
         if (source_class >= 0) {
             std::printf("image-to-image from the first %lld test images of class %d at strength %g (t = %d)\n",
                         static_cast<long long>(count), source_class, strength,

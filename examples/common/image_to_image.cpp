@@ -97,6 +97,7 @@ nlohmann::ordered_json write_image_to_image_report(const diffuse::ModelFn<float>
         {"sampler", o.sampler.name},
         {"sampler_steps", o.sampler.steps},
         {"guidance_scale", o.guidance_scale},
+        {"guidance_interval", guidance_interval_metrics(o.guidance_sigmas, schedule)},
         {"seed", o.seed},
         {"what", "SDEdit: the first images of the source class in the test set noised to t_start = ceil(s T) - 1, denoised "
                  "toward the target class by the sampler over model_steps timesteps of trailing spacing within [0, t_start]; target_agreement and still_source: shares the "

@@ -90,12 +90,13 @@ class CaptionDrawer {
 
 /// The prompt model as the samplers call it, in evaluation mode: guidance scale 1 calls it as it is,
 /// anything else wraps it in classifier-free guidance against the empty prompt (one call on the
-/// doubled batch). The model must outlive the callback.
-inline diffuse::ModelFn<float> guided_prompt_model(diffuse::PromptUNet<float>& model, double guidance_scale) {
+/// doubled batch) at the timesteps of `interval`. The model must outlive the callback.
+inline diffuse::ModelFn<float> guided_prompt_model(diffuse::PromptUNet<float>& model, double guidance_scale,
+                                                   diffuse::GuidanceInterval interval = {}) {
     model.set_training(false);
     diffuse::ModelFn<float> plain = diffuse::model_fn<float>(model);
     if (guidance_scale == 1.0) return plain;
-    return diffuse::classifier_free_guidance<float>(plain, diffuse::null_prompt<float>(), guidance_scale);
+    return diffuse::classifier_free_guidance<float>(plain, diffuse::null_prompt<float>(), guidance_scale, interval);
 }
 
 /// A prompt model called with class labels, as the class-conditional report calls its models: label k

@@ -103,7 +103,7 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, bool ema) {
     return out;
 }
 
-diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale) {
+diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale, diffuse::GuidanceInterval interval) {
     model.set_training(false);
     diffuse::ModelFn<float> plain = diffuse::model_fn<float>(model);
     const int classes = static_cast<int>(model.config().num_classes);
@@ -113,7 +113,25 @@ diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidanc
             return plain(x, t, std::vector<int>(static_cast<std::size_t>(x.dimension(0)), classes));
         };
     }
-    return diffuse::classifier_free_guidance<float>(plain, classes, guidance_scale);
+    return diffuse::classifier_free_guidance<float>(plain, classes, guidance_scale, interval);
+}
+
+void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas) {
+    app.add_option("--guidance-interval", sigmas, "Guidance only where the noise level sigma_t = sqrt((1 - alphabar_t) / "
+                                                  "alphabar_t) is in (SIGMA_LOW, SIGMA_HIGH] (Kynkaanniemi et al. 2024), the "
+                                                  "conditional model alone elsewhere [default: every step]")
+        ->expected(2)->type_name("SIGMA_LOW SIGMA_HIGH");
+}
+
+diffuse::GuidanceInterval guidance_interval(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule) {
+    if (sigmas.empty()) return {};
+    return diffuse::guidance_interval(schedule, sigmas.at(0), sigmas.at(1));
+}
+
+nlohmann::ordered_json guidance_interval_metrics(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule) {
+    if (sigmas.empty()) return "every step";
+    const diffuse::GuidanceInterval interval = guidance_interval(sigmas, schedule);
+    return {{"sigma_low", sigmas.at(0)}, {"sigma_high", sigmas.at(1)}, {"first_timestep", interval.first}, {"last_timestep", interval.last}};
 }
 
 nlohmann::ordered_json sampler_metrics(const SamplerChoice& sampler) {
@@ -301,6 +319,7 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
                                                         "of the normal CDF (its papers' numbers), not the exact CDF");
     app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
                                                         "only, 0 unconditional")->capture_default_str();
+    add_guidance_interval_option(app, report.guidance_sigmas);
     app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
     app.add_option("--unconditional", report.unconditional, "Unconditional samples (0: none)")
         ->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -671,6 +690,7 @@ nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const
     metrics["sampler"] = sampler_metrics(o.sampler);
     metrics["sampler"]["guidance_scale"] = o.guidance_scale;
     metrics["sampler"]["guidance_convention"] = "eps_u + s * (eps_c - eps_u); s = 1 conditional only, s = 0 unconditional";
+    metrics["sampler"]["guidance_interval"] = guidance_interval_metrics(o.guidance_sigmas, r.schedule);
     metrics["sampler"]["seed"] = o.seed;
     const ClassSamples samples = r.classes > 0 ? sample_by_class(r, metrics) : ClassSamples{};
     if (o.unconditional > 0) sample_unconditional(r, metrics);
@@ -706,7 +726,8 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
     if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
     if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
-                          model.config().in_channels, guided_model(model, o.guidance_scale), guided_model(model, 1.0),
+                          model.config().in_channels,
+                          guided_model(model, o.guidance_scale, guidance_interval(o.guidance_sigmas, schedule)), guided_model(model, 1.0),
                           latent};
     return report(r, test, real_x, classifier, nullptr);
 }
@@ -823,7 +844,7 @@ nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, co
                                            const ReportOptions& o, const PromptReportOptions& p) {
     const auto start = std::chrono::steady_clock::now();
     const std::vector<std::string> names = class_prompts();
-    const diffuse::ModelFn<float> guided = guided_prompt_model(model, o.guidance_scale);
+    const diffuse::ModelFn<float> guided = guided_prompt_model(model, o.guidance_scale, guidance_interval(o.guidance_sigmas, schedule));
     const diffuse::ModelFn<float> plain = guided_prompt_model(model, 1.0);
     const ReportContext r{schedule, o, out_dir, static_cast<Index>(names.size()), model.config().image_size,
                           model.config().in_channels, labels_as_prompts(guided, tokenizer, names),

@@ -31,6 +31,7 @@
 #include <diffuse/models/unet.hpp>
 #include <diffuse/process/thresholding.hpp>
 #include <diffuse/samplers/denoiser.hpp>
+#include <diffuse/samplers/guidance.hpp>
 #include <diffuse/samplers/options.hpp>
 #include <diffuse/schedule/named.hpp>
 #include <diffuse/schedule/noise_schedule.hpp>
@@ -104,8 +105,20 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, bool ema);
 
 /// The model as the samplers call it, in evaluation mode (no dropout). For a class-conditional model
 /// and labels in [0, K): guidance scale 1 calls it as it is, 0 replaces every label by "no class",
-/// anything else wraps it in classifier-free guidance (one call on the doubled batch).
-diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale);
+/// anything else wraps it in classifier-free guidance (one call on the doubled batch) at the timesteps
+/// of `interval`.
+diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidance_scale,
+                                     diffuse::GuidanceInterval interval = {});
+
+/// --guidance-interval SIGMA_LOW SIGMA_HIGH: guidance only where the noise level sigma_t is in
+/// (SIGMA_LOW, SIGMA_HIGH]; `sigmas` stays empty without it (guidance at every step).
+void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas);
+
+/// The timesteps of `schedule` that --guidance-interval's `sigmas` name; every timestep when empty.
+diffuse::GuidanceInterval guidance_interval(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule);
+
+/// metrics.json's account of the interval: its sigmas and the timesteps they name, or "every step".
+nlohmann::ordered_json guidance_interval_metrics(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule);
 
 struct SamplerChoice {
     std::string name = "dpm++2m";
@@ -206,6 +219,7 @@ void load_or_train_classifier(const std::string& path, examples::eval::Classifie
 struct ReportOptions {
     SamplerChoice sampler = {"dpm++2m", 20};
     double guidance_scale = 3.0;
+    std::vector<double> guidance_sigmas;  // --guidance-interval (sigma_low, sigma_high]; empty: every step
     std::uint64_t seed = 0;
     Index per_class = 6;          // class-conditional samples per class: the grid and the scores
     Index unconditional = 20;     // unconditional samples (the second grid)

@@ -7,10 +7,12 @@
 #include <diffuse/samplers/ddim.hpp>
 #include <diffuse/samplers/guidance.hpp>
 #include <diffuse/schedule/betas.hpp>
+#include <diffuse/schedule/respacing.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -198,4 +200,101 @@ TEST_CASE("Guidance of a learned-variance model guides its mean part and keeps t
                                               const std::vector<int>&) { return x_t; };
     REQUIRE_THROWS_WITH(diffuse::without_variance<double>(fixed)(x, {5, 9}, {0, 2}),
                         Catch::Contains("the output's channels = 2, expected 4"));
+}
+
+TEST_CASE("guidance_interval names the timesteps whose noise level sigma_t lies in (sigma_low, sigma_high]",
+          "[samplers][guidance]") {
+    const bool cosine = GENERATE(false, true);
+    INFO((cosine ? "cosine" : "linear") << " schedule, T = 1000");
+    const diffuse::Betas betas = cosine ? diffuse::cosine_betas(1000) : diffuse::linear_betas(1000);
+    const diffuse::NoiseSchedule<float> schedule(betas);
+    // sigma_t from the betas in long double: alphabar_t = prod_{s <= t} (1 - beta_s)
+    std::vector<LD> sigma;
+    LD alphabar = 1;
+    for (const double beta : betas) {
+        alphabar *= 1 - static_cast<LD>(beta);
+        sigma.push_back(std::sqrt((1 - alphabar) / alphabar));
+    }
+    const auto [low, high] = GENERATE(std::pair<double, double>{0.0, 1e300}, std::pair<double, double>{0.28, 5.42},
+                                      std::pair<double, double>{1.0, 2.0}, std::pair<double, double>{0.05, 80.0});
+    INFO("(" << low << ", " << high << "]");
+    const diffuse::GuidanceInterval interval = diffuse::guidance_interval(schedule, low, high);
+    for (int t = 0; t < 1000; ++t) {
+        INFO("t = " << t << ", sigma_t = " << static_cast<double>(sigma[static_cast<std::size_t>(t)]));
+        CHECK(interval.contains(t) == (sigma[static_cast<std::size_t>(t)] > low && sigma[static_cast<std::size_t>(t)] <= high));
+    }
+    // a respaced schedule: the timesteps the model is told, those of the training schedule
+    const diffuse::NoiseSchedule<float> respaced = diffuse::respace(schedule, diffuse::spaced_timesteps(1000, 20, diffuse::Spacing::trailing));
+    const diffuse::GuidanceInterval coarse = diffuse::guidance_interval(respaced, 1.0, 2.0);
+    int inside = 0;
+    for (const int t : respaced.timestep_map()) {
+        const bool want = sigma[static_cast<std::size_t>(t)] > 1.0 && sigma[static_cast<std::size_t>(t)] <= 2.0;
+        CHECK(coarse.contains(t) == want);
+        inside += want ? 1 : 0;
+    }
+    CHECK(inside >= 1);
+}
+
+TEST_CASE("Guidance in an interval is the conditional model alone, in one call, at the timesteps outside it",
+          "[samplers][guidance]") {
+    // the model of the first test case: x (label + 1) + t / 1000, "no class" is index 3
+    std::vector<Index> batches;
+    const diffuse::ModelFn<double> model = [&](const diffuse::Tensor4<double>& x, const diffuse::Timesteps& t,
+                                               const std::vector<int>& labels) {
+        batches.push_back(x.dimension(0));
+        diffuse::Tensor4<double> out(x.dimensions());
+        const Index per = x.size() / x.dimension(0);
+        for (Index i = 0; i < x.size(); ++i) out.data()[i] = x.data()[i] * (labels[static_cast<std::size_t>(i / per)] + 1) + t[static_cast<std::size_t>(i / per)] / 1000.0;
+        return out;
+    };
+    const double scale = 2.5;
+    const auto guided = diffuse::classifier_free_guidance(model, 3, scale, diffuse::GuidanceInterval{100, 200});
+    const auto x = diffuse::Generator(2).randn<double, 4>({3, 1, 2, 2});
+    const std::vector<int> labels{0, 2, 1};
+    const auto check = [&](const diffuse::Tensor4<double>& out, const diffuse::Timesteps& t) {
+        for (Index i = 0; i < x.size(); ++i) {
+            const std::size_t n = static_cast<std::size_t>(i / 4);
+            const LD cond = x.data()[i] * (labels[n] + 1) + t[n] / 1000.0L, uncond = x.data()[i] * 4 + t[n] / 1000.0L;
+            const bool inside = t[n] >= 100 && t[n] <= 200;
+            INFO("sample " << n << ", t = " << t[n]);
+            if (inside) {
+                CHECK(std::fabs(out.data()[i] - (uncond + scale * (cond - uncond))) <= 1e-14L * (std::fabs(cond) + std::fabs(uncond) + 1) * (1 + scale));
+            } else {
+                CHECK(out.data()[i] == static_cast<double>(x.data()[i] * (labels[n] + 1) + t[n] / 1000.0));  // exactly the conditional output
+            }
+        }
+    };
+    SECTION("every t outside: one call on the batch") {
+        const diffuse::Timesteps t{99, 201, 999};
+        check(guided(x, t, labels), t);
+        CHECK(batches == std::vector<Index>{3});
+    }
+    SECTION("every t inside, both ends included: one call on the doubled batch") {
+        const diffuse::Timesteps t{100, 150, 200};
+        check(guided(x, t, labels), t);
+        CHECK(batches == std::vector<Index>{6});
+    }
+    SECTION("a batch of both: guided where t is inside") {
+        const diffuse::Timesteps t{50, 150, 500};
+        check(guided(x, t, labels), t);
+        CHECK(batches == std::vector<Index>{6});
+    }
+}
+
+TEST_CASE("Guidance rejects an empty interval, bad noise levels and timesteps that do not match the batch",
+          "[samplers][guidance][errors]") {
+    using Catch::Contains;
+    const diffuse::ModelFn<double> model = [](const diffuse::Tensor4<double>& x, const diffuse::Timesteps&,
+                                              const std::vector<int>&) { return x; };
+    REQUIRE_THROWS_WITH(diffuse::classifier_free_guidance(model, 10, 2.0, diffuse::GuidanceInterval{5, 4}),
+                        Contains("interval = [5, 4], expected first <= last"));
+    const diffuse::NoiseSchedule<double> schedule(diffuse::linear_betas(1000));
+    REQUIRE_THROWS_WITH(diffuse::guidance_interval(schedule, -0.5, 1.0), Contains("sigma_low = -0.5, expected a finite noise level >= 0"));
+    REQUIRE_THROWS_WITH(diffuse::guidance_interval(schedule, std::nan(""), 1.0), Contains("sigma_low = nan"));
+    REQUIRE_THROWS_WITH(diffuse::guidance_interval(schedule, 2.0, 2.0), Contains("sigma_high = 2, expected a noise level above sigma_low"));
+    REQUIRE_THROWS_WITH(diffuse::guidance_interval(schedule, 1e3, 1e4),
+                        Contains("(sigma_low, sigma_high] = (1000, 10000], expected an interval holding a timestep of the schedule, whose sigma_t runs from 0.01"));
+    const auto guided = diffuse::classifier_free_guidance(model, 10, 2.0, diffuse::GuidanceInterval{0, 10});
+    const auto x = diffuse::Generator(1).randn<double, 4>({2, 1, 2, 2});
+    REQUIRE_THROWS_WITH(guided(x, {1}, {3, 4}), Contains("t.size() = 1, expected one timestep per sample, 2"));
 }

@@ -11,6 +11,12 @@
 // its prompts) or its embedding (null_context, for a U-Net given contexts). A concatenated image is
 // a spatial input, not a condition to drop: both halves keep it. A model with a learned variance,
 // 2C output channels [mean part, v], has its mean part guided and the conditional half's v kept.
+//
+// Guidance in a limited interval (Kynkaanniemi et al. 2024): guided only at the timesteps of a
+// GuidanceInterval, the conditional model alone (s = 1, one call on the batch) elsewhere. Guiding at
+// the highest noise levels pulls every sample of a condition towards the same few modes; guiding at
+// the lowest changes little. guidance_interval() takes the interval as the paper gives it, in EDM's
+// noise level sigma_t = sqrt((1 - alphabar_t) / alphabar_t).
 
 #include "diffuse/core/conditioning.hpp"
 #include "diffuse/core/elementwise.hpp"
@@ -18,10 +24,13 @@
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/samplers/denoiser.hpp"
 #include "diffuse/samplers/options.hpp"
+#include "diffuse/schedule/noise_schedule.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -99,18 +108,75 @@ NullConditioningFn<T> null_prompt() {
     };
 }
 
-/// A model callback that applies classifier-free guidance with scale `scale`, the unconditional half
-/// of each call conditioned on null(conditioning).
+/// The model's timesteps t in [first, last] where guidance applies; the default, every timestep.
+struct GuidanceInterval {
+    int first = 0;
+    int last = std::numeric_limits<int>::max();
+
+    bool contains(int t) const { return first <= t && t <= last; }
+};
+
+/// The timesteps of `schedule` whose noise level sigma_t = sqrt((1 - alphabar_t) / alphabar_t) lies in
+/// (sigma_low, sigma_high], as the model is told them (a respaced schedule's timestep_map()); sigma_high
+/// may be infinite. sigma_t grows with t, so they are one run of timesteps.
 template <class T>
-ModelFn<T> classifier_free_guidance(ModelFn<T> model, NullConditioningFn<T> null, double scale) {
+GuidanceInterval guidance_interval(const NoiseSchedule<T>& schedule, double sigma_low, double sigma_high) {
+    constexpr const char* where = "diffuse::guidance_interval";
+    if (!(sigma_low >= 0.0) || !std::isfinite(sigma_low)) {
+        detail::throw_invalid(where, "sigma_low", sigma_low, "a finite noise level >= 0");
+    }
+    if (!(sigma_high > sigma_low)) {
+        std::ostringstream expected;
+        expected << "a noise level above sigma_low, " << sigma_low;
+        detail::throw_invalid(where, "sigma_high", sigma_high, expected.str());
+    }
+    const std::vector<double>& alphas_cumprod = schedule.alphas_cumprod_double();
+    GuidanceInterval interval{std::numeric_limits<int>::max(), std::numeric_limits<int>::min()};
+    for (std::size_t i = 0; i < alphas_cumprod.size(); ++i) {
+        const double sigma = std::sqrt((1.0 - alphas_cumprod[i]) / alphas_cumprod[i]);  // sigma_t
+        if (sigma > sigma_low && sigma <= sigma_high) {
+            const int t = schedule.timestep_map()[i];
+            interval.first = std::min(interval.first, t);
+            interval.last = std::max(interval.last, t);
+        }
+    }
+    if (interval.first > interval.last) {
+        const double sigma_min = std::sqrt((1.0 - alphas_cumprod.front()) / alphas_cumprod.front());
+        const double sigma_max = std::sqrt((1.0 - alphas_cumprod.back()) / alphas_cumprod.back());
+        std::ostringstream given, expected;
+        given << "(" << sigma_low << ", " << sigma_high << "]";
+        expected << "an interval holding a timestep of the schedule, whose sigma_t runs from " << sigma_min << " to " << sigma_max;
+        detail::throw_invalid(where, "(sigma_low, sigma_high]", given.str(), expected.str());
+    }
+    return interval;
+}
+
+/// A model callback that applies classifier-free guidance with scale `scale`, the unconditional half
+/// of each call conditioned on null(conditioning), at the timesteps of `interval`; a sample whose t is
+/// outside it gets the conditional model's output, and a batch with none inside is one plain call.
+template <class T>
+ModelFn<T> classifier_free_guidance(ModelFn<T> model, NullConditioningFn<T> null, double scale,
+                                    GuidanceInterval interval = {}) {
     constexpr const char* where = "diffuse::classifier_free_guidance";
     if (!std::isfinite(scale)) detail::throw_invalid(where, "scale", scale, "a finite guidance scale");
     if (!model) detail::throw_invalid(where, "model", "an empty callback", "a model");
     if (!null) detail::throw_invalid(where, "null", "an empty callback", "the null conditioning");
-    return [model = std::move(model), null = std::move(null), scale](const Tensor4<T>& x_t, const Timesteps& t,
-                                                                      const Conditioning<T>& conditioning) {
+    if (interval.first > interval.last) {
+        detail::throw_invalid(where, "interval", "[" + std::to_string(interval.first) + ", " + std::to_string(interval.last) + "]",
+                              "first <= last");
+    }
+    return [model = std::move(model), null = std::move(null), scale, interval](const Tensor4<T>& x_t, const Timesteps& t,
+                                                                                const Conditioning<T>& conditioning) {
+        constexpr const char* call = "diffuse::classifier_free_guidance (the guided model)";
         const Index batch = x_t.dimension(0);
-        check_conditioning("diffuse::classifier_free_guidance (the guided model)", conditioning, batch, x_t.dimension(2), x_t.dimension(3));
+        check_conditioning(call, conditioning, batch, x_t.dimension(2), x_t.dimension(3));
+        if (static_cast<Index>(t.size()) != batch) {
+            detail::throw_invalid(call, "t.size()", t.size(), "one timestep per sample, " + std::to_string(batch));
+        }
+        std::vector<bool> guided_at(t.size());  // [N], whether sample n's t is in the interval
+        std::transform(t.begin(), t.end(), guided_at.begin(), [&interval](int tn) { return interval.contains(tn); });
+        if (std::none_of(guided_at.begin(), guided_at.end(), [](bool g) { return g; })) return model(x_t, t, conditioning);
+
         // [x_t; x_t], t twice, conditioning [c; null(c)]
         Tensor4<T> doubled(2 * batch, x_t.dimension(1), x_t.dimension(2), x_t.dimension(3));  // [2N, C, H, W]
         batch_assign(doubled, 0, x_t);
@@ -119,13 +185,17 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, NullConditioningFn<T> null
         t2.insert(t2.end(), t.begin(), t.end());
         const Tensor4<T> both = model(doubled, t2, concat_conditioning(conditioning, null(conditioning)));  // [2N, C', H, W]
         if (both.dimension(0) != 2 * batch || both.size() % 2 != 0) {
-            detail::throw_invalid("diffuse::classifier_free_guidance (the guided model)", "the model's output shape",
-                                  shape_string(both.dimensions()), std::to_string(2 * batch) + " samples, the doubled batch");
+            detail::throw_invalid(call, "the model's output shape", shape_string(both.dimensions()),
+                                  std::to_string(2 * batch) + " samples, the doubled batch");
         }
         const Shape4 half = {batch, both.dimension(1), both.dimension(2), both.dimension(3)};  // [N, C', H, W]
         const Eigen::TensorMap<const Tensor4<T>> cond(both.data(), half), uncond(both.data() + cond.size(), half);
         const T s = static_cast<T>(scale);
         Tensor4<T> guided = elementwise([s](T c, T u) { return u + s * (c - u); }, cond, uncond);
+        const Index per_sample = both.dimension(1) * both.dimension(2) * both.dimension(3);
+        for (Index n = 0; n < batch; ++n) {  // outside the interval: the conditional model alone
+            if (!guided_at[static_cast<std::size_t>(n)]) std::copy_n(cond.data() + n * per_sample, per_sample, guided.data() + n * per_sample);
+        }
         if (both.dimension(1) == 2 * x_t.dimension(1)) {
             // a learned variance's channels [mean part, v]: v is the conditional model's (GLIDE's choice),
             // not extrapolated past the range it was trained in
@@ -140,15 +210,15 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, NullConditioningFn<T> null
 }
 
 /// Guidance of a class-conditional model with num_classes classes: the returned callback needs one
-/// label in [0, num_classes) per sample.
+/// label in [0, num_classes) per sample; guided at the timesteps of `interval`.
 template <class T>
-ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double scale) {
+ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double scale, GuidanceInterval interval = {}) {
     constexpr const char* where = "diffuse::classifier_free_guidance";
     if (num_classes < 1) {
         detail::throw_invalid(where, "num_classes", num_classes,
                               "a class-conditional model (num_classes >= 1); guidance needs one");
     }
-    ModelFn<T> guided = classifier_free_guidance<T>(std::move(model), null_labels<T>(num_classes), scale);
+    ModelFn<T> guided = classifier_free_guidance<T>(std::move(model), null_labels<T>(num_classes), scale, interval);
     return [guided = std::move(guided)](const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning) {
         const Index batch = x_t.dimension(0);
         if (static_cast<Index>(conditioning.labels.size()) != batch) {
