@@ -754,14 +754,17 @@ int main(int argc, char** argv) {
                 }
                 loss_csv.open(loss_path, std::ios::app);
             }
+            // what the report will guide with, counted in its cost: the model kind's default unless given
+            a.report.guidance_sigmas = examples::default_guidance_sigmas(
+                a.report.guidance_sigmas, !a.prompts && a.autoencoder_path.empty() && sr_side == 0 && model.config().num_classes > 0);
             Budget budget;
             budget.steps = a.steps;
             budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;
             budget.seconds = a.minutes * 60.0;
             budget.report_forwards =
                 (sr_side > 0 ? examples::super_resolution_forward_count(a.report, a.super_resolution)
-                             : examples::report_forward_count(a.report, a.timesteps, a.prompts || model.config().num_classes > 0)) +
-                (a.prompts ? examples::prompt_report_forward_count(a.report, a.prompt_report) : 0.0) +
+                             : examples::report_forward_count(a.report, noise_schedule, a.prompts || model.config().num_classes > 0)) +
+                (a.prompts ? examples::prompt_report_forward_count(a.report, noise_schedule, a.prompt_report) : 0.0) +
                 (a.evaluate ? static_cast<double>(n_test) * 0.05 : 0.0);  // classifier features, ~1/20 of a U-Net forward
             const TrainingRun run = train(trainer, batches, a, budget, loss_csv, conditioning_of, save);
             loss_csv.close();

@@ -119,17 +119,29 @@ diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidanc
 void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas) {
     app.add_option("--guidance-interval", sigmas, "Guidance only where the noise level sigma_t = sqrt((1 - alphabar_t) / "
                                                   "alphabar_t) is in (SIGMA_LOW, SIGMA_HIGH] (Kynkaanniemi et al. 2024), the "
-                                                  "conditional model alone elsewhere [default: every step]")
+                                                  "conditional model alone elsewhere (0 inf: every step) [default: 0 5.42 for a "
+                                                  "class-label model of pixels, every step for the rest]")
         ->expected(2)->type_name("SIGMA_LOW SIGMA_HIGH");
 }
 
+std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bool class_model_of_pixels) {
+    if (!given.empty()) return given;
+    return class_model_of_pixels ? class_model_guidance_sigmas : std::vector<double>{};
+}
+
+namespace {
+bool every_step(const std::vector<double>& sigmas) {
+    return sigmas.empty() || (sigmas.at(0) == 0.0 && std::isinf(sigmas.at(1)) && sigmas.at(1) > 0.0);
+}
+}  // namespace
+
 diffuse::GuidanceInterval guidance_interval(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule) {
-    if (sigmas.empty()) return {};
+    if (every_step(sigmas)) return {};
     return diffuse::guidance_interval(schedule, sigmas.at(0), sigmas.at(1));
 }
 
 nlohmann::ordered_json guidance_interval_metrics(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule) {
-    if (sigmas.empty()) return "every step";
+    if (every_step(sigmas)) return "every step";
     const diffuse::GuidanceInterval interval = guidance_interval(sigmas, schedule);
     return {{"sigma_low", sigmas.at(0)}, {"sigma_high", sigmas.at(1)}, {"first_timestep", interval.first}, {"last_timestep", interval.last}};
 }
@@ -332,25 +344,40 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
         ->check(CLI::NonNegativeNumber)->capture_default_str();
 }
 
-double report_forward_count(const ReportOptions& o, int timesteps, bool conditional) {
-    const double cfg = conditional && o.guidance_scale != 1.0 && o.guidance_scale != 0.0 ? 2.0 : 1.0;
-    const double sampling_steps = o.sampler.steps;
+namespace {
+
+/// Model calls per image of a guided sampling run: one per step, two at the steps whose timestep is
+/// in --guidance-interval (with a guidance scale other than 1, or 0 for a class model).
+double guided_sampling_calls(const ReportOptions& o, const diffuse::NoiseSchedule<float>& schedule, bool guided) {
+    const double steps = o.sampler.steps;
+    if (!guided) return steps;
+    const diffuse::GuidanceInterval interval = guidance_interval(o.guidance_sigmas, schedule);
+    const std::vector<int> visited = visited_timesteps(schedule, o.sampler);
+    return steps + static_cast<double>(std::count_if(visited.begin(), visited.end(), [&](int t) { return interval.contains(t); }));
+}
+
+}  // namespace
+
+double report_forward_count(const ReportOptions& o, const diffuse::NoiseSchedule<float>& schedule, bool conditional) {
+    const bool guided = conditional && o.guidance_scale != 1.0 && o.guidance_scale != 0.0;
     const double inpaint_levels =
         o.inpaint_steps > 0 ? static_cast<double>(diffuse::repaint_levels(o.inpaint_steps, o.inpaint_jump, o.inpaint_resample).size())
                             : 0.0;
-    double count = static_cast<double>(o.per_class) * 10.0 * cfg * sampling_steps;          // class grid
-    count += static_cast<double>(o.unconditional) * sampling_steps;                          // unconditional
-    count += static_cast<double>(o.inpaint_count) * cfg * inpaint_levels * 0.5;              // about half denoise
-    if (o.evaluate) count += static_cast<double>(o.bpd_images) * (std::ceil((timesteps - 1.0) / o.bpd_stride) + 1.0);
+    double count = static_cast<double>(o.per_class) * 10.0 * guided_sampling_calls(o, schedule, guided);  // class grid
+    count += static_cast<double>(o.unconditional) * o.sampler.steps;                                     // unconditional
+    count += static_cast<double>(o.inpaint_count) * (guided ? 2.0 : 1.0) * inpaint_levels * 0.5;          // about half denoise
+    if (o.evaluate) {
+        count += static_cast<double>(o.bpd_images) * (std::ceil((schedule.num_timesteps() - 1.0) / o.bpd_stride) + 1.0);
+    }
     return count;
 }
 
-double prompt_report_forward_count(const ReportOptions& o, const PromptReportOptions& p) {
-    const double cfg = o.guidance_scale != 1.0 ? 2.0 : 1.0;
+double prompt_report_forward_count(const ReportOptions& o, const diffuse::NoiseSchedule<float>& schedule,
+                                   const PromptReportOptions& p) {
     const double figure = static_cast<double>(p.prompts.empty() ? default_figure_prompts().size() : p.prompts.size()) *
                           static_cast<double>(p.per_prompt);
     const double adherence = o.evaluate ? 4.0 * static_cast<double>(p.attribute_samples) : 0.0;
-    return (figure + adherence) * cfg * o.sampler.steps;
+    return (figure + adherence) * guided_sampling_calls(o, schedule, o.guidance_scale != 1.0);
 }
 
 std::string adherence_line(const nlohmann::ordered_json& metrics) {
@@ -724,6 +751,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                     double latent_clip) {
     ReportOptions o = given;
     if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
+    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, latent == nullptr && model.config().num_classes > 0);
     if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
                           model.config().in_channels,
@@ -841,8 +869,10 @@ nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, co
                                            const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
                                            const diffuse::Tensor4<float>& real_x,
                                            examples::eval::Classifier<float>* classifier, const std::string& out_dir,
-                                           const ReportOptions& o, const PromptReportOptions& p) {
+                                           const ReportOptions& given, const PromptReportOptions& p) {
     const auto start = std::chrono::steady_clock::now();
+    ReportOptions o = given;
+    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, false);
     const std::vector<std::string> names = class_prompts();
     const diffuse::ModelFn<float> guided = guided_prompt_model(model, o.guidance_scale, guidance_interval(o.guidance_sigmas, schedule));
     const diffuse::ModelFn<float> plain = guided_prompt_model(model, 1.0);

@@ -111,8 +111,18 @@ diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidanc
                                      diffuse::GuidanceInterval interval = {});
 
 /// --guidance-interval SIGMA_LOW SIGMA_HIGH: guidance only where the noise level sigma_t is in
-/// (SIGMA_LOW, SIGMA_HIGH]; `sigmas` stays empty without it (guidance at every step).
+/// (SIGMA_LOW, SIGMA_HIGH]; `sigmas` stays empty without it (the model's default,
+/// default_guidance_sigmas).
 void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas);
+
+/// The guidance interval of a class-label model of pixels when --guidance-interval is not given:
+/// (0, 5.42], no guidance at the first, noisiest steps (measured: docs/improved-ddpm.md#guidance-in-a-limited-interval-and-the-sampler).
+inline const std::vector<double> class_model_guidance_sigmas = {0.0, 5.42};
+
+/// --guidance-interval's sigmas when given, else the model's default: class_model_guidance_sigmas for
+/// a class-label model of pixels, every step for the rest (a prompt model lost class agreement and
+/// Frechet distance with that interval; a latent model was not measured with it).
+std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bool class_model_of_pixels);
 
 /// The timesteps of `schedule` that --guidance-interval's `sigmas` name; every timestep when empty.
 diffuse::GuidanceInterval guidance_interval(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule);
@@ -219,7 +229,7 @@ void load_or_train_classifier(const std::string& path, examples::eval::Classifie
 struct ReportOptions {
     SamplerChoice sampler = {"dpm++2m", 20};
     double guidance_scale = 3.0;
-    std::vector<double> guidance_sigmas;  // --guidance-interval (sigma_low, sigma_high]; empty: every step
+    std::vector<double> guidance_sigmas;  // --guidance-interval (sigma_low, sigma_high]; empty: the model's default
     std::uint64_t seed = 0;
     Index per_class = 6;          // class-conditional samples per class: the grid and the scores
     Index unconditional = 20;     // unconditional samples (the second grid)
@@ -245,7 +255,7 @@ void add_report_options(CLI::App& app, ReportOptions& report);
 
 /// Forward passes of one image through the U-Net that write_report will make: what the trainer
 /// multiplies by its measured time per image-forward to know when to stop training.
-double report_forward_count(const ReportOptions& o, int timesteps, bool conditional);
+double report_forward_count(const ReportOptions& o, const diffuse::NoiseSchedule<float>& schedule, bool conditional);
 
 /// The test images the report uses: images [N, 1, H, W] in [-1, 1] and labels [N].
 struct TestSet {
@@ -278,7 +288,8 @@ struct PromptReportOptions {
 };
 
 /// Forward passes of one image through the U-Net that write_prompt_report makes beyond write_report's.
-double prompt_report_forward_count(const ReportOptions& options, const PromptReportOptions& prompts);
+double prompt_report_forward_count(const ReportOptions& options, const diffuse::NoiseSchedule<float>& schedule,
+                                   const PromptReportOptions& prompts);
 
 /// The prompt-adherence figures of metrics.json in one line.
 std::string adherence_line(const nlohmann::ordered_json& metrics);

@@ -50,4 +50,6 @@ expect_failure '--prompts with --autoencoder' "$train" --prompts --autoencoder "
 
 "$evaluate" --checkpoint "$ckpt" --out "$work/eval" "${small[@]:2}"
 grep -q '"prompt_adherence"' "$work/eval/metrics.json" || { echo "diffuse_evaluate wrote no prompt_adherence"; exit 1; }
+# a prompt model guides every step unless told otherwise (the class model's interval cost it agreement)
+grep -q '"guidance_interval": "every step"' "$work/eval/metrics.json" || { echo "a prompt model should guide every step by default"; exit 1; }
 echo "ok"

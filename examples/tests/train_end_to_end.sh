@@ -32,8 +32,22 @@ done
 [[ $(stat -c %s "$work/samples.npy") -eq $((128 + 6 * 28 * 28)) ]] || { echo "samples.npy has the wrong size"; exit 1; }
 [[ $(stat -c %s "$work/samples_labels.npy") -eq $((128 + 6 * 8)) ]] || { echo "samples_labels.npy has the wrong size"; exit 1; }
 
+# guidance in a limited interval, a class model's default: sigma_t <= 5.42 is t <= 881 of the cosine
+# schedule (T = 1000); 0 inf guides every step
+"$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 2 --count 2 --steps 4 --out "$work/interval.png" \
+    > "$work/interval.log"
+grep -qF 'guided at timesteps [0, 881] only' "$work/interval.log" || { echo "diffuse_sample did not say where it guides"; cat "$work/interval.log"; exit 1; }
+"$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 2 --count 2 --steps 4 --guidance-interval 0 inf \
+    --out "$work/interval.png" > "$work/every_step.log"
+if grep -qF 'guided at timesteps' "$work/every_step.log"; then echo "--guidance-interval 0 inf should guide every step"; exit 1; fi
+if out=$("$sample" --checkpoint "$work/train/checkpoint.safetensors" --count 1 --guidance-interval 1e6 2e6 --out "$work/none.png" 2>&1); then
+    echo "--guidance-interval 1e6 2e6 should have failed"; exit 1
+fi
+grep -qF 'expected an interval holding a timestep of the schedule' <<< "$out" || { echo "the refusal of an empty interval does not say why: $out"; exit 1; }
+
 "$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/eval" "${small[@]:2}"
 [[ -s $work/eval/metrics.json ]] || { echo "diffuse_evaluate wrote no metrics.json"; exit 1; }
+grep -qF '"last_timestep": 881' "$work/eval/metrics.json" || { echo "metrics.json does not record the guidance interval"; exit 1; }
 
 "$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/edit" --image-to-image --pair 0:2 \
     --pair 7:9 --strengths 0.5,1 --edit-images 3 --sample-steps 4 --test-images 100 > "$work/edit.log"

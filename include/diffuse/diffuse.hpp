@@ -13,9 +13,11 @@
 #include "diffuse/core/tensor.hpp"
 #include "diffuse/core/threading.hpp"
 
+#include "diffuse/data/resize.hpp"
 #include "diffuse/data/shuffle.hpp"
 
 #include "diffuse/schedule/betas.hpp"
+#include "diffuse/schedule/karras.hpp"
 #include "diffuse/schedule/named.hpp"
 #include "diffuse/schedule/noise_schedule.hpp"
 #include "diffuse/schedule/respacing.hpp"
@@ -70,9 +72,13 @@
 #include "diffuse/samplers/ddpm.hpp"
 #include "diffuse/samplers/denoiser.hpp"
 #include "diffuse/samplers/dpm_solver.hpp"
+#include "diffuse/samplers/euler.hpp"
 #include "diffuse/samplers/guidance.hpp"
+#include "diffuse/samplers/heun.hpp"
 #include "diffuse/samplers/inpainting.hpp"
 #include "diffuse/samplers/loop.hpp"
+#include "diffuse/samplers/named.hpp"
 #include "diffuse/samplers/options.hpp"
+#include "diffuse/samplers/sdedit.hpp"
 
 #include "diffuse/testing/gradient_check.hpp"

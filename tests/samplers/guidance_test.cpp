@@ -202,7 +202,7 @@ TEST_CASE("Guidance of a learned-variance model guides its mean part and keeps t
                         Catch::Contains("the output's channels = 2, expected 4"));
 }
 
-TEST_CASE("guidance_interval names the timesteps whose noise level sigma_t lies in (sigma_low, sigma_high]",
+TEST_CASE("guidance_interval names the timesteps whose noise level sigma_t is above sigma_low and at most sigma_high",
           "[samplers][guidance]") {
     const bool cosine = GENERATE(false, true);
     INFO((cosine ? "cosine" : "linear") << " schedule, T = 1000");
@@ -297,4 +297,6 @@ TEST_CASE("Guidance rejects an empty interval, bad noise levels and timesteps th
     const auto guided = diffuse::classifier_free_guidance(model, 10, 2.0, diffuse::GuidanceInterval{0, 10});
     const auto x = diffuse::Generator(1).randn<double, 4>({2, 1, 2, 2});
     REQUIRE_THROWS_WITH(guided(x, {1}, {3, 4}), Contains("t.size() = 1, expected one timestep per sample, 2"));
+    // a label out of range is refused at the steps outside the interval too, not taken as "no class"
+    REQUIRE_THROWS_WITH(guided(x, {50, 50}, {3, 10}), Contains("labels[1] = 10, expected a class in [0, 10)"));
 }

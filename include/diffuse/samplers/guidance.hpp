@@ -41,6 +41,18 @@ namespace diffuse {
 template <class T>
 using NullConditioningFn = std::function<Conditioning<T>(const Conditioning<T>& conditioning)>;
 
+namespace detail {
+/// Every label a class in [0, num_classes): the guided model is told "no class" only in its null half.
+inline void check_guided_labels(const std::vector<int>& labels, int num_classes) {
+    for (std::size_t n = 0; n < labels.size(); ++n) {
+        if (labels[n] < 0 || labels[n] >= num_classes) {
+            throw_invalid("diffuse::classifier_free_guidance (the guided model)", "labels[" + std::to_string(n) + "]",
+                          labels[n], "a class in [0, " + std::to_string(num_classes) + ")");
+        }
+    }
+}
+}  // namespace detail
+
 /// Class labels replaced by the "no class" index num_classes; the rest kept. Every label must be a
 /// class in [0, num_classes).
 template <class T>
@@ -51,13 +63,7 @@ NullConditioningFn<T> null_labels(int num_classes) {
                               "a class-conditional model (num_classes >= 1); guidance needs one");
     }
     return [num_classes](const Conditioning<T>& c) {
-        constexpr const char* call = "diffuse::classifier_free_guidance (the guided model)";
-        for (std::size_t n = 0; n < c.labels.size(); ++n) {
-            if (c.labels[n] < 0 || c.labels[n] >= num_classes) {
-                detail::throw_invalid(call, "labels[" + std::to_string(n) + "]", c.labels[n],
-                                      "a class in [0, " + std::to_string(num_classes) + ")");
-            }
-        }
+        detail::check_guided_labels(c.labels, num_classes);
         Conditioning<T> null = c;
         std::fill(null.labels.begin(), null.labels.end(), num_classes);
         return null;
@@ -219,7 +225,7 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double sc
                               "a class-conditional model (num_classes >= 1); guidance needs one");
     }
     ModelFn<T> guided = classifier_free_guidance<T>(std::move(model), null_labels<T>(num_classes), scale, interval);
-    return [guided = std::move(guided)](const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning) {
+    return [guided = std::move(guided), num_classes](const Tensor4<T>& x_t, const Timesteps& t, const Conditioning<T>& conditioning) {
         const Index batch = x_t.dimension(0);
         if (static_cast<Index>(conditioning.labels.size()) != batch) {
             detail::throw_invalid("diffuse::classifier_free_guidance (the guided model)", "labels.size()",
@@ -227,6 +233,7 @@ ModelFn<T> classifier_free_guidance(ModelFn<T> model, int num_classes, double sc
                                   "one class per sample, " + std::to_string(batch) +
                                       " (set the sampler's options.conditioning.labels; guidance needs a class)");
         }
+        detail::check_guided_labels(conditioning.labels, num_classes);  // also at the steps outside its interval
         return guided(x_t, t, conditioning);
     };
 }

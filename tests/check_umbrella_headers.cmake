@@ -1,0 +1,20 @@
+# Fails, naming them, when a public header is in neither umbrella: diffuse/diffuse.hpp (everything
+# that needs only Eigen) and diffuse/io.hpp (the readers and writers). detail/ is internal and
+# parallel/mpi.hpp is the diffuse::mpi target's own. Usage: cmake -D INCLUDE_DIR=<include> -P check_umbrella_headers.cmake
+file(READ "${INCLUDE_DIR}/diffuse/diffuse.hpp" umbrella)
+file(READ "${INCLUDE_DIR}/diffuse/io.hpp" io_umbrella)
+string(APPEND umbrella "${io_umbrella}")
+file(GLOB_RECURSE headers RELATIVE "${INCLUDE_DIR}" "${INCLUDE_DIR}/diffuse/*/*.hpp")
+set(missing "")
+foreach(header IN LISTS headers)
+  if(header MATCHES "^diffuse/detail/" OR header STREQUAL "diffuse/parallel/mpi.hpp")
+    continue()
+  endif()
+  string(FIND "${umbrella}" "#include \"${header}\"" at)
+  if(at EQUAL -1)
+    string(APPEND missing "\n  ${header}")
+  endif()
+endforeach()
+if(NOT missing STREQUAL "")
+  message(FATAL_ERROR "public headers in neither diffuse/diffuse.hpp nor diffuse/io.hpp:${missing}")
+endif()
