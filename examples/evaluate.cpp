@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
             for (const std::string& p : pairs) image_to_image.pairs.push_back(examples::parse_class_pair(p, static_cast<int>(classes), "--pair"));
             report.sampler = latent.space ? report.sampler.for_latents(latent.reference.clip_range) : report.sampler;
             report.guidance_sigmas = examples::default_guidance_sigmas(
-                report.guidance_sigmas, !loaded.prompt_model && !latent.space && loaded.config().concat_channels == 0);
+                report.guidance_sigmas, examples::class_model_of_pixels(loaded.config(), loaded.prompt_model != nullptr, latent.space != nullptr));
             const diffuse::GuidanceInterval interval = examples::guidance_interval(report.guidance_sigmas, schedule);
             const diffuse::ModelFn<float> model =
                 loaded.prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, report.guidance_scale, interval),

@@ -237,8 +237,7 @@ int main(int argc, char** argv) {
 
         const bool conditional = (prompt_model || num_classes > 0) && !unconditional;
         // a prompt model reads label k as its k-th prompt
-        guidance_sigmas = examples::default_guidance_sigmas(guidance_sigmas, !prompt_model && !latent.space && num_classes > 0 &&
-                                                                                config.concat_channels == 0);
+        guidance_sigmas = examples::default_guidance_sigmas(guidance_sigmas, examples::class_model_of_pixels(config, prompt_model, latent.space != nullptr));
         const diffuse::GuidanceInterval interval = examples::guidance_interval(guidance_sigmas, noise_schedule);
         const diffuse::ModelFn<float> fn =
             prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, conditional ? guidance : 1.0, interval),
@@ -276,7 +275,7 @@ int main(int argc, char** argv) {
                     sampler.steps, diffuse::to_string(sampler.thresholding), conditional ? guidance : 1.0, static_cast<unsigned long long>(seed),
                     loaded.ema ? "EMA" : "model", examples::seconds_since(start));
 
-        if (conditional && guidance != 1.0 && guidance != 0.0 && examples::guidance_interval_metrics(guidance_sigmas, noise_schedule).is_object()) {
+        if (conditional && guidance != 1.0 && guidance != 0.0 && !examples::guides_every_step(guidance_sigmas)) {
             std::printf("guided at timesteps [%d, %d] only, where sigma_t is in (%g, %g]\n", interval.first, interval.last,
                         guidance_sigmas[0], guidance_sigmas[1]);
         }

@@ -756,7 +756,7 @@ int main(int argc, char** argv) {
             }
             // what the report will guide with, counted in its cost: the model kind's default unless given
             a.report.guidance_sigmas = examples::default_guidance_sigmas(
-                a.report.guidance_sigmas, !a.prompts && a.autoencoder_path.empty() && sr_side == 0 && model.config().num_classes > 0);
+                a.report.guidance_sigmas, examples::class_model_of_pixels(model.config(), a.prompts, !a.autoencoder_path.empty()));
             Budget budget;
             budget.steps = a.steps;
             budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;

@@ -129,19 +129,17 @@ std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bo
     return class_model_of_pixels ? class_model_guidance_sigmas : std::vector<double>{};
 }
 
-namespace {
-bool every_step(const std::vector<double>& sigmas) {
+bool guides_every_step(const std::vector<double>& sigmas) {
     return sigmas.empty() || (sigmas.at(0) == 0.0 && std::isinf(sigmas.at(1)) && sigmas.at(1) > 0.0);
 }
-}  // namespace
 
 diffuse::GuidanceInterval guidance_interval(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule) {
-    if (every_step(sigmas)) return {};
+    if (guides_every_step(sigmas)) return {};
     return diffuse::guidance_interval(schedule, sigmas.at(0), sigmas.at(1));
 }
 
 nlohmann::ordered_json guidance_interval_metrics(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule) {
-    if (every_step(sigmas)) return "every step";
+    if (guides_every_step(sigmas)) return "every step";
     const diffuse::GuidanceInterval interval = guidance_interval(sigmas, schedule);
     return {{"sigma_low", sigmas.at(0)}, {"sigma_high", sigmas.at(1)}, {"first_timestep", interval.first}, {"last_timestep", interval.last}};
 }
@@ -751,7 +749,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                     double latent_clip) {
     ReportOptions o = given;
     if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
-    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, latent == nullptr && model.config().num_classes > 0);
+    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, class_model_of_pixels(model.config(), false, latent != nullptr));
     if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
                           model.config().in_channels,

@@ -119,10 +119,19 @@ void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas);
 /// (0, 5.42], no guidance at the first, noisiest steps (measured: docs/improved-ddpm.md#guidance-in-a-limited-interval-and-the-sampler).
 inline const std::vector<double> class_model_guidance_sigmas = {0.0, 5.42};
 
+/// Whether a model is told class labels and diffuses pixels: not a prompt model, not a latent one,
+/// not one given a concatenated image (super-resolution).
+inline bool class_model_of_pixels(const diffuse::UNetConfig& config, bool prompt_model, bool latent) {
+    return !prompt_model && !latent && config.num_classes > 0 && config.concat_channels == 0;
+}
+
 /// --guidance-interval's sigmas when given, else the model's default: class_model_guidance_sigmas for
 /// a class-label model of pixels, every step for the rest (a prompt model lost class agreement and
 /// Frechet distance with that interval; a latent model was not measured with it).
 std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bool class_model_of_pixels);
+
+/// Whether `sigmas` guide every step: none given, or (0, inf].
+bool guides_every_step(const std::vector<double>& sigmas);
 
 /// The timesteps of `schedule` that --guidance-interval's `sigmas` name; every timestep when empty.
 diffuse::GuidanceInterval guidance_interval(const std::vector<double>& sigmas, const diffuse::NoiseSchedule<float>& schedule);
