@@ -137,9 +137,12 @@ GuidanceInterval guidance_interval(const NoiseSchedule<T>& schedule, double sigm
         detail::throw_invalid(where, "sigma_high", sigma_high, expected.str());
     }
     const std::vector<double>& alphas_cumprod = schedule.alphas_cumprod_double();
+    const auto sigma_at = [&alphas_cumprod](std::size_t i) {  // sigma_t = sqrt((1 - alphabar_t) / alphabar_t)
+        return std::sqrt((1.0 - alphas_cumprod[i]) / alphas_cumprod[i]);
+    };
     GuidanceInterval interval{std::numeric_limits<int>::max(), std::numeric_limits<int>::min()};
     for (std::size_t i = 0; i < alphas_cumprod.size(); ++i) {
-        const double sigma = std::sqrt((1.0 - alphas_cumprod[i]) / alphas_cumprod[i]);  // sigma_t
+        const double sigma = sigma_at(i);
         if (sigma > sigma_low && sigma <= sigma_high) {
             const int t = schedule.timestep_map()[i];
             interval.first = std::min(interval.first, t);
@@ -147,11 +150,10 @@ GuidanceInterval guidance_interval(const NoiseSchedule<T>& schedule, double sigm
         }
     }
     if (interval.first > interval.last) {
-        const double sigma_min = std::sqrt((1.0 - alphas_cumprod.front()) / alphas_cumprod.front());
-        const double sigma_max = std::sqrt((1.0 - alphas_cumprod.back()) / alphas_cumprod.back());
         std::ostringstream given, expected;
         given << "(" << sigma_low << ", " << sigma_high << "]";
-        expected << "an interval holding a timestep of the schedule, whose sigma_t runs from " << sigma_min << " to " << sigma_max;
+        expected << "an interval holding a timestep of the schedule, whose sigma_t runs from " << sigma_at(0) << " to "
+                 << sigma_at(alphas_cumprod.size() - 1);
         detail::throw_invalid(where, "(sigma_low, sigma_high]", given.str(), expected.str());
     }
     return interval;
