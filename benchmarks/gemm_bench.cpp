@@ -16,8 +16,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include "fma_peak.hpp"
+
 #include <algorithm>
-#include <chrono>
 #include <vector>
 
 namespace {
@@ -25,23 +26,7 @@ namespace {
 using diffuse::Index;
 using Gemm = diffuse::detail::Gemm<float>;
 
-constexpr int fma_chains = 12;  // enough independent chains to cover the FMA latency on 2 ports
-constexpr Index fma_iterations = 1 << 16;
-
-// One round of independent fused multiply-adds; returns its flops. Not inlined: inlined between two
-// clock reads, the compiler may move register-only work past them.
-__attribute__((noinline)) double fma_round() {
-    Gemm::Vec acc[fma_chains];
-    const float one = 1.0f, tiny = 1e-7f;
-    for (auto& a : acc) a = Gemm::broadcast(&one);
-    const Gemm::Vec x = Gemm::broadcast(&tiny), y = Gemm::broadcast(&one);
-    // (without -ffast-math the compiler may not reassociate the chains, so none is folded)
-    for (Index i = 0; i < fma_iterations; ++i) {
-        for (auto& a : acc) a = Gemm::fmadd(x, y, a);
-    }
-    for (auto& a : acc) benchmark::DoNotOptimize(a);
-    return 2.0 * fma_chains * Gemm::lanes * fma_iterations;
-}
+using diffuse_bench::fma_round;
 
 void BM_fma_peak(benchmark::State& state) {
     double flops = 0;
@@ -53,20 +38,10 @@ void BM_fma_peak(benchmark::State& state) {
 }
 BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 
-// One core's peak for BM_gemm's fraction: the median rate of 2000 rounds (about a quarter of a
+// One core's peak for BM_gemm's fraction: the median of 2000 single rounds (about a quarter of a
 // second), measured once, just before the first GEMM.
 double one_core_peak_gflops() {
-    static const double peak = [] {
-        std::vector<double> rates;
-        for (int r = 0; r < 2000; ++r) {
-            const auto start = std::chrono::steady_clock::now();
-            const double flops = fma_round();
-            const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-            rates.push_back(flops * 1e-9 / seconds.count());
-        }
-        std::nth_element(rates.begin(), rates.begin() + 1000, rates.end());
-        return rates[1000];
-    }();
+    static const double peak = diffuse_bench::peak_gflops(1, 2000, 1);
     return peak;
 }
 
@@ -136,6 +111,35 @@ void BM_conv_gemm(benchmark::State& state) {
 BENCHMARK(BM_conv_gemm)->ArgNames({"cout", "cin", "side", "samples"})->Args({32, 32, 28, 1})
     ->Args({64, 64, 14, 1})->Args({64, 64, 14, Gemm::nr == 32 ? 3 : 1})->Args({64, 64, 7, 1})
     ->Args({64, 64, 7, Gemm::nr == 32 ? 11 : 6})->Args({32, 96, 28, 1})->UseRealTime();
+
+// The same product computed transposed (Gemm::pixel_product): pixels along the register tile's rows,
+// output channels along its lanes, X_col^T read in place from zero-padded planes. args: M (output
+// channels), Cin, side (H = W); one sample.
+void BM_pixel_product(benchmark::State& state) {
+    const Index m = state.range(0), cin = state.range(1), side = state.range(2);
+    const Index k = 9 * cin, n = side * side;
+    diffuse::Generator gen(1);
+    std::vector<float> a(static_cast<std::size_t>(m * k)), x(static_cast<std::size_t>(cin * n)),
+        c(static_cast<std::size_t>(m * n));
+    gen.normal(a.data(), m * k);
+    gen.normal(x.data(), cin * n);
+    std::vector<float> padded(static_cast<std::size_t>(Gemm::padded_planes_size(cin, side, side)));
+    Gemm::pack_padded_planes(x.data(), cin, side, side, padded.data());
+    std::vector<float> wt(static_cast<std::size_t>(Gemm::packed_b_size(k, m)));
+    Gemm::pack_transposed(m, k, a.data(), wt.data());
+    for (auto _ : state) {
+        for (Index s = 0; s < Gemm::strips(m); ++s) {
+            Gemm::pixel_product(cin, side, side, padded.data(), m, wt.data(), s, 0, side, c.data(), false);
+        }
+        benchmark::DoNotOptimize(c.data());
+    }
+    const double gflop = 2.0 * m * n * k * 1e-9;
+    state.counters["GFLOPS"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["peak_GFLOPS"] = one_core_peak_gflops();
+    state.counters["of_peak"] = benchmark::Counter(gflop / one_core_peak_gflops(), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_pixel_product)->ArgNames({"cout", "cin", "side"})->Args({32, 32, 28})->Args({64, 64, 14})
+    ->Args({64, 64, 7})->Args({32, 96, 28})->UseRealTime();
 
 // args: Cout, Cin, side (H = W), channels_last (0: rows_times_transposed over the shifted planes with
 // the edge mask, as Conv2d reads X_col in its forward pass; 1: channels_last_times_transposed).

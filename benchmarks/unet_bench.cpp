@@ -4,6 +4,8 @@
 // 2 flops per multiply-add of the convolutions, linear layers and attention products (the same
 // count as forward_flops_per_image);
 // a backward pass costs twice its forward. Threads: diffuse's default (DIFFUSE_NUM_THREADS or all).
+// The whole network's benchmarks also report of_peak, their rate over the FMA peak of as many threads
+// measured in the same run (benchmarks/fma_peak.hpp).
 #include <diffuse/models/unet.hpp>
 #include <diffuse/optim/trainer.hpp>
 #include <diffuse/samplers/ddpm.hpp>
@@ -13,6 +15,7 @@
 
 #include <functional>
 
+#include "fma_peak.hpp"
 #include "kept_memory.hpp"
 
 namespace {
@@ -23,6 +26,19 @@ using diffuse::Tensor4;
 
 void set_gflops(benchmark::State& state, double flops_per_iteration) {
     state.counters["GFLOPS"] = benchmark::Counter(flops_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The peak of the threads diffuse runs on (fma_peak.hpp), measured in this process: the whole
+// network's benchmarks take it just before and just after their timed loop.
+double threads_peak_gflops() { return diffuse_bench::peak_gflops(static_cast<int>(diffuse::num_threads())); }
+
+// set_gflops, and of_peak: that rate over the mean of the peaks measured before and after the timed
+// loop (peak_GFLOPS).
+void set_gflops_of_peak(benchmark::State& state, double flops_per_iteration, double peak_before) {
+    set_gflops(state, flops_per_iteration);
+    const double peak = (peak_before + threads_peak_gflops()) / 2;
+    state.counters["peak_GFLOPS"] = peak;
+    state.counters["of_peak"] = benchmark::Counter(flops_per_iteration * 1e-9 / peak, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // args: in channels, out channels, kernel, stride, side, backward, winograd; batch 64. GFLOPS counts
@@ -116,11 +132,12 @@ void BM_unet_forward(benchmark::State& state) {
     const diffuse::Timesteps t = gen.randint(batch, 1000);
     const std::vector<int> labels(static_cast<std::size_t>(batch), 3);
     unet.forward(x, t, labels);  // warm-up: the first pass touches fresh memory, later ones reuse it
+    const double peak_before = threads_peak_gflops();
     for (auto _ : state) {
         Tensor4<float> eps = unet.forward(x, t, labels);
         benchmark::DoNotOptimize(eps.data());
     }
-    set_gflops(state, unet.forward_flops_per_image() * batch);
+    set_gflops_of_peak(state, unet.forward_flops_per_image() * batch, peak_before);
 }
 BENCHMARK(BM_unet_forward)->ArgName("batch")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -141,11 +158,12 @@ void BM_ddpm_step(benchmark::State& state) {
     options.conditioning.labels.assign(static_cast<std::size_t>(batch), 3);
     const auto model = diffuse::model_fn<float>(unet);
     diffuse::ddpm_step(schedule, model, x, 500, noise, options);  // warm-up
+    const double peak_before = threads_peak_gflops();
     for (auto _ : state) {
         const auto step = diffuse::ddpm_step(schedule, model, x, 500, noise, options);
         benchmark::DoNotOptimize(step.x.data());
     }
-    set_gflops(state, unet.forward_flops_per_image() * batch);
+    set_gflops_of_peak(state, unet.forward_flops_per_image() * batch, peak_before);
 }
 BENCHMARK(BM_ddpm_step)->ArgName("batch")->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -163,11 +181,12 @@ void BM_train_step(benchmark::State& state) {
     // Warm-up: a training run is all steady-state steps. The first three still grow the heap (page
     // faults: 152,000, 13,000 and 4,700 at batch 64 on an AMD EPYC, Zen 5), the fourth on none.
     for (int step = 0; step < 3; ++step) trainer.step(x0, labels);
+    const double peak_before = threads_peak_gflops();
     for (auto _ : state) {
         const auto stats = trainer.step(x0, labels);
         benchmark::DoNotOptimize(stats.loss);
     }
-    set_gflops(state, 3.0 * unet.forward_flops_per_image() * batch);
+    set_gflops_of_peak(state, 3.0 * unet.forward_flops_per_image() * batch, peak_before);
 }
 BENCHMARK(BM_train_step)->ArgName("batch")->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 

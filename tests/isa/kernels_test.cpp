@@ -6,7 +6,8 @@
 //
 // Checked, in float and in double: the GEMM's three products against a naive product in long double
 // (partial register tiles, two K blocks, the edge mask), the dot-product and channels-last weight
-// gradients of a 3x3 conv against the naive sum, the convolutions against the naive sum and
+// gradients of a 3x3 conv against the naive sum, the product with pixels along the register tile
+// against the naive sum and rows_product's bits, the convolutions against the naive sum and
 // by the adjoint identities of their backward pass, the Philox blocks computed in vector lanes
 // against the scalar ones, and the U-Net's forward and backward (a float
 // network against the same weights in double, and the double network by finite differences).
@@ -235,6 +236,61 @@ void check_channels_last_times_transposed(Index cin, Index cout, Index h, Index 
     CHECK(differing_bits == 0);
 }
 
+// Y[o, (y, x)] (+)= sum_{c, i, j} w[o, (c, i, j)] x[c, y + i - 1, x + j - 1] (zero outside the image)
+// through pixel_product (pixels along the tile's rows, X_col^T read in place from the zero-padded
+// planes), every strip and band of rows as Conv2d hands them out, against long double, and bit for bit
+// against rows_product over the shifted planes with the edge mask (both sum over k = (c, i, j) in
+// order): widths that are not a multiple of the run of 7, odd heights (a last band of one row),
+// output channels past a strip or within one vector, one-row and one-column images.
+template <class T>
+void check_pixel_product(Index cin, Index cout, Index h, Index w, bool accumulate) {
+    using Gemm = diffuse::detail::Gemm<T>;
+    Generator gen(static_cast<std::uint64_t>(cin * 7919 + cout * 104729 + h * 31 + w + accumulate));
+    const Index p = h * w, k = 9 * cin, len = p + 2 * (w + 1);
+    const std::vector<T> x = random_values<T>(gen, cin * p);    // [Cin, H, W]
+    const std::vector<T> wk = random_values<T>(gen, cout * k);  // [Cout, K]
+    const std::vector<T> y0 = random_values<T>(gen, cout * p);  // [Cout, P]
+    std::vector<T> padded(static_cast<std::size_t>(Gemm::padded_planes_size(cin, h, w)), T(-7));  // [Cin][H + 2][W + 2]
+    Gemm::pack_padded_planes(x.data(), cin, h, w, padded.data());
+    std::vector<T> wt(static_cast<std::size_t>(Gemm::packed_b_size(k, cout)));
+    Gemm::pack_transposed(cout, k, wk.data(), wt.data());
+    std::vector<T> y = y0;
+    for (Index s = 0; s < Gemm::strips(cout); ++s) {
+        for (Index b = 0; b < h; b += Gemm::tile_rows) {
+            Gemm::pixel_product(cin, h, w, padded.data(), cout, wt.data(), s, b, std::min(h, b + Gemm::tile_rows), y.data(),
+                                accumulate);
+        }
+    }
+
+    std::vector<T> planes(static_cast<std::size_t>(cin * len), T(0));  // [Cin, L]: shifted planes
+    for (Index c = 0; c < cin; ++c) std::copy_n(x.data() + c * p, p, planes.data() + c * len + w + 1);
+    std::vector<const T*> rows(static_cast<std::size_t>(k));
+    for (Index r = 0; r < k; ++r) rows[r] = planes.data() + (r / 9) * len + (r / 3 % 3) * w + r % 3;
+    std::vector<T> packed(static_cast<std::size_t>(Gemm::packed_a_size(cout, k)));
+    Gemm::pack_a(wk.data(), k, 1, cout, k, packed.data());
+    std::vector<T> reference = y0;
+    Gemm::rows_product(cout, k, packed.data(), rows.data(), typename Gemm::EdgeMask{w}, 0, p, reference.data(), p, accumulate);
+
+    Index failures = 0, differing_bits = 0;
+    for (Index o = 0; o < cout; ++o) {
+        for (Index q = 0; q < p; ++q) {
+            long double exact = accumulate ? y0[o * p + q] : 0.0L, abs_sum = std::fabs(exact);
+            for (Index r = 0; r < k; ++r) {
+                const Index c = r / 9, yi = q / w + r / 3 % 3 - 1, xj = q % w + r % 3 - 1;
+                if (yi < 0 || yi >= h || xj < 0 || xj >= w) continue;
+                const long double prod = static_cast<long double>(wk[o * k + r]) * x[(c * h + yi) * w + xj];
+                exact += prod;
+                abs_sum += std::fabs(prod);
+            }
+            if (!within_dot_bound<T>(y[o * p + q], exact, abs_sum, k)) ++failures;
+            if (std::memcmp(&y[o * p + q], &reference[o * p + q], sizeof(T)) != 0) ++differing_bits;
+        }
+    }
+    INFO("Cin = " << cin << ", Cout = " << cout << ", H = " << h << ", W = " << w << ", accumulate " << accumulate);
+    CHECK(failures == 0);
+    CHECK(differing_bits == 0);
+}
+
 // dW[o, c, i, j] += sum_s sum_{y, x} dy[s, o, y, x] x[s, c, y + i - 1, x + j - 1] through
 // detail/shifted_weight_gradient.hpp (samples stacked, lanes folded), against long double: every
 // tile height (cout % 3), lane tails, planes narrower than a vector, one row or one column.
@@ -455,6 +511,17 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the channels-last weight gradient of a 3x3 con
     }
     check_channels_last_times_transposed<TestType>(mr, nr, 28, 28);  // K blocks starting mid-row
     check_channels_last_times_transposed<TestType>(2 * mr, 2 * nr, 14, 14);
+}
+
+TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the product with pixels along the register tile (small planes) matches the naive "
+                   "sum and rows_product's bits", "[isa][gemm]", float, double) {
+    const Index lanes = diffuse::detail::Gemm<TestType>::lanes, nr = diffuse::detail::Gemm<TestType>::nr;
+    for (const Index cout : {Index{1}, lanes, lanes + 1, nr, 2 * nr + 5}) {
+        for (const auto& [h, w] : {std::pair<Index, Index>{7, 7}, {1, 9}, {6, 1}, {5, 13}, {3, 14}}) {
+            for (const bool accumulate : {false, true}) check_pixel_product<TestType>(3, cout, h, w, accumulate);
+        }
+    }
+    check_pixel_product<TestType>(64, 64, 7, 7, true);  // the U-Net's 7 x 7 convolution
 }
 
 TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the dot-product weight gradient of a 3x3 conv matches the naive sum",

@@ -10,6 +10,8 @@
 // The weight gradient's product sums along the rows of both operands: B^T is packed, and A is read
 // either transposed into panels or, for a 3x3 stride-1 convolution, in place from the input stored
 // channels last, where MR channels at one tap lie side by side (channels_last_times_transposed).
+// A small plane's convolution can run transposed (pixel_product): Y^T = X_col^T . W^T, the tile's rows
+// runs of 7 pixels read in place from zero-padded planes, its lanes output channels.
 // nn::Linear's products pack both operands (packed_product): A's panels from a row-major matrix
 // (transposed as they are packed) or from its transpose (copied), B in strips.
 // The micro-kernel keeps an MR x NR tile of C in registers (6 x 16 floats with AVX2: 12 of the 16
@@ -98,6 +100,18 @@ struct Gemm {
         Vec v;
         for (Index i = 0; i < lanes; ++i) v[i] = *p;
         return v;
+#endif
+    }
+    // broadcast(p) as one load into a vector register: GCC 12 otherwise loads such scalars ahead
+    // into registers of their own (and spills the tile's accumulators to make room).
+    static Vec broadcast_load(const T* p) {
+#if defined(__AVX512F__) || defined(__AVX__)
+        Vec v;
+        if constexpr (std::is_same_v<T, float>) asm("vbroadcastss %1, %0" : "=v"(v) : "m"(*p));
+        else asm("vbroadcastsd %1, %0" : "=v"(v) : "m"(*p));
+        return v;
+#else
+        return broadcast(p);
 #endif
     }
     // c + a * b, fused where the machine has FMA.
@@ -378,6 +392,146 @@ struct Gemm {
                              std::min(mr, channels - c0), std::min(nr, n - s * nr), true);
                     }
                 }
+            }
+        }
+    }
+
+    /// Pixels in a run of pixel_product's tile: a 7 x 7 plane's row, half of a 14 x 14 plane's.
+    static constexpr Index run = 7;
+    /// Runs (image rows) and vectors of output channels in pixel_product's tile: 2 x 2 with AVX-512
+    /// (28 accumulators of its 32 registers), 1 x 1 with 16 registers (7 accumulators: with 14, GCC 12
+    /// spills them).
+    static constexpr Index tile_rows = sizeof(Vec) == 64 ? 2 : 1;
+    static constexpr int pixel_vectors = sizeof(Vec) == 64 ? 2 : 1;
+
+    /// Whether pixel_product computes a 3x3 stride-1 convolution of an H x W plane faster than
+    /// rows_product: on small planes, where its runs of 7 fill more of its tiles than H W columns fill
+    /// rows_product's strips of NR (7 x 7: 49 of 49 against 49 of 64), with AVX-512. Measured on one
+    /// core (benchmarks/gemm_bench.cpp, AMD EPYC Zen 5): 7 x 7, 64 -> 64, 0.79 of the peak against
+    /// 0.61; 14 x 14 level (0.79, 0.80); 28 x 28 slower (0.70 against 0.85: writing the transposed
+    /// tiles back costs more there). With AVX2's 16 registers its 7 x 8 tile reached 0.63 against
+    /// rows_product's 0.70 at 7 x 7, so AVX2 and SSE keep rows_product.
+    static bool pixel_product_faster(Index h, Index w) {
+        if (sizeof(Vec) != 64 || h * w >= 4 * nr) return false;
+        const Index full = h * w / nr, rest = h * w % nr;  // a last strip of at most `lanes` runs on one vector
+        const Index columns = full * nr + (rest == 0 ? 0 : rest <= lanes ? lanes : nr);
+        const Index pixels = run * ((w + run - 1) / run) * h;  // the tile rows pixel_product fills
+        return pixels < columns;
+    }
+
+    /// Values of x [C, H, W] with a zero border all round, [C][H + 2][W + 2], and `run` values of slack
+    /// that a run past a row's end may read.
+    static Index padded_planes_size(Index channels, Index h, Index w) { return channels * (h + 2) * (w + 2) + run; }
+
+    /// x [C, H, W] -> padded [C][H + 2][W + 2]: a zero border round every plane, zeros of slack.
+    static void pack_padded_planes(const T* x, Index channels, Index h, Index w, T* padded) {
+        const Index row = w + 2;
+        for (Index c = 0; c < channels; ++c) {
+            T* plane = padded + c * (h + 2) * row;
+            std::fill_n(plane, row + 1, T(0));  // the top border, row 0's left one
+            for (Index y = 0; y < h; ++y) {
+                std::copy_n(x + (c * h + y) * w, w, plane + (y + 1) * row + 1);
+                std::fill_n(plane + (y + 1) * row + 1 + w, 2, T(0));  // row y's right border, the next row's left one
+            }
+            std::fill_n(plane + (h + 1) * row + 1, row - 1, T(0));  // the bottom border
+        }
+        std::fill_n(padded + channels * (h + 2) * row, run, T(0));
+    }
+
+    /// Y[Cout, H W] (+)= W . X_col for a 3x3 stride-1 convolution of one image, computed as
+    /// Y^T = X_col^T . W^T: the register tile holds pixels along its rows (two runs of 7 pixels, each
+    /// from one image row) and output channels along its lanes, so a 7 x 7 plane's 49 pixels fill 49
+    /// tile rows (the product with pixels along the lanes fills 49 of 64 lanes). X_col^T is read in
+    /// place from the zero-padded planes (pack_padded_planes): tap (c, i, j) of pixel (y, x) is
+    /// padded[c][y + i][x + j], so a run's 7 pixels are 7 consecutive values, and the border is the
+    /// padding (no edge mask). wt = W^T packed by pack_transposed(Cout, 9 C, W). Computes image rows
+    /// [y0, y1) of output-channel strip s (channels s NR .. s NR + NR). Every entry sums over
+    /// k = (c, i, j) in order from the value it holds (accumulate) or from zero, as rows_product does:
+    /// the same bits.
+    static void pixel_product(Index channels, Index h, Index w, const T* padded, Index out_channels, const T* wt,
+                              Index s, Index y0, Index y1, T* y, bool accumulate) {
+        const Index row = w + 2, p = h * w, k = 9 * channels;
+        const Index cols = std::min(nr, out_channels - s * nr);
+        for (Index yy = y0; yy < y1; yy += tile_rows) {
+            const Index rows = std::min(tile_rows, y1 - yy);
+            for (Index x0 = 0; x0 < w; x0 += run) {
+                const Index px = std::min(run, w - x0);
+                T tile[tile_rows * run * nr];  // [row][pixel][output channel]
+                for (Index r = 0; r < tile_rows; ++r) {
+                    for (Index x = 0; x < run; ++x) {
+                        T* t = tile + (r * run + x) * nr;
+                        const bool inside = accumulate && r < rows && x < px;
+                        const T* src = y + s * nr * p + (yy + r) * w + x0 + x;
+                        for (Index o = 0; o < nr; ++o) t[o] = inside && o < cols ? src[o * p] : T(0);
+                    }
+                }
+                const T* a = padded + yy * row + x0;
+                for (Index v0 = 0; v0 * lanes < cols; v0 += pixel_vectors) {
+                    const T* b = wt + s * k * nr + v0 * lanes;
+                    const bool one = pixel_vectors == 1 || cols <= (v0 + 1) * lanes;
+                    if constexpr (tile_rows == 2) {
+                        if (rows == 2 && !one) pixel_tile<2, pixel_vectors>(channels, h, row, a, b, tile + v0 * lanes);
+                        else if (rows == 2) pixel_tile<2, 1>(channels, h, row, a, b, tile + v0 * lanes);
+                    }
+                    if (rows == 1 && !one) pixel_tile<1, pixel_vectors>(channels, h, row, a, b, tile + v0 * lanes);
+                    else if (rows == 1) pixel_tile<1, 1>(channels, h, row, a, b, tile + v0 * lanes);
+                }
+                for (Index r = 0; r < rows; ++r) {
+                    for (Index x = 0; x < px; ++x) {
+                        const T* t = tile + (r * run + x) * nr;
+                        T* dst = y + s * nr * p + (yy + r) * w + x0 + x;
+                        for (Index o = 0; o < cols; ++o) dst[o * p] = t[o];
+                    }
+                }
+            }
+        }
+    }
+
+  private:
+    // pixel_product's tile: R runs of `run` pixels (image rows a, a + row, ...) times V vectors of
+    // output channels, tile [R run][NR] (its first V lanes-wide columns) += X_col^T . W^T over all of K;
+    // B's row k at b + k NR.
+    template <int R, int V>
+    static void pixel_tile(Index channels, Index h, Index row, const T* a, const T* b, T* tile) {
+        Vec acc[R][run][V];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+            for (int x = 0; x < run; ++x) {
+#pragma GCC unroll 2
+                for (int v = 0; v < V; ++v) acc[r][x][v] = load(tile + (r * run + x) * nr + v * lanes);
+            }
+        }
+        const Index plane = (h + 2) * row;
+        for (Index c = 0; c < channels; ++c, a += plane) {
+            for (Index i = 0; i < 3; ++i) {
+#pragma GCC unroll 1
+                for (Index j = 0; j < 3; ++j, b += nr) {
+                    const T* at = a + i * row + j;  // tap (c, i, j) of the first run's first pixel
+                    Vec bv[V];
+#pragma GCC unroll 2
+                    for (int v = 0; v < V; ++v) {
+                        bv[v] = load(b + v * lanes);
+                        in_register(bv[v]);
+                    }
+#pragma GCC unroll 16
+                    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+                        for (int x = 0; x < run; ++x) {
+                            const Vec ax = broadcast_load(at + r * row + x);
+#pragma GCC unroll 2
+                            for (int v = 0; v < V; ++v) acc[r][x][v] = fmadd(ax, bv[v], acc[r][x][v]);
+                        }
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+            for (int x = 0; x < run; ++x) {
+#pragma GCC unroll 2
+                for (int v = 0; v < V; ++v) store(tile + (r * run + x) * nr + v * lanes, acc[r][x][v]);
             }
         }
     }

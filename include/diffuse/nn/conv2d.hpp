@@ -11,7 +11,10 @@
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
 // flipped and its channels swapped. Small planes (7 x 7, and 14 x 14 with AVX-512) fill the GEMM's
 // strips of columns badly, so there a product spans several samples' planes laid one after another
-// (samples_per_product). The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv
+// (samples_per_product); where a sample's small plane is a product of its own (batch 1 at 7 x 7), the
+// product is computed transposed, pixels along the register tile's rows and output channels along its
+// lanes (detail::Gemm::pixel_product: 49 of 49 rows filled, where 49 columns fill 49 of 64 lanes),
+// with the same sums in the same order. The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv
 // with X_col read in place from the input stored channels last), or, for a 3x3 stride-1 conv with
 // few output channels or small planes, dot products along the pixels
 // (detail/shifted_weight_gradient.hpp). Work is split by samples and by output columns; sums over
@@ -258,9 +261,13 @@ class Conv2d {
                                {bias.data(), shift ? shift->data() : nullptr, residual ? residual->data() : nullptr});
             return y;
         }
+        const Index group = samples_per_product(g);
+        if (group == 1 && shifted() && Gemm::pixel_product_faster(g.h, g.w)) {
+            convolve_pixels(x, g, shift, residual, y);
+            return y;
+        }
         packed_.resize(static_cast<std::size_t>(Gemm::packed_a_size(out_, g.k)));
         Gemm::pack_a(weight.data(), g.k, 1, out_, g.k, packed_.data());  // W [Cout, K]
-        const Index group = samples_per_product(g);
         if (group > 1) {
             convolve_groups(x, g, group, shift, residual, y);
             return y;
@@ -293,16 +300,7 @@ class Conv2d {
                     plane_rows(own, in_, g, rows);
                 }
                 T* ys = y.data() + n * out_ * g.p;  // [Cout, P]
-                for (Index o = 0; o < out_; ++o) {  // Y = b (+ shift) (+ residual)
-                    const T b = bias.data()[o] + (shift ? shift->data()[n * out_ + o] : T(0));
-                    T* yo = ys + o * g.p;
-                    if (residual) {
-                        const T* r = residual->data() + (n * out_ + o) * g.p;
-                        for (Index q = q0; q < q1; ++q) yo[q] = r[q] + b;
-                    } else {
-                        std::fill(yo + q0, yo + q1, b);
-                    }
-                }
+                for (Index o = 0; o < out_; ++o) start_output(shift, residual, g, n, o, q0, q1, ys + o * g.p);
                 Gemm::rows_product(out_, g.k, packed_.data(), rows, mask(g), q0, q1, ys, g.p, true);  // Y += W . X_col
             }
         });
@@ -324,15 +322,45 @@ class Conv2d {
     // convolve() for groups of `group` samples, each one product over its samples' columns.
     void convolve_groups(const Tensor4<T>& x, const Geometry& g, Index group, const Tensor2<T>* shift,
                          const Tensor4<T>* residual, Tensor4<T>& y) const {
-        grouped_products(x.data(), in_, out_, g, group, y.data(), [&](Index n, Index o, T* yo) {
-            const T b = bias.data()[o] + (shift ? shift->data()[n * out_ + o] : T(0));  // Y = b (+ shift) (+ residual)
-            if (residual) {
-                const T* r = residual->data() + (n * out_ + o) * g.p;
-                for (Index q = 0; q < g.p; ++q) yo[q] = r[q] + b;
-            } else {
-                std::fill_n(yo, g.p, b);
+        grouped_products(x.data(), in_, out_, g, group, y.data(),
+                         [&](Index n, Index o, T* yo) { start_output(shift, residual, g, n, o, 0, g.p, yo); });
+    }
+
+    // convolve() by Gemm::pixel_product (small planes, where it fills the register tile better): the
+    // samples' zero-padded planes, then tasks of (sample, NR output channels, a band of tile_rows
+    // image rows).
+    void convolve_pixels(const Tensor4<T>& x, const Geometry& g, const Tensor2<T>* shift, const Tensor4<T>* residual,
+                         Tensor4<T>& y) {
+        packed_.resize(static_cast<std::size_t>(Gemm::packed_b_size(g.k, out_)));
+        Gemm::pack_transposed(out_, g.k, weight.data(), packed_.data());  // W^T [K, Cout] in strips of NR
+        const Index size = Gemm::padded_planes_size(in_, g.h, g.w);
+        T* padded = detail::scratch<T, detail::Scratch::conv_input_planes>(static_cast<std::size_t>(g.n * size));  // [N, Cin, H + 2, W + 2]
+        parallel_for(g.n, 1, [&](Index first, Index last) {
+            for (Index n = first; n < last; ++n) {
+                Gemm::pack_padded_planes(x.data() + n * g.c * g.h * g.w, in_, g.h, g.w, padded + n * size);
+                for (Index o = 0; o < out_; ++o) start_output(shift, residual, g, n, o, 0, g.p, y.data() + (n * out_ + o) * g.p);
             }
         });
+        const Index strips = Gemm::strips(out_), bands = (g.h + Gemm::tile_rows - 1) / Gemm::tile_rows;
+        parallel_for(g.n * strips * bands, 1, [&](Index first, Index last) {
+            for (Index task = first; task < last; ++task) {
+                const Index n = task / (strips * bands), s = task / bands % strips, y0 = task % bands * Gemm::tile_rows;
+                Gemm::pixel_product(in_, g.h, g.w, padded + n * size, out_, packed_.data(), s, y0,
+                                    std::min(g.h, y0 + Gemm::tile_rows), y.data() + n * out_ * g.p, true);  // Y += W . X_col
+            }
+        });
+    }
+
+    // Y = b (+ shift) (+ residual): columns [q0, q1) of output row yo, sample n's channel o.
+    void start_output(const Tensor2<T>* shift, const Tensor4<T>* residual, const Geometry& g, Index n, Index o,
+                      Index q0, Index q1, T* yo) const {
+        const T b = bias.data()[o] + (shift ? shift->data()[n * out_ + o] : T(0));
+        if (residual) {
+            const T* r = residual->data() + (n * out_ + o) * g.p;
+            for (Index q = q0; q < q1; ++q) yo[q] = r[q] + b;
+        } else {
+            std::fill(yo + q0, yo + q1, b);
+        }
     }
 
     // dst [N, Cd, P] = the product of packed_ [Cd, Cs * 9] and the X_col of src [N, Cs, P], a product
