@@ -14,6 +14,7 @@
 #include <Eigen/Core>
 
 #include <cmath>
+#include <functional>
 #include <string>
 
 namespace diffuse::nn {
@@ -36,14 +37,16 @@ class AttentionBlock {
     void set_training(bool training) {
         norm.set_training(training), q.set_training(training), k.set_training(training);
         v.set_training(training), proj_out.set_training(training);
+        training_ = training;
     }
 
     /// x: [N, C, H, W] -> y: same shape.
     Tensor4<T> forward(const Tensor4<T>& x) {
-        const Tensor4<T> h = norm.forward(x);
-        q_ = q.forward(h);
-        k_ = k.forward(h);
-        v_ = v.forward(h);
+        h_ = norm.forward(x);
+        q_ = q.forward(std::cref(h_));  // q, k and v borrow h_ for backward: one tensor kept, not three copies
+        k_ = k.forward(std::cref(h_));
+        v_ = v.forward(std::cref(h_));
+        if (!training_) h_ = Tensor4<T>();
         const Index n = x.dimension(0), c = x.dimension(1), p = x.dimension(2) * x.dimension(3);
         const Index d = c / heads_;
         const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
@@ -116,6 +119,8 @@ class AttentionBlock {
     static Eigen::Map<const Matrix> cmap(const T* p, Index rows, Index cols) { return {p, rows, cols}; }
 
     Index heads_ = 1;
+    bool training_ = true;
+    Tensor4<T> h_;             // norm(x), [N, C, H, W]: the input q, k and v read in backward
     Tensor4<T> q_, k_, v_;     // [N, C, H, W] each
     Tensor4<T> attention_;     // A, [N, heads, P, P]
 };

@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -163,22 +164,25 @@ class Conv2d {
         // (detail/shifted_weight_gradient.hpp), each group's partial dW^T reduced in group order
         // afterwards; a task is a group and a range of input channels.
         const Index wsize = g.k * out_;
-        std::vector<T> group_dwt;  // [groups, K, Cout]
+        // Partial sums are zeroed by the task that owns them, not up front: zeroing megabytes on the
+        // calling thread left the other threads waiting.
+        std::unique_ptr<T[]> group_dwt;  // [groups, K, Cout]
         Index groups = 0;
         const bool dot = dot_weight_gradient(g);
         if (dot) {
             const Index per_group = std::clamp<Index>(dot_wgrad_pixels / ((g.h + 1) * g.w), 1, g.n);
             groups = (g.n + per_group - 1) / per_group;
             const Index chunks = std::clamp<Index>((4 * num_threads() + groups - 1) / groups, 1, in_);
-            group_dwt.assign(static_cast<std::size_t>(groups * wsize), T(0));
+            group_dwt.reset(new T[static_cast<std::size_t>(groups * wsize)]);
             parallel_for(groups * chunks, 1, [&](Index first, Index last) {
                 for (Index task = first; task < last; ++task) {
                     const Index group = task / chunks, chunk = task % chunks;
                     const Index n0 = group * per_group, n1 = std::min(g.n, n0 + per_group);
                     const Index c0 = in_ * chunk / chunks, c1 = in_ * (chunk + 1) / chunks;
+                    std::fill_n(group_dwt.get() + group * wsize + c0 * 9 * out_, (c1 - c0) * 9 * out_, T(0));
                     detail::ShiftedWeightGradient<T>::accumulate(
                         input().data() + (n0 * g.c + c0) * g.h * g.w, g.c * g.h * g.w, dy.data() + n0 * out_ * g.p, n1 - n0,
-                        c1 - c0, out_, g.h, g.w, group_dwt.data() + group * wsize + c0 * 9 * out_, out_);
+                        c1 - c0, out_, g.h, g.w, group_dwt.get() + group * wsize + c0 * 9 * out_, out_);
                 }
             });
         }
@@ -187,11 +191,13 @@ class Conv2d {
         // on the thread count.
         const Index per_task = std::max<Index>(1, g.n / 16);
         const Index tasks = (g.n + per_task - 1) / per_task;
-        std::vector<T> partial(static_cast<std::size_t>(tasks * (wsize + out_)), T(0));  // [tasks, dW^T|db]
+        const Index partial_size = dot ? out_ : wsize + out_;  // dW^T|db, or db alone
+        std::unique_ptr<T[]> partial(new T[static_cast<std::size_t>(tasks * partial_size)]);  // [tasks, (dW^T,) db]
         parallel_for(tasks, 1, [&](Index first, Index last) {
             for (Index task = first; task < last; ++task) {
-                T* dwt = partial.data() + task * (wsize + out_);  // [K, Cout]
-                T* db = dwt + wsize;                              // [Cout]
+                T* dwt = dot ? nullptr : partial.get() + task * partial_size;  // [K, Cout]
+                T* db = partial.get() + task * partial_size + (dot ? 0 : wsize);  // [Cout]
+                std::fill_n(partial.get() + task * partial_size, partial_size, T(0));
                 for (Index n = task * per_task; n < std::min(g.n, (task + 1) * per_task); ++n) {
                     backward_sample(dy.data() + n * out_ * g.p, g, n, !dot, dwt, db,
                                     winograd || grouped ? nullptr : dx.data() + n * g.c * g.h * g.w);
@@ -206,18 +212,18 @@ class Conv2d {
             for (Index r = r0; r < r1; ++r) {
                 for (Index o = 0; o < out_; ++o) row[o] = weight.grad()[o * g.k + r];
                 for (Index group = 0; group < groups; ++group) {
-                    const T* p = group_dwt.data() + group * wsize + r * out_;
+                    const T* p = group_dwt.get() + group * wsize + r * out_;
                     for (Index o = 0; o < out_; ++o) row[o] += p[o];
                 }
                 for (Index task = 0; task < (dot ? 0 : tasks); ++task) {
-                    const T* p = partial.data() + task * (wsize + out_) + r * out_;
+                    const T* p = partial.get() + task * partial_size + r * out_;
                     for (Index o = 0; o < out_; ++o) row[o] += p[o];
                 }
                 for (Index o = 0; o < out_; ++o) weight.grad()[o * g.k + r] = row[o];
             }
         });
         for (Index task = 0; task < tasks; ++task) {  // db += the partial db, in task order
-            for (Index o = 0; o < out_; ++o) bias.grad()[o] += partial[task * (wsize + out_) + wsize + o];
+            for (Index o = 0; o < out_; ++o) bias.grad()[o] += partial[task * partial_size + partial_size - out_ + o];
         }
         return dx;
     }

@@ -8,6 +8,7 @@
 #include "diffuse/core/shape.hpp"
 #include "diffuse/core/random.hpp"
 #include "diffuse/core/tensor.hpp"
+#include "diffuse/core/threading.hpp"
 
 #include <cstddef>
 #include <string>
@@ -36,9 +37,12 @@ class Dropout {
         for (std::size_t i = 0; i < shape_.size(); ++i) shape_[i] = x.dimension(static_cast<Index>(i));
         mask_.resize(x.size());
         stream.uniform(mask_.data(), mask_.size());
-        const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
-        mask_ = (mask_ < static_cast<T>(p_)).select(T(0), Table<T>::Constant(mask_.size(), keep_scale));
-        Eigen::Map<Table<T>>(x.data(), x.size()) *= mask_;
+        const T keep_scale = static_cast<T>(1.0 / (1.0 - p_)), p = static_cast<T>(p_);
+        parallel_for(x.size(), parallel_grain, [&](Index first, Index last) {  // mask = 0 where u < p, else 1 / (1 - p); x *= mask
+            auto mask = mask_.segment(first, last - first);
+            mask = (mask < p).select(T(0), Table<T>::Constant(last - first, keep_scale));
+            Eigen::Map<Table<T>>(x.data() + first, last - first) *= mask;
+        });
         return x;
     }
 
@@ -51,7 +55,9 @@ class Dropout {
             detail::throw_invalid("diffuse::nn::Dropout::backward", "dy.shape", shape_string(dy.dimensions()),
                                   "the shape of the forward pass's input, " + shape_string(shape_));
         }
-        Eigen::Map<Table<T>>(dy.data(), dy.size()) *= mask_;
+        parallel_for(dy.size(), parallel_grain, [&](Index first, Index last) {
+            Eigen::Map<Table<T>>(dy.data() + first, last - first) *= mask_.segment(first, last - first);
+        });
         return dy;
     }
 
@@ -59,6 +65,7 @@ class Dropout {
     void for_each_parameter(const std::string&, Fn&&) {}
 
   private:
+    static constexpr Index parallel_grain = Index{1} << 15;  // values per thread at least, as add_inplace
     double p_;
     bool training_ = true;
     bool active_ = false;
