@@ -300,18 +300,19 @@ TEST_CASE("Conv2d gives a small plane the same bits alone as grouped with other 
     // 7 x 7: a batch of 16 runs products over several samples' planes (rows_product), one sample alone
     // the product with pixels along the register tile where the processor has AVX-512 (pixel_product).
     Generator gen(23);
-    diffuse::nn::Conv2d<float> conv(16, 40, 3, 1, gen);
+    constexpr Index cout = 64;
+    diffuse::nn::Conv2d<float> conv(16, cout, 3, 1, gen);
     const auto x = gen.randn<float, 4>({16, 16, 7, 7});
-    const auto shift = gen.randn<float, 2>({16, 40});
-    const auto residual = gen.randn<float, 4>({16, 40, 7, 7});
+    const auto shift = gen.randn<float, 2>({16, cout});
+    const auto residual = gen.randn<float, 4>({16, cout, 7, 7});
     const Tensor4<float> y = conv.forward(x, &shift, &residual);
-    const Index in = 16 * 49, out = 40 * 49;
+    const Index in = 16 * 49, out = cout * 49;
     for (const Index n : {Index{0}, Index{5}, Index{15}}) {
-        Tensor4<float> one(1, 16, 7, 7), r(1, 40, 7, 7);
-        diffuse::Tensor2<float> s(1, 40);
+        Tensor4<float> one(1, 16, 7, 7), r(1, cout, 7, 7);
+        diffuse::Tensor2<float> s(1, cout);
         std::copy_n(x.data() + n * in, in, one.data());
         std::copy_n(residual.data() + n * out, out, r.data());
-        std::copy_n(shift.data() + n * 40, 40, s.data());
+        std::copy_n(shift.data() + n * cout, cout, s.data());
         const Tensor4<float> alone = conv.forward(one, &s, &r);
         REQUIRE(std::equal(alone.data(), alone.data() + out, y.data() + n * out));
     }

@@ -404,19 +404,23 @@ struct Gemm {
     static constexpr Index tile_rows = sizeof(Vec) == 64 ? 2 : 1;
     static constexpr int pixel_vectors = sizeof(Vec) == 64 ? 2 : 1;
 
-    /// Whether pixel_product computes a 3x3 stride-1 convolution of an H x W plane faster than
-    /// rows_product: on small planes, where its runs of 7 fill more of its tiles than H W columns fill
-    /// rows_product's strips of NR (7 x 7: 49 of 49 against 49 of 64), with AVX-512. Measured on one
-    /// core (benchmarks/gemm_bench.cpp, AMD EPYC Zen 5): 7 x 7, 64 -> 64, 0.79 of the peak against
-    /// 0.61; 14 x 14 level (0.79, 0.80); 28 x 28 slower (0.70 against 0.85: writing the transposed
-    /// tiles back costs more there). With AVX2's 16 registers its 7 x 8 tile reached 0.63 against
-    /// rows_product's 0.70 at 7 x 7, so AVX2 and SSE keep rows_product.
-    static bool pixel_product_faster(Index h, Index w) {
-        if (sizeof(Vec) != 64 || h * w >= 4 * nr) return false;
+    /// Whether pixel_product computes a 3x3 stride-1 convolution of an H x W plane with C input and
+    /// Cout output channels faster than rows_product: with AVX-512, on a small plane (fewer than 4 NR
+    /// pixels), where its tiles (runs of 7 pixels by NR output channels) hold no more than
+    /// rows_product's (MR output channels by strips of NR pixels), and K = 9 C is at least 9 MR, so that
+    /// its products outweigh the exchange of each tile with Y (at K = 9, conv_out's input gradient
+    /// measured twice as slow). Measured on one core (benchmarks/gemm_bench.cpp, AMD EPYC Zen 5): 0.92
+    /// of the peak at 7 x 7, 64 -> 64, against rows_product's 0.60 (49 pixels fill 49 tile rows and 49
+    /// of 64 lanes). At 14 x 14 and 28 x 28 also 0.90-0.93 against 0.82-0.86 alone, but inside the
+    /// U-Net's training step at batch 64 no faster (docs/benchmarks.md), so there rows_product stays.
+    /// With AVX2's 16 registers its 7 x 8 tile reached 0.63 against rows_product's 0.70 at 7 x 7, so
+    /// AVX2 and SSE keep rows_product.
+    static bool pixel_product_faster(Index h, Index w, Index channels, Index out_channels) {
+        if (sizeof(Vec) != 64 || h * w >= 4 * nr || channels < mr) return false;
         const Index full = h * w / nr, rest = h * w % nr;  // a last strip of at most `lanes` runs on one vector
         const Index columns = full * nr + (rest == 0 ? 0 : rest <= lanes ? lanes : nr);
         const Index pixels = run * ((w + run - 1) / run) * h;  // the tile rows pixel_product fills
-        return pixels < columns;
+        return pixels * strips(out_channels) * nr <= columns * panels(out_channels) * mr;
     }
 
     /// Values of x [C, H, W] with a zero border all round, [C][H + 2][W + 2], and `run` values of slack
@@ -456,15 +460,9 @@ struct Gemm {
             const Index rows = std::min(tile_rows, y1 - yy);
             for (Index x0 = 0; x0 < w; x0 += run) {
                 const Index px = std::min(run, w - x0);
-                T tile[tile_rows * run * nr];  // [row][pixel][output channel]
-                for (Index r = 0; r < tile_rows; ++r) {
-                    for (Index x = 0; x < run; ++x) {
-                        T* t = tile + (r * run + x) * nr;
-                        const bool inside = accumulate && r < rows && x < px;
-                        const T* src = y + s * nr * p + (yy + r) * w + x0 + x;
-                        for (Index o = 0; o < nr; ++o) t[o] = inside && o < cols ? src[o * p] : T(0);
-                    }
-                }
+                T tile[16 * nr];  // [pixel r run + x][output channel], 16 >= tile_rows * run pixel rows
+                T* ys = y + s * nr * p + yy * w + x0;  // the tile's first pixel in output channel s NR
+                exchange_tile(tile, ys, p, w, rows, px, cols, accumulate ? Exchange::load : Exchange::zero);
                 const T* a = padded + yy * row + x0;
                 for (Index v0 = 0; v0 * lanes < cols; v0 += pixel_vectors) {
                     const T* b = wt + s * k * nr + v0 * lanes;
@@ -476,18 +474,92 @@ struct Gemm {
                     if (rows == 1 && !one) pixel_tile<1, pixel_vectors>(channels, h, row, a, b, tile + v0 * lanes);
                     else if (rows == 1) pixel_tile<1, 1>(channels, h, row, a, b, tile + v0 * lanes);
                 }
-                for (Index r = 0; r < rows; ++r) {
-                    for (Index x = 0; x < px; ++x) {
-                        const T* t = tile + (r * run + x) * nr;
-                        T* dst = y + s * nr * p + (yy + r) * w + x0 + x;
-                        for (Index o = 0; o < cols; ++o) dst[o * p] = t[o];
-                    }
-                }
+                exchange_tile(tile, ys, p, w, rows, px, cols, Exchange::store);
             }
         }
     }
 
   private:
+    enum class Exchange { zero, load, store };
+    // Between pixel_product's tile [pixel r run + x][output channel o] and Y, whose entry (o, pixel)
+    // is ys[o P + r W + x] for r < rows, x < px, o < cols: zero the tile, load it from Y, or store it
+    // to Y. With AVX-512 and floats, 16 x 16 blocks are transposed in registers (pixels along the lanes
+    // of Y's rows, each image row's run a masked load or store); else one value at a time.
+    static void exchange_tile(T* tile, T* ys, Index p, Index w, Index rows, Index px, Index cols, Exchange what) {
+        if (what == Exchange::zero) {
+            std::fill_n(tile, 16 * nr, T(0));
+            return;
+        }
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float> && lanes == 16 && run * tile_rows <= 16) {
+            const __mmask16 run_mask = static_cast<__mmask16>((1u << px) - 1);
+            for (Index o0 = 0; o0 < cols; o0 += 16) {  // 16 output channels: tile columns o0 .. o0 + 15
+                __m512 m[16];
+                if (what == Exchange::load) {
+                    for (Index o = 0; o < 16; ++o) {  // m[o]: channel o0 + o's pixels along the lanes
+                        m[o] = _mm512_setzero_ps();
+                        if (o0 + o >= cols) continue;
+                        for (Index r = 0; r < rows; ++r) {
+                            m[o] = _mm512_mask_loadu_ps(m[o], static_cast<__mmask16>(run_mask << (r * run)),
+                                                        ys + (o0 + o) * p + r * w - r * run);
+                        }
+                    }
+                    transpose16(m);
+                    for (Index i = 0; i < 16; ++i) _mm512_storeu_ps(tile + i * nr + o0, m[i]);
+                } else {
+                    for (Index i = 0; i < 16; ++i) m[i] = _mm512_loadu_ps(tile + i * nr + o0);
+                    transpose16(m);
+                    for (Index o = 0; o < std::min<Index>(16, cols - o0); ++o) {
+                        for (Index r = 0; r < rows; ++r) {
+                            _mm512_mask_storeu_ps(ys + (o0 + o) * p + r * w - r * run,
+                                                  static_cast<__mmask16>(run_mask << (r * run)), m[o]);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+#endif
+        for (Index r = 0; r < tile_rows; ++r) {
+            for (Index x = 0; x < run; ++x) {
+                T* t = tile + (r * run + x) * nr;
+                const bool inside = r < rows && x < px;
+                for (Index o = 0; o < nr; ++o) {
+                    T* yo = ys + o * p + r * w + x;
+                    if (what == Exchange::load) t[o] = inside && o < cols ? *yo : T(0);
+                    else if (inside && o < cols) *yo = t[o];
+                }
+            }
+        }
+    }
+
+#if defined(__AVX512F__)
+    // m[i][j] -> m[j][i] for a 16 x 16 block of floats, in four rounds of shuffles.
+    static void transpose16(__m512 (&m)[16]) {
+        __m512 t[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(m[i], m[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(m[i], m[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            m[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            m[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            m[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            m[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int i = 0; i < 16; i += 8) {
+            for (int j = 0; j < 4; ++j) {
+                t[i + j] = _mm512_shuffle_f32x4(m[i + j], m[i + j + 4], 0x88);
+                t[i + j + 4] = _mm512_shuffle_f32x4(m[i + j], m[i + j + 4], 0xdd);
+            }
+        }
+        for (int j = 0; j < 8; ++j) {
+            m[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+            m[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+        }
+    }
+#endif
+
     // pixel_product's tile: R runs of `run` pixels (image rows a, a + row, ...) times V vectors of
     // output channels, tile [R run][NR] (its first V lanes-wide columns) += X_col^T . W^T over all of K;
     // B's row k at b + k NR.

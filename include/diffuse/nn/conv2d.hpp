@@ -11,10 +11,10 @@
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
 // flipped and its channels swapped. Small planes (7 x 7, and 14 x 14 with AVX-512) fill the GEMM's
 // strips of columns badly, so there a product spans several samples' planes laid one after another
-// (samples_per_product); where a sample's small plane is a product of its own (batch 1 at 7 x 7), the
+// (samples_per_product). Where a small plane is a product of its own (batch 1 at 7 x 7), with AVX-512 the forward
 // product is computed transposed, pixels along the register tile's rows and output channels along its
-// lanes (detail::Gemm::pixel_product: 49 of 49 rows filled, where 49 columns fill 49 of 64 lanes),
-// with the same sums in the same order. The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv
+// lanes (detail::Gemm::pixel_product: at 7 x 7, 49 of 49 rows filled, where 49 columns fill 49 of 64
+// lanes), with the same sums in the same order. The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv
 // with X_col read in place from the input stored channels last), or, for a 3x3 stride-1 conv with
 // few output channels or small planes, dot products along the pixels
 // (detail/shifted_weight_gradient.hpp). Work is split by samples and by output columns; sums over
@@ -268,7 +268,7 @@ class Conv2d {
             return y;
         }
         const Index group = samples_per_product(g);
-        if (group == 1 && shifted() && Gemm::pixel_product_faster(g.h, g.w)) {
+        if (group == 1 && shifted() && Gemm::pixel_product_faster(g.h, g.w, in_, out_)) {
             convolve_pixels(x, g, shift, residual, y);
             return y;
         }
@@ -340,6 +340,7 @@ class Conv2d {
         packed_.resize(static_cast<std::size_t>(Gemm::packed_b_size(g.k, out_)));
         Gemm::pack_transposed(out_, g.k, weight.data(), packed_.data());  // W^T [K, Cout] in strips of NR
         const Index size = Gemm::padded_planes_size(in_, g.h, g.w);
+        const Index strips = Gemm::strips(out_), bands = (g.h + Gemm::tile_rows - 1) / Gemm::tile_rows;
         T* padded = detail::scratch<T, detail::Scratch::conv_input_planes>(static_cast<std::size_t>(g.n * size));  // [N, Cin, H + 2, W + 2]
         parallel_for(g.n, 1, [&](Index first, Index last) {
             for (Index n = first; n < last; ++n) {
@@ -347,7 +348,6 @@ class Conv2d {
                 for (Index o = 0; o < out_; ++o) start_output(shift, residual, g, n, o, 0, g.p, y.data() + (n * out_ + o) * g.p);
             }
         });
-        const Index strips = Gemm::strips(out_), bands = (g.h + Gemm::tile_rows - 1) / Gemm::tile_rows;
         parallel_for(g.n * strips * bands, 1, [&](Index first, Index last) {
             for (Index task = first; task < last; ++task) {
                 const Index n = task / (strips * bands), s = task / bands % strips, y0 = task % bands * Gemm::tile_rows;
