@@ -11,12 +11,13 @@
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
 // flipped and its channels swapped. Small planes (7 x 7, and 14 x 14 with AVX-512) fill the GEMM's
 // strips of columns badly, so there a product spans several samples' planes laid one after another
-// (samples_per_product). Where a small plane is a product of its own (batch 1 at 7 x 7), with AVX-512 the forward
-// product is computed transposed, pixels along the register tile's rows and output channels along its
-// lanes (detail::Gemm::pixel_product: at 7 x 7, 49 of 49 rows filled, where 49 columns fill 49 of 64
-// lanes), with the same sums in the same order. The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv
-// with X_col read in place from the input stored channels last), or, for a 3x3 stride-1 conv with
-// few output channels or small planes, dot products along the pixels
+// (samples_per_product). Where a small plane is a product of its own (batch 1 at 7 x 7), with
+// AVX-512 the forward product is computed transposed, pixels along the register tile's rows and output
+// channels along its lanes (detail::Gemm::pixel_product: at 7 x 7, 49 of 49 rows filled, where 49
+// columns fill 49 of 64 lanes), with the same sums in the same order. The weight gradient is the GEMM
+// dW^T = X_col . dY^T (for a 3x3 stride-1 conv with X_col read in place from the input stored
+// channels last), or, for a 3x3 stride-1 conv with few output channels or small planes, dot products
+// along the pixels
 // (detail/shifted_weight_gradient.hpp). Work is split by samples and by output columns; sums over
 // samples (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
 // On request (set_algorithm(ConvAlgorithm::winograd)) a 3x3 stride-1 conv with enough channels
@@ -196,7 +197,7 @@ class Conv2d {
         parallel_for(tasks, 1, [&](Index first, Index last) {
             for (Index task = first; task < last; ++task) {
                 T* dwt = dot ? nullptr : partial.get() + task * partial_size;  // [K, Cout]
-                T* db = partial.get() + task * partial_size + (dot ? 0 : wsize);  // [Cout]
+                T* db = partial.get() + task * partial_size + partial_size - out_;  // [Cout], last
                 std::fill_n(partial.get() + task * partial_size, partial_size, T(0));
                 for (Index n = task * per_task; n < std::min(g.n, (task + 1) * per_task); ++n) {
                     backward_sample(dy.data() + n * out_ * g.p, g, n, !dot, dwt, db,
