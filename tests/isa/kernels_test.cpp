@@ -241,9 +241,10 @@ void check_channels_last_times_transposed(Index cin, Index cout, Index h, Index 
 // planes), every strip and band of rows as Conv2d hands them out, against long double, and bit for bit
 // against rows_product over the shifted planes with the edge mask (both sum over k = (c, i, j) in
 // order): widths that are not a multiple of the run of 7, odd heights (a last band of one row),
-// output channels past a strip or within one vector, one-row and one-column images.
+// output channels past a strip or within one vector, one-row and one-column images. band: image rows
+// per call (0: Gemm::pixel_band, as Conv2d calls it).
 template <class T>
-void check_pixel_product(Index cin, Index cout, Index h, Index w, bool accumulate) {
+void check_pixel_product(Index cin, Index cout, Index h, Index w, bool accumulate, Index band = 0) {
     using Gemm = diffuse::detail::Gemm<T>;
     Generator gen(static_cast<std::uint64_t>(cin * 7919 + cout * 104729 + h * 31 + w + accumulate));
     const Index p = h * w, k = 9 * cin, len = p + 2 * (w + 1);
@@ -256,8 +257,9 @@ void check_pixel_product(Index cin, Index cout, Index h, Index w, bool accumulat
     Gemm::pack_transposed(cout, k, wk.data(), wt.data());
     std::vector<T> y = y0;
     for (Index s = 0; s < Gemm::strips(cout); ++s) {
-        for (Index b = 0; b < h; b += Gemm::tile_rows) {
-            Gemm::pixel_product(cin, h, w, padded.data(), cout, wt.data(), s, b, std::min(h, b + Gemm::tile_rows), y.data(),
+        const Index band_rows = band == 0 ? Gemm::pixel_band(h) : band;
+        for (Index b = 0; b < h; b += band_rows) {
+            Gemm::pixel_product(cin, h, w, padded.data(), cout, wt.data(), s, b, std::min(h, b + band_rows), y.data(),
                                 accumulate);
         }
     }
@@ -521,6 +523,7 @@ TEMPLATE_TEST_CASE(DIFFUSE_ISA ": the product with pixels along the register til
             for (const bool accumulate : {false, true}) check_pixel_product<TestType>(3, cout, h, w, accumulate);
         }
     }
+    for (const Index band : {1, 3}) check_pixel_product<TestType>(5, nr + 1, 5, 13, true, band);  // other bands
     check_pixel_product<TestType>(64, 64, 7, 7, true);  // the U-Net's 7 x 7 convolution
 }
 

@@ -396,30 +396,34 @@ struct Gemm {
         }
     }
 
-    /// Pixels in a run of pixel_product's tile: a 7 x 7 plane's row, half of a 14 x 14 plane's.
+    /// Pixels in a run of pixel_product's AVX-512 tile: a 7 x 7 plane's row, half of a 14 x 14 plane's.
     static constexpr Index run = 7;
-    /// Runs (image rows) and vectors of output channels in pixel_product's tile: 2 x 2 with AVX-512
-    /// (28 accumulators of its 32 registers), 1 x 1 with 16 registers (7 accumulators: with 14, GCC 12
-    /// spills them).
-    static constexpr Index tile_rows = sizeof(Vec) == 64 ? 2 : 1;
-    static constexpr int pixel_vectors = sizeof(Vec) == 64 ? 2 : 1;
+    /// pixel_product's tile is two runs (image rows) of pixels by two vectors of output channels with
+    /// AVX-512 (28 accumulators of its 32 registers). With 16 registers it is MR pixels in raster order
+    /// by two vectors (12 accumulators, as rows_product's): 7 pixels by two vectors would spill.
+    static constexpr bool pixel_runs = sizeof(Vec) == 64;
+    static constexpr Index tile_rows = pixel_runs ? 2 : 1;
+
+    /// Image rows of a band, pixel_product's unit of work: two (a tile's two runs) with AVX-512, else
+    /// the whole plane, so that its pixels fill tiles of MR in raster order across the image rows.
+    static Index pixel_band(Index h) { return pixel_runs ? tile_rows : h; }
 
     /// Whether pixel_product computes a 3x3 stride-1 convolution of an H x W plane with C input and
-    /// Cout output channels faster than rows_product: with AVX-512, on a small plane (fewer than 4 NR
-    /// pixels), where its tiles (runs of 7 pixels by NR output channels) hold no more than
-    /// rows_product's (MR output channels by strips of NR pixels), and K = 9 C is at least 9 MR, so that
-    /// its products outweigh the exchange of each tile with Y (at K = 9, conv_out's input gradient
-    /// measured twice as slow). Measured on one core (benchmarks/gemm_bench.cpp, AMD EPYC Zen 5): 0.92
-    /// of the peak at 7 x 7, 64 -> 64, against rows_product's 0.60 (49 pixels fill 49 tile rows and 49
-    /// of 64 lanes). At 14 x 14 and 28 x 28 also 0.90-0.93 against 0.82-0.86 alone, but inside the
-    /// U-Net's training step at batch 64 no faster (docs/benchmarks.md), so there rows_product stays.
-    /// With AVX2's 16 registers its 7 x 8 tile reached 0.63 against rows_product's 0.70 at 7 x 7, so
-    /// AVX2 and SSE keep rows_product.
+    /// Cout output channels faster than rows_product: on a small plane (fewer than 4 NR pixels),
+    /// where its tiles (pixels by NR output channels) hold no more than rows_product's (MR output
+    /// channels by strips of NR pixels), and K = 9 C is at least 9 MR, so that its products outweigh
+    /// the exchange of each tile with Y (at K = 9, conv_out's input gradient measured twice as slow).
+    /// Measured on one core (benchmarks/gemm_bench.cpp, AMD EPYC Zen 5) at 7 x 7, 64 -> 64: with
+    /// AVX-512 0.92 of the peak against rows_product's 0.60 (49 pixels fill 49 tile rows and 49 of
+    /// 64 lanes), built for AVX2 (x86-64-v3) 0.85 against 0.69 (49 of 56 lanes). At 14 x 14 and
+    /// 28 x 28 AVX-512's is also 0.90-0.93 against 0.82-0.86 alone, but inside the U-Net's training
+    /// step at batch 64 no faster (docs/benchmarks.md), so there rows_product stays. SSE keeps
+    /// rows_product.
     static bool pixel_product_faster(Index h, Index w, Index channels, Index out_channels) {
-        if (sizeof(Vec) != 64 || h * w >= 4 * nr || channels < mr) return false;
+        if (sizeof(Vec) < 32 || h * w >= 4 * nr || channels < mr) return false;
         const Index full = h * w / nr, rest = h * w % nr;  // a last strip of at most `lanes` runs on one vector
         const Index columns = full * nr + (rest == 0 ? 0 : rest <= lanes ? lanes : nr);
-        const Index pixels = run * ((w + run - 1) / run) * h;  // the tile rows pixel_product fills
+        const Index pixels = pixel_runs ? run * ((w + run - 1) / run) * h : h * w;  // the tile rows pixel_product fills
         return pixels * strips(out_channels) * nr <= columns * panels(out_channels) * mr;
     }
 
@@ -443,38 +447,52 @@ struct Gemm {
     }
 
     /// Y[Cout, H W] (+)= W . X_col for a 3x3 stride-1 convolution of one image, computed as
-    /// Y^T = X_col^T . W^T: the register tile holds pixels along its rows (two runs of 7 pixels, each
-    /// from one image row) and output channels along its lanes, so a 7 x 7 plane's 49 pixels fill 49
-    /// tile rows (the product with pixels along the lanes fills 49 of 64 lanes). X_col^T is read in
-    /// place from the zero-padded planes (pack_padded_planes): tap (c, i, j) of pixel (y, x) is
-    /// padded[c][y + i][x + j], so a run's 7 pixels are 7 consecutive values, and the border is the
-    /// padding (no edge mask). wt = W^T packed by pack_transposed(Cout, 9 C, W). Computes image rows
-    /// [y0, y1) of output-channel strip s (channels s NR .. s NR + NR). Every entry sums over
+    /// Y^T = X_col^T . W^T: the register tile holds pixels along its rows and output channels along
+    /// its lanes, so a 7 x 7 plane's 49 pixels fill 49 tile rows (the product with pixels along the
+    /// lanes fills 49 of 64 lanes with AVX-512, 49 of 56 with AVX2). With AVX-512 the tile is two
+    /// runs of 7 pixels, each from one image row; else MR consecutive pixels in raster order (the
+    /// last tile of a band holds the rest). X_col^T is read in place from the zero-padded planes
+    /// (pack_padded_planes): tap (c, i, j) of pixel (y, x) is padded[c][y + i][x + j], and the border
+    /// is the padding (no edge mask). wt = W^T packed by pack_transposed(Cout, 9 C, W). Computes image
+    /// rows [y0, y1) of output-channel strip s (channels s NR .. s NR + NR). Every entry sums over
     /// k = (c, i, j) in order from the value it holds (accumulate) or from zero, as rows_product does:
     /// the same bits.
     static void pixel_product(Index channels, Index h, Index w, const T* padded, Index out_channels, const T* wt,
                               Index s, Index y0, Index y1, T* y, bool accumulate) {
         const Index row = w + 2, p = h * w, k = 9 * channels;
         const Index cols = std::min(nr, out_channels - s * nr);
-        for (Index yy = y0; yy < y1; yy += tile_rows) {
-            const Index rows = std::min(tile_rows, y1 - yy);
-            for (Index x0 = 0; x0 < w; x0 += run) {
-                const Index px = std::min(run, w - x0);
-                T tile[16 * nr];  // [pixel r run + x][output channel], 16 >= tile_rows * run pixel rows
-                T* ys = y + s * nr * p + yy * w + x0;  // the tile's first pixel in output channel s NR
-                exchange_tile(tile, ys, p, w, rows, px, cols, accumulate ? Exchange::load : Exchange::zero);
-                const T* a = padded + yy * row + x0;
-                for (Index v0 = 0; v0 * lanes < cols; v0 += pixel_vectors) {
-                    const T* b = wt + s * k * nr + v0 * lanes;
-                    const bool one = pixel_vectors == 1 || cols <= (v0 + 1) * lanes;
-                    if constexpr (tile_rows == 2) {
-                        if (rows == 2 && !one) pixel_tile<2, pixel_vectors>(channels, h, row, a, b, tile + v0 * lanes);
-                        else if (rows == 2) pixel_tile<2, 1>(channels, h, row, a, b, tile + v0 * lanes);
-                    }
-                    if (rows == 1 && !one) pixel_tile<1, pixel_vectors>(channels, h, row, a, b, tile + v0 * lanes);
-                    else if (rows == 1) pixel_tile<1, 1>(channels, h, row, a, b, tile + v0 * lanes);
+        const bool one = cols <= lanes;  // one vector of output channels
+        const T* b = wt + s * k * nr;
+        const Exchange start = accumulate ? Exchange::load : Exchange::zero;
+        T tile[16 * nr];  // [pixel][output channel], 16 >= the tile's pixels
+        if constexpr (pixel_runs) {
+            for (Index yy = y0; yy < y1; yy += tile_rows) {
+                const Index rows = std::min(tile_rows, y1 - yy);
+                for (Index x0 = 0; x0 < w; x0 += run) {
+                    const Index px = std::min(run, w - x0);
+                    T* ys = y + s * nr * p + yy * w + x0;  // the tile's first pixel in output channel s NR
+                    exchange_tile(tile, ys, p, w, rows, px, cols, start);
+                    const T* a = padded + yy * row + x0;
+                    if (rows == 2 && !one) pixel_tile<2, 2>(channels, h, row, a, b, tile);
+                    else if (rows == 2) pixel_tile<2, 1>(channels, h, row, a, b, tile);
+                    else if (!one) pixel_tile<1, 2>(channels, h, row, a, b, tile);
+                    else pixel_tile<1, 1>(channels, h, row, a, b, tile);
+                    exchange_tile(tile, ys, p, w, rows, px, cols, Exchange::store);
                 }
-                exchange_tile(tile, ys, p, w, rows, px, cols, Exchange::store);
+            }
+        } else {
+            for (Index q0 = y0 * w; q0 < y1 * w; q0 += mr) {
+                const Index px = std::min(mr, y1 * w - q0);
+                T* ys = y + s * nr * p + q0;  // the tile's first pixel in output channel s NR
+                exchange_tile(tile, ys, p, w, 1, px, cols, start);
+                Index offset[mr];  // pixel q0 + r's tap (0, 0, 0) in the padded planes
+                for (Index r = 0; r < mr; ++r) {
+                    const Index q = q0 + std::min(r, px - 1);
+                    offset[r] = q / w * row + q % w;
+                }
+                if (one) raster_tiles<1, mr>(px, channels, h, row, padded, offset, b, tile);
+                else raster_tiles<2, mr>(px, channels, h, row, padded, offset, b, tile);
+                exchange_tile(tile, ys, p, w, 1, px, cols, Exchange::store);
             }
         }
     }
@@ -605,6 +623,57 @@ struct Gemm {
 #pragma GCC unroll 2
                 for (int v = 0; v < V; ++v) store(tile + (r * run + x) * nr + v * lanes, acc[r][x][v]);
             }
+        }
+    }
+
+    // raster_tile<V, R> for R = px (1 .. R).
+    template <int V, int R>
+    static void raster_tiles(Index px, Index channels, Index h, Index row, const T* a, const Index* offset, const T* b,
+                             T* tile) {
+        if constexpr (R > 1) {
+            if (px < R) return raster_tiles<V, R - 1>(px, channels, h, row, a, offset, b, tile);
+        }
+        raster_tile<R, V>(channels, h, row, a, offset, b, tile);
+    }
+
+    // pixel_product's tile without AVX-512: R pixels, tap (0, 0, 0) of pixel r at a + offset[r], times
+    // V vectors of output channels, tile [R][NR] (its first V lanes-wide columns) += X_col^T . W^T over
+    // all of K; B's row k at b + k NR.
+    template <int R, int V>
+    static void raster_tile(Index channels, Index h, Index row, const T* a, const Index* offset, const T* b, T* tile) {
+        Vec acc[R][V];
+        Index at[R];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+            at[r] = offset[r];
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) acc[r][v] = load(tile + r * nr + v * lanes);
+        }
+        const Index plane = (h + 2) * row;
+        for (Index c = 0; c < channels; ++c, a += plane) {
+            for (Index i = 0; i < 3; ++i) {
+#pragma GCC unroll 3
+                for (Index j = 0; j < 3; ++j, b += nr) {
+                    const T* tap = a + i * row + j;  // tap (c, i, j) of the padded planes' pixel (0, 0)
+                    Vec bv[V];
+#pragma GCC unroll 2
+                    for (int v = 0; v < V; ++v) {
+                        bv[v] = load(b + v * lanes);
+                        in_register(bv[v]);
+                    }
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; ++r) {
+                        const Vec ar = broadcast_load(tap + at[r]);
+#pragma GCC unroll 2
+                        for (int v = 0; v < V; ++v) acc[r][v] = fmadd(ar, bv[v], acc[r][v]);
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) store(tile + r * nr + v * lanes, acc[r][v]);
         }
     }
 

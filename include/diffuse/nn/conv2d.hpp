@@ -341,7 +341,7 @@ class Conv2d {
         packed_.resize(static_cast<std::size_t>(Gemm::packed_b_size(g.k, out_)));
         Gemm::pack_transposed(out_, g.k, weight.data(), packed_.data());  // W^T [K, Cout] in strips of NR
         const Index size = Gemm::padded_planes_size(in_, g.h, g.w);
-        const Index strips = Gemm::strips(out_), bands = (g.h + Gemm::tile_rows - 1) / Gemm::tile_rows;
+        const Index band = Gemm::pixel_band(g.h), strips = Gemm::strips(out_), bands = (g.h + band - 1) / band;
         T* padded = detail::scratch<T, detail::Scratch::conv_input_planes>(static_cast<std::size_t>(g.n * size));  // [N, Cin, H + 2, W + 2]
         parallel_for(g.n, 1, [&](Index first, Index last) {
             for (Index n = first; n < last; ++n) {
@@ -351,9 +351,9 @@ class Conv2d {
         });
         parallel_for(g.n * strips * bands, 1, [&](Index first, Index last) {
             for (Index task = first; task < last; ++task) {
-                const Index n = task / (strips * bands), s = task / bands % strips, y0 = task % bands * Gemm::tile_rows;
+                const Index n = task / (strips * bands), s = task / bands % strips, y0 = task % bands * band;
                 Gemm::pixel_product(in_, g.h, g.w, padded + n * size, out_, packed_.data(), s, y0,
-                                    std::min(g.h, y0 + Gemm::tile_rows), y.data() + n * out_ * g.p, true);  // Y += W . X_col
+                                    std::min(g.h, y0 + band), y.data() + n * out_ * g.p, true);  // Y += W . X_col
             }
         });
     }
