@@ -137,6 +137,8 @@ struct Arguments {
     double final_lr = 0.0;
     long lr_decay_steps = 0;  // 0: --steps, or predicted from the speed of a --minutes run every 100 steps
     double ema_decay = 0.999;
+    double adam_beta2 = 0.999;
+    double label_dropout = 0.1;
     double dropout = 0.0;  // a 10-minute run sees fewer images than one epoch: nothing to regularise (docs/example-28x28.md)
     std::vector<Index> channel_mult;  // empty: the --config's
     std::uint64_t seed = 0;
@@ -228,6 +230,11 @@ void add_options(CLI::App& app, Arguments& a) {
         ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--ema-decay", a.ema_decay, "EMA decay, with warm-up: min(decay, (1 + n) / (10 + n)) at update n")
         ->capture_default_str();
+    app.add_option("--adam-beta2", a.adam_beta2, "Adam's decay of the squared gradients' running mean")
+        ->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+    app.add_option("--label-dropout", a.label_dropout, "Probability that a label or prompt is replaced by the null one "
+                                                       "(classifier-free guidance)")
+        ->check(CLI::Range(0.0, 1.0))->capture_default_str();
     app.add_option("--dropout", a.dropout, "Dropout probability in the U-Net's ResBlocks (a resumed run keeps its "
                                            "checkpoint's)")->check(CLI::Range(0.0, 0.99))->capture_default_str();
     app.add_option("--channel-mult", a.channel_mult, "The U-Net's channels per level as multiples of its base channels, "
@@ -336,13 +343,14 @@ diffuse::optim::TrainerOptions trainer_options(const Arguments& a) {
     }
     diffuse::optim::TrainerOptions options;
     options.adam.lr = a.lr;
+    options.adam.beta2 = a.adam_beta2;
     options.warmup_steps = a.warmup;
     if (a.lr_schedule == "cosine") {
         options.final_lr = a.final_lr;
         options.lr_decay_steps = known_lr_decay_steps(a, a.warmup);  // 0 with --minutes: predicted from the speed
     }
     options.ema_decay = a.ema_decay;
-    options.label_dropout = 0.1;
+    options.label_dropout = a.label_dropout;
     options.seed = a.seed;
     options.loss = diffuse::loss_from_string(a.loss);
     options.variance = diffuse::model_variance_from_string(a.variance);
@@ -502,6 +510,8 @@ nlohmann::ordered_json training_metrics(const Arguments& a, Index parameters,
                            {"parameters", parameters},
                            {"batch_size", a.batch_size},
                            {"lr", options.adam.lr},
+                           {"adam_beta2", options.adam.beta2},
+                           {"label_dropout", options.label_dropout},
                            {"warmup_steps", options.warmup_steps},
                            {"lr_schedule", a.lr_schedule},
                            {"lr_decay_steps", options.lr_decay_steps},

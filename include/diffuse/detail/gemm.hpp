@@ -473,10 +473,11 @@ struct Gemm {
                     T* ys = y + s * nr * p + yy * w + x0;  // the tile's first pixel in output channel s NR
                     exchange_tile(tile, ys, p, w, rows, px, cols, start);
                     const T* a = padded + yy * row + x0;
-                    if (rows == 2 && !one) pixel_tile<2, 2>(channels, h, row, a, b, tile);
-                    else if (rows == 2) pixel_tile<2, 1>(channels, h, row, a, b, tile);
-                    else if (!one) pixel_tile<1, 2>(channels, h, row, a, b, tile);
-                    else pixel_tile<1, 1>(channels, h, row, a, b, tile);
+                    const Runs runs{row};
+                    if (rows == 2 && !one) pixel_tile<2 * run, 2>(channels, h, row, a, runs, b, tile);
+                    else if (rows == 2) pixel_tile<2 * run, 1>(channels, h, row, a, runs, b, tile);
+                    else if (!one) pixel_tile<run, 2>(channels, h, row, a, runs, b, tile);
+                    else pixel_tile<run, 1>(channels, h, row, a, runs, b, tile);
                     exchange_tile(tile, ys, p, w, rows, px, cols, Exchange::store);
                 }
             }
@@ -485,13 +486,13 @@ struct Gemm {
                 const Index px = std::min(mr, y1 * w - q0);
                 T* ys = y + s * nr * p + q0;  // the tile's first pixel in output channel s NR
                 exchange_tile(tile, ys, p, w, 1, px, cols, start);
-                Index offset[mr];  // pixel q0 + r's tap (0, 0, 0) in the padded planes
+                Raster raster;
                 for (Index r = 0; r < mr; ++r) {
                     const Index q = q0 + std::min(r, px - 1);
-                    offset[r] = q / w * row + q % w;
+                    raster.at[r] = q / w * row + q % w;
                 }
-                if (one) raster_tiles<1, mr>(px, channels, h, row, padded, offset, b, tile);
-                else raster_tiles<2, mr>(px, channels, h, row, padded, offset, b, tile);
+                if (one) raster_tiles<1, mr>(px, channels, h, row, padded, raster, b, tile);
+                else raster_tiles<2, mr>(px, channels, h, row, padded, raster, b, tile);
                 exchange_tile(tile, ys, p, w, 1, px, cols, Exchange::store);
             }
         }
@@ -578,26 +579,45 @@ struct Gemm {
     }
 #endif
 
-    // pixel_product's tile: R runs of `run` pixels (image rows a, a + row, ...) times V vectors of
-    // output channels, tile [R run][NR] (its first V lanes-wide columns) += X_col^T . W^T over all of K;
+    // Where pixel p of pixel_product's tile reads its tap (0, 0, 0) in the padded planes, from the
+    // tile's first pixel (Runs: runs of `run` pixels from consecutive image rows) or from their
+    // start (Raster: MR pixels in raster order, each at its own offset).
+    struct Runs {
+        Index row;
+        Index operator()(int p) const { return p / run * row + p % run; }
+    };
+    struct Raster {
+        Index at[mr];
+        Index operator()(int p) const { return at[p]; }
+    };
+
+    // pixel_tile<R, V> for R = px (1 .. R).
+    template <int V, int R>
+    static void raster_tiles(Index px, Index channels, Index h, Index row, const T* a, Raster raster, const T* b,
+                             T* tile) {
+        if constexpr (R > 1) {
+            if (px < R) return raster_tiles<V, R - 1>(px, channels, h, row, a, raster, b, tile);
+        }
+        pixel_tile<R, V>(channels, h, row, a, raster, b, tile);
+    }
+
+    // pixel_product's tile: P pixels, tap (0, 0, 0) of pixel p at a + offset(p), times V vectors of
+    // output channels, tile [P][NR] (its first V lanes-wide columns) += X_col^T . W^T over all of K;
     // B's row k at b + k NR.
-    template <int R, int V>
-    static void pixel_tile(Index channels, Index h, Index row, const T* a, const T* b, T* tile) {
-        Vec acc[R][run][V];
+    template <int P, int V, class Offset>
+    static void pixel_tile(Index channels, Index h, Index row, const T* a, Offset offset, const T* b, T* tile) {
+        Vec acc[P][V];
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-            for (int x = 0; x < run; ++x) {
+        for (int p = 0; p < P; ++p) {
 #pragma GCC unroll 2
-                for (int v = 0; v < V; ++v) acc[r][x][v] = load(tile + (r * run + x) * nr + v * lanes);
-            }
+            for (int v = 0; v < V; ++v) acc[p][v] = load(tile + p * nr + v * lanes);
         }
         const Index plane = (h + 2) * row;
         for (Index c = 0; c < channels; ++c, a += plane) {
             for (Index i = 0; i < 3; ++i) {
 #pragma GCC unroll 1
                 for (Index j = 0; j < 3; ++j, b += nr) {
-                    const T* at = a + i * row + j;  // tap (c, i, j) of the first run's first pixel
+                    const T* tap = a + i * row + j;  // tap (c, i, j) of pixel offset 0
                     Vec bv[V];
 #pragma GCC unroll 2
                     for (int v = 0; v < V; ++v) {
@@ -605,75 +625,18 @@ struct Gemm {
                         in_register(bv[v]);
                     }
 #pragma GCC unroll 16
-                    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-                        for (int x = 0; x < run; ++x) {
-                            const Vec ax = broadcast_load(at + r * row + x);
+                    for (int p = 0; p < P; ++p) {
+                        const Vec ap = broadcast_load(tap + offset(p));
 #pragma GCC unroll 2
-                            for (int v = 0; v < V; ++v) acc[r][x][v] = fmadd(ax, bv[v], acc[r][x][v]);
-                        }
+                        for (int v = 0; v < V; ++v) acc[p][v] = fmadd(ap, bv[v], acc[p][v]);
                     }
                 }
             }
         }
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-            for (int x = 0; x < run; ++x) {
+        for (int p = 0; p < P; ++p) {
 #pragma GCC unroll 2
-                for (int v = 0; v < V; ++v) store(tile + (r * run + x) * nr + v * lanes, acc[r][x][v]);
-            }
-        }
-    }
-
-    // raster_tile<V, R> for R = px (1 .. R).
-    template <int V, int R>
-    static void raster_tiles(Index px, Index channels, Index h, Index row, const T* a, const Index* offset, const T* b,
-                             T* tile) {
-        if constexpr (R > 1) {
-            if (px < R) return raster_tiles<V, R - 1>(px, channels, h, row, a, offset, b, tile);
-        }
-        raster_tile<R, V>(channels, h, row, a, offset, b, tile);
-    }
-
-    // pixel_product's tile without AVX-512: R pixels, tap (0, 0, 0) of pixel r at a + offset[r], times
-    // V vectors of output channels, tile [R][NR] (its first V lanes-wide columns) += X_col^T . W^T over
-    // all of K; B's row k at b + k NR.
-    template <int R, int V>
-    static void raster_tile(Index channels, Index h, Index row, const T* a, const Index* offset, const T* b, T* tile) {
-        Vec acc[R][V];
-        Index at[R];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-            at[r] = offset[r];
-#pragma GCC unroll 2
-            for (int v = 0; v < V; ++v) acc[r][v] = load(tile + r * nr + v * lanes);
-        }
-        const Index plane = (h + 2) * row;
-        for (Index c = 0; c < channels; ++c, a += plane) {
-            for (Index i = 0; i < 3; ++i) {
-#pragma GCC unroll 3
-                for (Index j = 0; j < 3; ++j, b += nr) {
-                    const T* tap = a + i * row + j;  // tap (c, i, j) of the padded planes' pixel (0, 0)
-                    Vec bv[V];
-#pragma GCC unroll 2
-                    for (int v = 0; v < V; ++v) {
-                        bv[v] = load(b + v * lanes);
-                        in_register(bv[v]);
-                    }
-#pragma GCC unroll 8
-                    for (int r = 0; r < R; ++r) {
-                        const Vec ar = broadcast_load(tap + at[r]);
-#pragma GCC unroll 2
-                        for (int v = 0; v < V; ++v) acc[r][v] = fmadd(ar, bv[v], acc[r][v]);
-                    }
-                }
-            }
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 2
-            for (int v = 0; v < V; ++v) store(tile + r * nr + v * lanes, acc[r][v]);
+            for (int v = 0; v < V; ++v) store(tile + p * nr + v * lanes, acc[p][v]);
         }
     }
 
