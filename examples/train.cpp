@@ -180,11 +180,13 @@ diffuse::UNetConfig model_config(const Arguments& a) {
     return c;
 }
 
-/// The pixel U-Net a latent model is cut from (latent_unet_config drops its outer level): by default
-/// --config with channel multipliers 1,1,2, so 32 channels at 14x14 and 64 at 7x7 for reference. Measured
-/// at equal wall clock against 1,2,2's 64 and 64: 1.5x the steps and a better score
-/// (docs/latent-diffusion.md#the-latent-u-net).
-diffuse::UNetConfig latent_pixel_config(const Arguments& a) {
+/// The U-Net of a class-conditional model, of pixels or the pixel U-Net a latent model is cut from
+/// (latent_unet_config drops its outer level): by default --config with channel multipliers 1,1,2, so
+/// 32 channels at 28x28 and 14x14 and 64 at 7x7 for reference. Measured at equal wall clock against
+/// 1,2,2 (64 channels at 14x14): for pixels 1.45x the steps and better samples on both scores, two seeds
+/// (docs/improved-ddpm.md#the-10-minute-recipe); for latents 1.5x the steps and a better score
+/// (docs/latent-diffusion.md#the-latent-u-net). Prompt and super-resolution models keep --config's own.
+diffuse::UNetConfig class_model_config(const Arguments& a) {
     diffuse::UNetConfig c = model_config(a);
     if (a.channel_mult.empty() && a.config_name != "tiny") c.channel_mult = {1, 1, 2};
     return c;
@@ -239,9 +241,8 @@ void add_options(CLI::App& app, Arguments& a) {
                                            "checkpoint's)")->check(CLI::Range(0.0, 0.99))->capture_default_str();
     app.add_option("--channel-mult", a.channel_mult, "The U-Net's channels per level as multiples of its base channels, "
                                                      "outermost first (a latent model drops the outer levels); "
-                                                     "default: the --config's, 1,2,2 for reference; 1,1,2 for a "
-                                                     "latent model of reference or small (32 and 64 channels at 14x14 "
-                                                     "and 7x7)")
+                                                     "default: 1,1,2 for a class-conditional model (of pixels or "
+                                                     "latents) of reference or small, else the --config's (1,2,2)")
         ->delimiter(',')->check(CLI::PositiveNumber);
     app.add_option("--seed", a.seed, "Seed of the weights, the data order, t, the noise and dropout")->capture_default_str();
     app.add_option("--loss", a.loss, "Objective: simple (MSE of the prediction), hybrid (simple + lambda L_vlb, Improved "
@@ -705,9 +706,13 @@ int main(int argc, char** argv) {
 
             char lr_schedule_text[64] = "";
             if (a.lr_schedule == "cosine") std::snprintf(lr_schedule_text, sizeof lr_schedule_text, ", then cosine to %g", trainer.options().final_lr);
-            std::printf("diffuse_train: U-Net \"%s\", %lld parameters, %s; %lld training images from %s; %s "
+            std::string levels;  // channels per level, outermost first
+            for (const Index m : model.config().channel_mult) {
+                levels += (levels.empty() ? "" : ",") + std::to_string(m * model.config().model_channels);
+            }
+            std::printf("diffuse_train: U-Net \"%s\" (channels %s), %lld parameters, %s; %lld training images from %s; %s "
                         "schedule, T = %d; batch %lld, lr %g (warm-up %ld%s), EMA %g; %d threads%s\n",
-                        a.config_name.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
+                        a.config_name.c_str(), levels.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
                         a.prompts ? "prompt-conditioned (text encoder and cross-attention)"
                         : sr_side > 0 ? ("super-resolution from " + std::to_string(sr_side) + "x" + std::to_string(sr_side)).c_str()
                                       : (std::to_string(model.config().num_classes) + " classes").c_str(),
@@ -900,8 +905,8 @@ int main(int argc, char** argv) {
                 });
         } else {
             diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
-                                       : latent ? with_variance(diffuse::latent_unet_config(latent_pixel_config(a), latent_reference.config), a)
-                                                : with_variance(model_config(a), a),
+                                       : latent ? with_variance(diffuse::latent_unet_config(class_model_config(a), latent_reference.config), a)
+                                                : with_variance(class_model_config(a), a),
                                        a.seed);
             if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
             run_model(

@@ -23,6 +23,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -358,10 +359,12 @@ struct ConvCase {
 };
 
 // Channel counts that are not multiples of any register tile, more than 384 rows of X_col (two K
-// blocks), images wider than one strip, batch 1 (split into column tiles) and 9 (a task per sample).
+// blocks), images wider than one strip, batch 1 (split into column tiles) and 9 (a task per sample),
+// and one 7 x 7 sample, a product of its own (pixel_product with AVX2 and AVX-512).
 const ConvCase conv_cases[] = {{13, 19, 3, 1, 1, 9, 17}, {50, 7, 3, 1, 9, 5, 11}, {7, 33, 3, 2, 2, 13, 10},
                                {45, 17, 1, 1, 3, 6, 19}, {2, 3, 3, 1, 2, 1, 1},   {3, 2, 3, 1, 1, 4, 1},
-                               {4, 6, 3, 2, 1, 3, 1},    {5, 3, 1, 2, 2, 5, 4},   {32, 32, 3, 1, 2, 28, 28}};
+                               {4, 6, 3, 2, 1, 3, 1},    {5, 3, 1, 2, 2, 5, 4},   {32, 32, 3, 1, 2, 28, 28},
+                               {16, 64, 3, 1, 1, 7, 7}};
 
 // The forward pass against the naive sum, and the backward pass through the adjoint identities of
 // the bilinear map (x, w) -> y - b: <y - b, dy> = <x, dx> = <w, dw>, and sum(db) = sum(dy).
@@ -579,6 +582,29 @@ TEST_CASE(DIFFUSE_ISA ": the Philox blocks computed in vector lanes are the bloc
         }
         INFO("n = " << n);
         CHECK(wrong == 0);
+    }
+}
+
+TEST_CASE(DIFFUSE_ISA ": Conv2d gives a small plane the same bits alone as grouped with other samples in one product",
+          "[isa][conv2d]") {
+    // 7 x 7: a batch of 16 runs products over several samples' planes (rows_product), one sample alone
+    // the product with pixels along the register tile with AVX2 and AVX-512 (pixel_product).
+    Generator gen(23);
+    constexpr Index cout = 64;
+    diffuse::nn::Conv2d<float> conv(16, cout, 3, 1, gen);
+    const auto x = gen.randn<float, 4>({16, 16, 7, 7});
+    const auto shift = gen.randn<float, 2>({16, cout});
+    const auto residual = gen.randn<float, 4>({16, cout, 7, 7});
+    const Tensor4<float> y = conv.forward(x, &shift, &residual);
+    const Index in = 16 * 49, out = cout * 49;
+    for (const Index n : {Index{0}, Index{5}, Index{15}}) {
+        Tensor4<float> one(1, 16, 7, 7), r(1, cout, 7, 7);
+        diffuse::Tensor2<float> s(1, cout);
+        std::copy_n(x.data() + n * in, in, one.data());
+        std::copy_n(residual.data() + n * out, out, r.data());
+        std::copy_n(shift.data() + n * cout, cout, s.data());
+        const Tensor4<float> alone = conv.forward(one, &s, &r);
+        REQUIRE(std::equal(alone.data(), alone.data() + out, y.data() + n * out));
     }
 }
 

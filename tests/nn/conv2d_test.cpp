@@ -296,28 +296,6 @@ TEST_CASE("Conv2d gives a sample the same bits alone or in a batch", "[nn][conv2
     }
 }
 
-TEST_CASE("Conv2d gives a small plane the same bits alone as grouped with other samples in one product", "[nn][conv2d]") {
-    // 7 x 7: a batch of 16 runs products over several samples' planes (rows_product), one sample alone
-    // the product with pixels along the register tile where the processor has AVX-512 (pixel_product).
-    Generator gen(23);
-    constexpr Index cout = 64;
-    diffuse::nn::Conv2d<float> conv(16, cout, 3, 1, gen);
-    const auto x = gen.randn<float, 4>({16, 16, 7, 7});
-    const auto shift = gen.randn<float, 2>({16, cout});
-    const auto residual = gen.randn<float, 4>({16, cout, 7, 7});
-    const Tensor4<float> y = conv.forward(x, &shift, &residual);
-    const Index in = 16 * 49, out = cout * 49;
-    for (const Index n : {Index{0}, Index{5}, Index{15}}) {
-        Tensor4<float> one(1, 16, 7, 7), r(1, cout, 7, 7);
-        diffuse::Tensor2<float> s(1, cout);
-        std::copy_n(x.data() + n * in, in, one.data());
-        std::copy_n(residual.data() + n * out, out, r.data());
-        std::copy_n(shift.data() + n * cout, cout, s.data());
-        const Tensor4<float> alone = conv.forward(one, &s, &r);
-        REQUIRE(std::equal(alone.data(), alone.data() + out, y.data() + n * out));
-    }
-}
-
 TEST_CASE("Conv2d rejects a wrong channel count, kernel or stride, naming it", "[nn][conv2d][errors]") {
     Generator gen(14);
     REQUIRE_THROWS_WITH((diffuse::nn::Conv2d<float>(3, 4, 5, 1, gen)), Catch::Contains("kernel_size = 5"));

@@ -407,6 +407,7 @@ struct Gemm {
     /// Image rows of a band, pixel_product's unit of work: two (a tile's two runs) with AVX-512, else
     /// the whole plane, so that its pixels fill tiles of MR in raster order across the image rows.
     static Index pixel_band(Index h) { return pixel_runs ? tile_rows : h; }
+    static_assert(pixel_runs || mr <= run, "exchange_tile moves at most `run` pixels of a one-row tile");
 
     /// Whether pixel_product computes a 3x3 stride-1 convolution of an H x W plane with C input and
     /// Cout output channels faster than rows_product: on a small plane (fewer than 4 NR pixels),

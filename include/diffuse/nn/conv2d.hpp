@@ -11,10 +11,10 @@
 // The input gradient of a 3x3 stride-1 conv is the same kind of convolution of dy, with the kernel
 // flipped and its channels swapped. Small planes (7 x 7, and 14 x 14 with AVX-512) fill the GEMM's
 // strips of columns badly, so there a product spans several samples' planes laid one after another
-// (samples_per_product). Where a small plane is a product of its own (batch 1 at 7 x 7), with
-// AVX-512 the forward product is computed transposed, pixels along the register tile's rows and output
-// channels along its lanes (detail::Gemm::pixel_product: at 7 x 7, 49 of 49 rows filled, where 49
-// columns fill 49 of 64 lanes), with the same sums in the same order. The weight gradient is the GEMM
+// (samples_per_product). Where a small plane is a product of its own (batch 1 at 7 x 7), with AVX2
+// or AVX-512 the forward product is computed transposed, pixels along the register tile's rows and
+// output channels along its lanes (detail::Gemm::pixel_product: at 7 x 7, 49 of 49 rows filled, where
+// 49 columns fill 49 of 64 lanes with AVX-512, 49 of 56 with AVX2), with the same sums in the same order. The weight gradient is the GEMM
 // dW^T = X_col . dY^T (for a 3x3 stride-1 conv with X_col read in place from the input stored
 // channels last), or, for a 3x3 stride-1 conv with few output channels or small planes, dot products
 // along the pixels
@@ -334,8 +334,8 @@ class Conv2d {
     }
 
     // convolve() by Gemm::pixel_product (small planes, where it fills the register tile better): the
-    // samples' zero-padded planes, then tasks of (sample, NR output channels, a band of tile_rows
-    // image rows).
+    // samples' zero-padded planes, then tasks of (sample, NR output channels, a band of
+    // Gemm::pixel_band image rows).
     void convolve_pixels(const Tensor4<T>& x, const Geometry& g, const Tensor2<T>* shift, const Tensor4<T>* residual,
                          Tensor4<T>& y) {
         packed_.resize(static_cast<std::size_t>(Gemm::packed_b_size(g.k, out_)));
