@@ -184,7 +184,7 @@ diffuse::UNetConfig model_config(const Arguments& a) {
 /// (latent_unet_config drops its outer level): by default --config with channel multipliers 1,1,2, so
 /// 32 channels at 28x28 and 14x14 and 64 at 7x7 for reference. Measured at equal wall clock against
 /// 1,2,2 (64 channels at 14x14): for pixels 1.45x the steps and better samples on both scores, two seeds
-/// (docs/improved-ddpm.md#the-10-minute-recipe); for latents 1.5x the steps and a better score
+/// (docs/improved-ddpm.md#the-u-nets-levels); for latents 1.5x the steps and a better score
 /// (docs/latent-diffusion.md#the-latent-u-net). Prompt and super-resolution models keep --config's own.
 diffuse::UNetConfig class_model_config(const Arguments& a) {
     diffuse::UNetConfig c = model_config(a);
