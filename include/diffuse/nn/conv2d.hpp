@@ -14,12 +14,12 @@
 // (samples_per_product). Where a small plane is a product of its own (batch 1 at 7 x 7), with AVX2
 // or AVX-512 the forward product is computed transposed, pixels along the register tile's rows and
 // output channels along its lanes (detail::Gemm::pixel_product: at 7 x 7, 49 of 49 rows filled, where
-// 49 columns fill 49 of 64 lanes with AVX-512, 49 of 56 with AVX2), with the same sums in the same order. The weight gradient is the GEMM
-// dW^T = X_col . dY^T (for a 3x3 stride-1 conv with X_col read in place from the input stored
-// channels last), or, for a 3x3 stride-1 conv with few output channels or small planes, dot products
-// along the pixels
-// (detail/shifted_weight_gradient.hpp). Work is split by samples and by output columns; sums over
-// samples (dW, db) are reduced in a fixed order, so the bits do not depend on the thread count.
+// 49 columns fill 49 of 64 lanes with AVX-512, 49 of 56 with AVX2), with the same sums in the same
+// order. The weight gradient is the GEMM dW^T = X_col . dY^T (for a 3x3 stride-1 conv with X_col read
+// in place from the input stored channels last), or, for a 3x3 stride-1 conv with few output channels
+// or small planes, dot products along the pixels (detail/shifted_weight_gradient.hpp). Work is split
+// by samples and by output columns; sums over samples (dW, db) are reduced in a fixed order, so the
+// bits do not depend on the thread count.
 // On request (set_algorithm(ConvAlgorithm::winograd)) a 3x3 stride-1 conv with enough channels
 // computes its forward pass and its input gradient by Winograd's F(2x2, 3x3) instead
 // (detail/winograd.hpp): 2.25x fewer multiplications in its products, the same result up to a few
