@@ -141,6 +141,7 @@ struct Arguments {
     double label_dropout = 0.1;
     double dropout = 0.0;  // a 10-minute run sees fewer images than one epoch: nothing to regularise (docs/example-28x28.md)
     std::vector<Index> channel_mult;  // empty: the --config's
+    Index res_blocks = 0;             // ResBlocks per level on the way down; 0: the --config's
     std::uint64_t seed = 0;
     std::string loss = "simple";
     std::string variance = "fixed_small";
@@ -172,11 +173,12 @@ struct Arguments {
 int rank_count(const Arguments& a) { return a.ranks ? a.ranks->size() : 1; }
 bool is_root(const Arguments& a) { return !a.ranks || a.ranks->rank() == 0; }
 
-/// The U-Net of --config with the command line's changes (--dropout, --channel-mult).
+/// The U-Net of --config with the command line's changes (--dropout, --channel-mult, --res-blocks).
 diffuse::UNetConfig model_config(const Arguments& a) {
     diffuse::UNetConfig c = model_config(a.config_name);
     c.dropout = a.dropout;
     if (!a.channel_mult.empty()) c.channel_mult = a.channel_mult;
+    if (a.res_blocks > 0) c.num_res_blocks = a.res_blocks;
     return c;
 }
 
@@ -185,10 +187,15 @@ diffuse::UNetConfig model_config(const Arguments& a) {
 /// 32 channels at 28x28 and 14x14 and 64 at 7x7 for reference. Measured at equal wall clock against
 /// 1,2,2 (64 channels at 14x14): for pixels 1.45x the steps and better samples on both scores, two seeds
 /// (docs/improved-ddpm.md#the-u-nets-levels); for latents 1.5x the steps and a better score
-/// (docs/latent-diffusion.md#the-latent-u-net). Prompt and super-resolution models keep --config's own.
-diffuse::UNetConfig class_model_config(const Arguments& a) {
+/// (docs/latent-diffusion.md#the-latent-u-net). A model of pixels also has one ResBlock per level on
+/// the way down (two on the way up) instead of two: 1.5x the steps again and better samples, two seeds
+/// (same page); the latent model keeps --config's, not measured. Prompt and super-resolution models
+/// keep --config's own.
+diffuse::UNetConfig class_model_config(const Arguments& a, bool latent) {
     diffuse::UNetConfig c = model_config(a);
-    if (a.channel_mult.empty() && a.config_name != "tiny") c.channel_mult = {1, 1, 2};
+    if (a.config_name == "tiny") return c;
+    if (a.channel_mult.empty()) c.channel_mult = {1, 1, 2};
+    if (a.res_blocks == 0 && !latent) c.num_res_blocks = 1;
     return c;
 }
 
@@ -244,6 +251,10 @@ void add_options(CLI::App& app, Arguments& a) {
                                                      "default: 1,1,2 for a class-conditional model (of pixels or "
                                                      "latents) of reference or small, else the --config's (1,2,2)")
         ->delimiter(',')->check(CLI::PositiveNumber);
+    app.add_option("--res-blocks", a.res_blocks, "ResBlocks per level on the way down (the way up has one more); "
+                                                 "default: 1 for a class-conditional model of pixels of reference "
+                                                 "or small, else the --config's (2)")
+        ->check(CLI::PositiveNumber);
     app.add_option("--seed", a.seed, "Seed of the weights, the data order, t, the noise and dropout")->capture_default_str();
     app.add_option("--loss", a.loss, "Objective: simple (MSE of the prediction), hybrid (simple + lambda L_vlb, Improved "
                                      "DDPM; needs --variance learned_range) or vlb (the bound alone)")
@@ -710,9 +721,12 @@ int main(int argc, char** argv) {
             for (const Index m : model.config().channel_mult) {
                 levels += (levels.empty() ? "" : ",") + std::to_string(m * model.config().model_channels);
             }
-            std::printf("diffuse_train: U-Net \"%s\" (channels %s), %lld parameters, %s; %lld training images from %s; %s "
-                        "schedule, T = %d; batch %lld, lr %g (warm-up %ld%s), EMA %g; %d threads%s\n",
-                        a.config_name.c_str(), levels.c_str(), static_cast<long long>(diffuse::nn::parameter_count(model)),
+            std::printf("diffuse_train: U-Net \"%s\" (channels %s; ResBlocks per level: %lld down, %lld up), %lld "
+                        "parameters, %s; %lld training images from %s; %s schedule, T = %d; batch %lld, lr %g "
+                        "(warm-up %ld%s), EMA %g; %d threads%s\n",
+                        a.config_name.c_str(), levels.c_str(), static_cast<long long>(model.config().num_res_blocks),
+                        static_cast<long long>(model.config().num_res_blocks + 1),
+                        static_cast<long long>(diffuse::nn::parameter_count(model)),
                         a.prompts ? "prompt-conditioned (text encoder and cross-attention)"
                         : sr_side > 0 ? ("super-resolution from " + std::to_string(sr_side) + "x" + std::to_string(sr_side)).c_str()
                                       : (std::to_string(model.config().num_classes) + " classes").c_str(),
@@ -820,6 +834,7 @@ int main(int argc, char** argv) {
             nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), trainer.options(), trainer.step_count(), n_train, run, checkpoint_path);
             metrics["training"]["dropout"] = model.config().dropout;
             metrics["training"]["channel_mult"] = model.config().channel_mult;
+            metrics["training"]["num_res_blocks"] = model.config().num_res_blocks;
             metrics["training"]["data_parallel"] = parallel;
             const nlohmann::ordered_json figures = write_figures(ema_model, real_x);
             if (latent) {
@@ -905,8 +920,8 @@ int main(int argc, char** argv) {
                 });
         } else {
             diffuse::UNet<float> model(!a.resume.empty() ? diffuse::config_from_checkpoint(a.resume)
-                                       : latent ? with_variance(diffuse::latent_unet_config(class_model_config(a), latent_reference.config), a)
-                                                : with_variance(class_model_config(a), a),
+                                       : latent ? with_variance(diffuse::latent_unet_config(class_model_config(a, true), latent_reference.config), a)
+                                                : with_variance(class_model_config(a, false), a),
                                        a.seed);
             if (latent) diffuse::check_latent_unet(model.config(), latent_reference.config);
             run_model(
