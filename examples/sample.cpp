@@ -51,6 +51,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
     bool unconditional = false;
     Index count = 8;
     examples::SamplerChoice sampler;
-    double guidance = 3.0;
+    double guidance = std::numeric_limits<double>::quiet_NaN();  // NaN: the model's default
     std::vector<double> guidance_sigmas;  // --guidance-interval; empty: the model's default
     std::uint64_t seed = 0;
     std::string out = "samples.png";
@@ -147,8 +148,7 @@ int main(int argc, char** argv) {
     examples::add_spacing_option(app, sampler);
     examples::add_thresholding_option(app, sampler);
     examples::add_ddpm_variance_option(app, sampler);
-    app.add_option("--guidance", guidance, "Guidance scale s: eps_u + s (eps_c - eps_u); 1 conditional only, 0 "
-                                           "unconditional")->capture_default_str();
+    examples::add_guidance_option(app, guidance);
     examples::add_guidance_interval_option(app, guidance_sigmas);
     app.add_option("--seed", seed, "Seed of the noise")->capture_default_str();
     app.add_option("--source-class", source_class, "Image-to-image (SDEdit): start from the first --count test images of "
@@ -237,7 +237,9 @@ int main(int argc, char** argv) {
 
         const bool conditional = (prompt_model || num_classes > 0) && !unconditional;
         // a prompt model reads label k as its k-th prompt
-        guidance_sigmas = examples::default_guidance_sigmas(guidance_sigmas, examples::class_model_of_pixels(config, prompt_model, latent.space != nullptr));
+        const bool class_model = examples::class_model_of_pixels(config, prompt_model, latent.space != nullptr);
+        guidance = examples::default_guidance_scale(guidance, class_model);
+        guidance_sigmas = examples::default_guidance_sigmas(guidance_sigmas, class_model);
         const diffuse::GuidanceInterval interval = examples::guidance_interval(guidance_sigmas, noise_schedule);
         const diffuse::ModelFn<float> fn =
             prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, conditional ? guidance : 1.0, interval),

@@ -18,7 +18,7 @@ for sampler in ddpm ddim dpm++2m euler euler_a heun; do
         steps=$evaluations
         [[ $sampler == heun ]] && steps=$(((evaluations + 2) / 2))
         "$bin/diffuse_evaluate" --checkpoint "$checkpoint" --out "$work/$sampler-$evaluations" --sampler "$sampler" \
-            --sample-steps "$steps" --per-class "$per_class" --unconditional 0 --inpaint-steps 0 --bpd-images 0 \
+            --guidance 3 --sample-steps "$steps" --per-class "$per_class" --unconditional 0 --inpaint-steps 0 --bpd-images 0 \
             --log-seconds 60 > "$work/log" 2>&1 || { cat "$work/log" >&2; exit 1; }
         row+=$(/usr/bin/python3 -c 'import json, sys
 m = json.load(open(sys.argv[1]))

@@ -124,6 +124,21 @@ void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas) {
         ->expected(2)->type_name("SIGMA_LOW SIGMA_HIGH");
 }
 
+double default_guidance_scale(double given, bool class_model_of_pixels) {
+    if (!std::isnan(given)) return given;
+    return class_model_of_pixels ? class_model_guidance_scale : other_model_guidance_scale;
+}
+
+void add_guidance_option(CLI::App& app, double& scale) {
+    app.add_option("--guidance", scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional only, 0 "
+                                        "unconditional [default: 2.5 for a class-label model of pixels, 3 for the rest]")
+        ->check(CLI::Validator([](const std::string& text) {
+            double value = 0.0;
+            if (!CLI::detail::lexical_cast(text, value)) return std::string();  // the option's own parse says why
+            return std::isfinite(value) ? std::string() : "expected a finite scale, got " + text;
+        }, "FINITE"));
+}
+
 std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bool class_model_of_pixels) {
     if (!given.empty()) return given;
     return class_model_of_pixels ? class_model_guidance_sigmas : std::vector<double>{};
@@ -327,8 +342,7 @@ void add_report_options(CLI::App& app, ReportOptions& report) {
     add_ddpm_variance_option(app, report.sampler);
     app.add_flag("--bpd-tanh-cdf", report.bpd_tanh_cdf, "The bound's decoder term with Improved DDPM's tanh approximation "
                                                         "of the normal CDF (its papers' numbers), not the exact CDF");
-    app.add_option("--guidance", report.guidance_scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional "
-                                                        "only, 0 unconditional")->capture_default_str();
+    add_guidance_option(app, report.guidance_scale);
     add_guidance_interval_option(app, report.guidance_sigmas);
     app.add_option("--per-class", report.per_class, "Samples per class (the grid and the scores)")->capture_default_str();
     app.add_option("--unconditional", report.unconditional, "Unconditional samples (0: none)")
@@ -749,7 +763,9 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                     double latent_clip) {
     ReportOptions o = given;
     if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
-    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, class_model_of_pixels(model.config(), false, latent != nullptr));
+    const bool class_model = class_model_of_pixels(model.config(), false, latent != nullptr);
+    o.guidance_scale = default_guidance_scale(given.guidance_scale, class_model);
+    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, class_model);
     if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
                           model.config().in_channels,
@@ -870,6 +886,7 @@ nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, co
                                            const ReportOptions& given, const PromptReportOptions& p) {
     const auto start = std::chrono::steady_clock::now();
     ReportOptions o = given;
+    o.guidance_scale = default_guidance_scale(given.guidance_scale, false);
     o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, false);
     const std::vector<std::string> names = class_prompts();
     const diffuse::ModelFn<float> guided = guided_prompt_model(model, o.guidance_scale, guidance_interval(o.guidance_sigmas, schedule));

@@ -12,8 +12,8 @@ source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 small=(--max-images 256 --test-images 100 --per-class 2 --unconditional 10 --sample-steps 5 --inpaint-steps 5
        --bpd-images 4 --bpd-stride 250)
-"$train" --config tiny --steps 8 --batch-size 16 --checkpoint-every 4 --classifier-epochs 1 --log-seconds 0 \
-    --out "$work/train" "${small[@]}"
+"$train" --config tiny --res-blocks 2 --steps 8 --batch-size 16 --checkpoint-every 4 --classifier-epochs 1 \
+    --log-seconds 0 --out "$work/train" "${small[@]}"
 for f in checkpoint.safetensors loss.csv samples_by_class.png samples_unconditional.png denoising.png \
          inpainting.png metrics.json; do
     [[ -s $work/train/$f ]] || { echo "missing or empty: $work/train/$f"; exit 1; }
@@ -24,6 +24,8 @@ done
 for key in class_agreement frechet_distance bits_per_dim; do
     grep -q "\"$key\"" "$work/train/metrics.json" || { echo "metrics.json has no $key"; exit 1; }
 done
+# tiny has one ResBlock per level; --res-blocks 2 must reach the model and its record
+grep -qF '"num_res_blocks": 2' "$work/train/metrics.json" || { echo "metrics.json does not record --res-blocks 2"; exit 1; }
 
 "$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 1,7 --count 3 --steps 4 \
     --out "$work/samples.png" --npy "$work/samples.npy"
@@ -37,6 +39,10 @@ done
 "$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 2 --count 2 --steps 4 --out "$work/interval.png" \
     > "$work/interval.log"
 grep -qF 'guided at timesteps [0, 881] only' "$work/interval.log" || { echo "diffuse_sample did not say where it guides"; cat "$work/interval.log"; exit 1; }
+# and a class model's default scale, 2.5; a scale that is not a number is refused
+grep -qF 'guidance 2.5,' "$work/interval.log" || { echo "diffuse_sample did not guide at 2.5"; cat "$work/interval.log"; exit 1; }
+expect_failure 'expected a finite scale' "$sample" --checkpoint "$work/train/checkpoint.safetensors" --count 1 \
+    --guidance nan --out "$work/none.png"
 "$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 2 --count 2 --steps 4 --guidance-interval 0 inf \
     --out "$work/interval.png" > "$work/every_step.log"
 if grep -qF 'guided at timesteps' "$work/every_step.log"; then echo "--guidance-interval 0 inf should guide every step"; exit 1; fi
@@ -48,6 +54,8 @@ grep -qF 'expected an interval holding a timestep of the schedule' <<< "$out" ||
 "$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/eval" "${small[@]:2}"
 [[ -s $work/eval/metrics.json ]] || { echo "diffuse_evaluate wrote no metrics.json"; exit 1; }
 grep -qF '"last_timestep": 881' "$work/eval/metrics.json" || { echo "metrics.json does not record the guidance interval"; exit 1; }
+grep -qF '"guidance_scale": 2.5' "$work/eval/metrics.json" || { echo "metrics.json does not record the scale 2.5"; exit 1; }
+grep -qF '"guidance_scale": 2.5' "$work/train/metrics.json" || { echo "diffuse_train's metrics.json: no scale 2.5"; exit 1; }
 
 "$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/edit" --image-to-image --pair 0:2 \
     --pair 7:9 --strengths 0.5,1 --edit-images 3 --sample-steps 4 --test-images 100 > "$work/edit.log"
