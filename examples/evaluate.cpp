@@ -148,10 +148,9 @@ int main(int argc, char** argv) {
             if (!pairs.empty()) image_to_image.pairs.clear();
             for (const std::string& p : pairs) image_to_image.pairs.push_back(examples::parse_class_pair(p, static_cast<int>(classes), "--pair"));
             report.sampler = latent.space ? report.sampler.for_latents(latent.reference.clip_range) : report.sampler;
-            const bool class_model = examples::class_model_of_pixels(loaded.config(), loaded.prompt_model != nullptr,
-                                                                     latent.space != nullptr);
-            report.guidance_scale = examples::default_guidance_scale(report.guidance_scale, class_model);
-            report.guidance_sigmas = examples::default_guidance_sigmas(report.guidance_sigmas, class_model);
+            examples::apply_guidance_defaults(
+                report.guidance_scale, report.guidance_sigmas,
+                examples::class_model_of_pixels(loaded.config(), loaded.prompt_model != nullptr, latent.space != nullptr));
             const diffuse::GuidanceInterval interval = examples::guidance_interval(report.guidance_sigmas, schedule);
             const diffuse::ModelFn<float> model =
                 loaded.prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, report.guidance_scale, interval),

@@ -237,9 +237,8 @@ int main(int argc, char** argv) {
 
         const bool conditional = (prompt_model || num_classes > 0) && !unconditional;
         // a prompt model reads label k as its k-th prompt
-        const bool class_model = examples::class_model_of_pixels(config, prompt_model, latent.space != nullptr);
-        guidance = examples::default_guidance_scale(guidance, class_model);
-        guidance_sigmas = examples::default_guidance_sigmas(guidance_sigmas, class_model);
+        examples::apply_guidance_defaults(guidance, guidance_sigmas,
+                                          examples::class_model_of_pixels(config, prompt_model, latent.space != nullptr));
         const diffuse::GuidanceInterval interval = examples::guidance_interval(guidance_sigmas, noise_schedule);
         const diffuse::ModelFn<float> fn =
             prompt_model ? examples::labels_as_prompts(examples::guided_prompt_model(*loaded.prompt_model, conditional ? guidance : 1.0, interval),

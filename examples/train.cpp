@@ -784,9 +784,9 @@ int main(int argc, char** argv) {
                 loss_csv.open(loss_path, std::ios::app);
             }
             // what the report will guide with, counted in its cost: the model kind's default unless given
-            const bool class_model = examples::class_model_of_pixels(model.config(), a.prompts, !a.autoencoder_path.empty());
-            a.report.guidance_scale = examples::default_guidance_scale(a.report.guidance_scale, class_model);
-            a.report.guidance_sigmas = examples::default_guidance_sigmas(a.report.guidance_sigmas, class_model);
+            examples::apply_guidance_defaults(
+                a.report.guidance_scale, a.report.guidance_sigmas,
+                examples::class_model_of_pixels(model.config(), a.prompts, !a.autoencoder_path.empty()));
             Budget budget;
             budget.steps = a.steps;
             budget.start = classifier_missing ? run_start + (Clock::now() - classifier_start) : run_start;

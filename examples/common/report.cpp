@@ -124,10 +124,6 @@ void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas) {
         ->expected(2)->type_name("SIGMA_LOW SIGMA_HIGH");
 }
 
-double default_guidance_scale(double given, bool class_model_of_pixels) {
-    if (!std::isnan(given)) return given;
-    return class_model_of_pixels ? class_model_guidance_scale : other_model_guidance_scale;
-}
 
 void add_guidance_option(CLI::App& app, double& scale) {
     app.add_option("--guidance", scale, "Guidance scale s of eps_u + s (eps_c - eps_u): 1 conditional only, 0 "
@@ -139,9 +135,9 @@ void add_guidance_option(CLI::App& app, double& scale) {
         }, "FINITE"));
 }
 
-std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bool class_model_of_pixels) {
-    if (!given.empty()) return given;
-    return class_model_of_pixels ? class_model_guidance_sigmas : std::vector<double>{};
+void apply_guidance_defaults(double& scale, std::vector<double>& sigmas, bool class_model_of_pixels) {
+    if (std::isnan(scale)) scale = class_model_of_pixels ? class_model_guidance_scale : other_model_guidance_scale;
+    if (sigmas.empty() && class_model_of_pixels) sigmas = class_model_guidance_sigmas;
 }
 
 bool guides_every_step(const std::vector<double>& sigmas) {
@@ -763,9 +759,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                                     double latent_clip) {
     ReportOptions o = given;
     if (latent != nullptr) o.sampler = given.sampler.for_latents(latent_clip);
-    const bool class_model = class_model_of_pixels(model.config(), false, latent != nullptr);
-    o.guidance_scale = default_guidance_scale(given.guidance_scale, class_model);
-    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, class_model);
+    apply_guidance_defaults(o.guidance_scale, o.guidance_sigmas, class_model_of_pixels(model.config(), false, latent != nullptr));
     if (latent != nullptr) diffuse::check_latent_unet(model.config(), latent->autoencoder().config());
     const ReportContext r{schedule, o, out_dir, model.config().num_classes, model.config().image_size,
                           model.config().in_channels,
@@ -886,8 +880,7 @@ nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, co
                                            const ReportOptions& given, const PromptReportOptions& p) {
     const auto start = std::chrono::steady_clock::now();
     ReportOptions o = given;
-    o.guidance_scale = default_guidance_scale(given.guidance_scale, false);
-    o.guidance_sigmas = default_guidance_sigmas(given.guidance_sigmas, false);
+    apply_guidance_defaults(o.guidance_scale, o.guidance_sigmas, false);
     const std::vector<std::string> names = class_prompts();
     const diffuse::ModelFn<float> guided = guided_prompt_model(model, o.guidance_scale, guidance_interval(o.guidance_sigmas, schedule));
     const diffuse::ModelFn<float> plain = guided_prompt_model(model, 1.0);

@@ -113,10 +113,10 @@ diffuse::ModelFn<float> guided_model(diffuse::UNet<float>& model, double guidanc
 
 /// --guidance-interval SIGMA_LOW SIGMA_HIGH: guidance only where the noise level sigma_t is in
 /// (SIGMA_LOW, SIGMA_HIGH]; `sigmas` stays empty without it (the model's default,
-/// default_guidance_sigmas).
+/// apply_guidance_defaults).
 void add_guidance_interval_option(CLI::App& app, std::vector<double>& sigmas);
 
-/// --guidance: the scale stays NaN without it (the model's default, default_guidance_scale).
+/// --guidance: the scale stays NaN without it (the model's default, apply_guidance_defaults).
 void add_guidance_option(CLI::App& app, double& scale);
 
 /// The guidance interval of a class-label model of pixels when --guidance-interval is not given:
@@ -136,14 +136,12 @@ inline bool class_model_of_pixels(const diffuse::UNetConfig& config, bool prompt
 inline constexpr double class_model_guidance_scale = 2.5;
 inline constexpr double other_model_guidance_scale = 3.0;
 
-/// --guidance's scale when given (not NaN), else the model's default (class_model_guidance_scale or
-/// other_model_guidance_scale).
-double default_guidance_scale(double given, bool class_model_of_pixels);
 
-/// --guidance-interval's sigmas when given, else the model's default: class_model_guidance_sigmas for
-/// a class-label model of pixels, every step for the rest (a prompt model lost class agreement and
+/// --guidance and --guidance-interval made the model's defaults where not given (a NaN scale, no
+/// sigmas): for a class-label model of pixels class_model_guidance_scale in class_model_guidance_sigmas,
+/// for the rest other_model_guidance_scale at every step (a prompt model lost class agreement and
 /// Frechet distance with that interval; a latent model was not measured with it).
-std::vector<double> default_guidance_sigmas(const std::vector<double>& given, bool class_model_of_pixels);
+void apply_guidance_defaults(double& scale, std::vector<double>& sigmas, bool class_model_of_pixels);
 
 /// Whether `sigmas` guide every step: none given, or (0, inf].
 bool guides_every_step(const std::vector<double>& sigmas);
