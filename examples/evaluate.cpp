@@ -118,14 +118,15 @@ int main(int argc, char** argv) {
         const examples::LabelledImages& train = splits.train;
         const examples::LabelledImages& test = splits.test;
         const diffuse::Index n_test = std::min(test_images, test.images.count);
-        const examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
+        const examples::ImageSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
                                          std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
         examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
         examples::load_or_train_classifier(classifier_path, classifier,
                                            diffuse::images_to_tensor<float>(train.images, 0, train.images.count),
                                            train.labels, test_set.x, test_set.y, classifier_epochs);
-        const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
-            train.images, 0, std::min<diffuse::Index>(report.per_class * 10, train.images.count));
+        const diffuse::Index n_real = std::min<diffuse::Index>(report.per_class * 10, train.images.count);
+        const examples::ImageSet real{diffuse::images_to_tensor<float>(train.images, 0, n_real),
+                                            std::vector<int>(train.labels.begin(), train.labels.begin() + n_real)};
 
         nlohmann::ordered_json metrics;
         metrics["checkpoint"] = checkpoint;
@@ -186,9 +187,9 @@ int main(int argc, char** argv) {
             prompt_report.training_attributes = captions.attributes();
             prompt_report.training_labels = train.labels;
             figures = examples::write_prompt_report(*loaded.prompt_model, diffuse::tokenizer_from_checkpoint(checkpoint), schedule, test_set,
-                                                    real_x, &classifier, out_dir, report, prompt_report);
+                                                    real, &classifier, out_dir, report, prompt_report);
         } else {
-            figures = examples::write_report(*loaded.unet, schedule, test_set, real_x, &classifier, out_dir, report, latent.space.get(),
+            figures = examples::write_report(*loaded.unet, schedule, test_set, real, &classifier, out_dir, report, latent.space.get(),
                                              latent.reference.clip_range);
         }
         for (const auto& [key, value] : figures.items()) metrics[key] = value;

@@ -142,6 +142,7 @@ struct Arguments {
     double dropout = 0.0;  // a 10-minute run sees fewer images than one epoch: nothing to regularise (docs/example-28x28.md)
     std::vector<Index> channel_mult;  // empty: the --config's
     Index res_blocks = 0;             // ResBlocks per level on the way down; 0: the --config's
+    Index model_channels = 0;         // the U-Net's base channels; 0: the --config's
     std::uint64_t seed = 0;
     std::string loss = "simple";
     std::string variance = "fixed_small";
@@ -173,10 +174,12 @@ struct Arguments {
 int rank_count(const Arguments& a) { return a.ranks ? a.ranks->size() : 1; }
 bool is_root(const Arguments& a) { return !a.ranks || a.ranks->rank() == 0; }
 
-/// The U-Net of --config with the command line's changes (--dropout, --channel-mult, --res-blocks).
+/// The U-Net of --config with the command line's changes (--dropout, --model-channels, --channel-mult,
+/// --res-blocks).
 diffuse::UNetConfig model_config(const Arguments& a) {
     diffuse::UNetConfig c = model_config(a.config_name);
     c.dropout = a.dropout;
+    if (a.model_channels > 0) c.model_channels = a.model_channels;
     if (!a.channel_mult.empty()) c.channel_mult = a.channel_mult;
     if (a.res_blocks > 0) c.num_res_blocks = a.res_blocks;
     return c;
@@ -246,6 +249,13 @@ void add_options(CLI::App& app, Arguments& a) {
         ->check(CLI::Range(0.0, 1.0))->capture_default_str();
     app.add_option("--dropout", a.dropout, "Dropout probability in the U-Net's ResBlocks (a resumed run keeps its "
                                            "checkpoint's)")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+    app.add_option("--model-channels", a.model_channels, "The U-Net's base channels, those of its outermost level "
+                                                         "(a multiple of its 8 GroupNorm groups); default: the "
+                                                         "--config's (reference 32, small 16)")
+        ->check(CLI::PositiveNumber)
+        ->check(CLI::Validator([](const std::string& v) {
+            return std::stol(v) % 8 == 0 ? std::string() : v + " is not a multiple of 8, the U-Net's GroupNorm groups";
+        }, "MULTIPLE OF 8"));
     app.add_option("--channel-mult", a.channel_mult, "The U-Net's channels per level as multiples of its base channels, "
                                                      "outermost first (a latent model drops the outer levels); "
                                                      "default: 1,1,2 for a class-conditional model (of pixels or "
@@ -642,7 +652,7 @@ int main(int argc, char** argv) {
         const examples::LabelledImages& test = splits.test;
         const Index n_train = a.max_images > 0 ? std::min(a.max_images, train_data.images.count) : train_data.images.count;
         const Index n_test = std::min(a.test_images, test.images.count);
-        examples::TestSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
+        examples::ImageSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
                                    std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
 
         // The classifier first, so that training it (once) does not count against the budget.
@@ -830,14 +840,16 @@ int main(int argc, char** argv) {
             a.report.seed = a.seed;
             a.report.evaluate = a.evaluate;
             a.report.log_seconds = a.log_seconds;
-            const diffuse::Tensor4<float> real_x = diffuse::images_to_tensor<float>(
-                train_data.images, 0, std::min<Index>(a.report.per_class * 10, train_data.images.count));
+            const Index n_real = std::min<Index>(a.report.per_class * 10, train_data.images.count);
+            const examples::ImageSet real{diffuse::images_to_tensor<float>(train_data.images, 0, n_real),
+                                                std::vector<int>(train_data.labels.begin(), train_data.labels.begin() + n_real)};
             nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), trainer.options(), trainer.step_count(), n_train, run, checkpoint_path);
             metrics["training"]["dropout"] = model.config().dropout;
+            metrics["training"]["model_channels"] = model.config().model_channels;
             metrics["training"]["channel_mult"] = model.config().channel_mult;
             metrics["training"]["num_res_blocks"] = model.config().num_res_blocks;
             metrics["training"]["data_parallel"] = parallel;
-            const nlohmann::ordered_json figures = write_figures(ema_model, real_x);
+            const nlohmann::ordered_json figures = write_figures(ema_model, real);
             if (latent) {
                 metrics["latent"] = {{"autoencoder", latent_reference.autoencoder},
                                      {"scale_factor", latent_reference.scale_factor},
@@ -889,8 +901,8 @@ int main(int argc, char** argv) {
                     return c;
                 },
                 diffuse::tokenizer_metadata(tokenizer), [&] { return diffuse::PromptUNet<float>(text, model.config(), a.seed); },
-                [&](diffuse::PromptUNet<float>& ema_model, const diffuse::Tensor4<float>& real_x) {
-                    return examples::write_prompt_report(ema_model, tokenizer, noise_schedule, test_set, real_x,
+                [&](diffuse::PromptUNet<float>& ema_model, const examples::ImageSet& real) {
+                    return examples::write_prompt_report(ema_model, tokenizer, noise_schedule, test_set, real,
                                                          a.evaluate ? &classifier : nullptr, a.out_dir, a.report, a.prompt_report);
                 });
         } else if (sr_side > 0) {
@@ -913,7 +925,7 @@ int main(int argc, char** argv) {
                     return c;
                 },
                 {}, [&] { return diffuse::UNet<float>(model.config(), a.seed); },
-                [&](diffuse::UNet<float>& ema_model, const diffuse::Tensor4<float>&) {
+                [&](diffuse::UNet<float>& ema_model, const examples::ImageSet&) {
                     return examples::write_super_resolution_report(ema_model, noise_schedule, test_set,
                                                                    diffuse::batch_slice(train_x, 0, real_n),
                                                                    a.evaluate ? &classifier : nullptr, a.out_dir, a.report,
@@ -933,8 +945,8 @@ int main(int argc, char** argv) {
                     return c;
                 },
                 {}, [&] { return diffuse::UNet<float>(model.config(), a.seed); },
-                [&](diffuse::UNet<float>& ema_model, const diffuse::Tensor4<float>& real_x) {
-                    return examples::write_report(ema_model, noise_schedule, test_set, real_x, a.evaluate ? &classifier : nullptr,
+                [&](diffuse::UNet<float>& ema_model, const examples::ImageSet& real) {
+                    return examples::write_report(ema_model, noise_schedule, test_set, real, a.evaluate ? &classifier : nullptr,
                                                   a.out_dir, a.report, latent, latent_reference.clip_range);
                 });
         }

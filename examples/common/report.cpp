@@ -315,9 +315,10 @@ void load_or_train_classifier(const std::string& path, examples::eval::Classifie
 std::string scores_line(const nlohmann::ordered_json& metrics) {
     const auto& bpd = metrics["bits_per_dim"];
     char line[400];
-    const int written = std::snprintf(line, sizeof line, "class agreement %.3f (%lld samples), Frechet distance %.3f (real images: %.3f)",
+    const int written = std::snprintf(line, sizeof line, "class agreement %.3f (%lld samples; real images: %.3f), Frechet distance %.3f (real images: %.3f)",
                                       metrics["class_agreement"]["value"].get<double>(),
                                       static_cast<long long>(metrics["class_agreement"]["samples"].get<Index>()),
+                                      metrics["class_agreement"]["real_images"].get<double>(),
                                       metrics["frechet_distance"]["generated_vs_test"].get<double>(),
                                       metrics["frechet_distance"]["real_vs_test"].get<double>());
     if (bpd["value"].is_number() && written > 0 && static_cast<std::size_t>(written) < sizeof line) {
@@ -503,7 +504,7 @@ void sample_unconditional(const ReportContext& r, nlohmann::ordered_json& metric
 
 /// 3. inpainting.png: the top half of test images kept, the bottom half generated (RePaint), each for
 /// its true class with the same guidance. Rows: original, masked, completed.
-void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
+void inpainting_demo(const ReportContext& r, const ImageSet& test, nlohmann::ordered_json& metrics) {
     const ReportOptions& o = r.options;
     const diffuse::NoiseSchedule<float>& schedule = r.schedule;
     const Index classes = r.classes, side = r.side;
@@ -556,7 +557,7 @@ void inpainting_demo(const ReportContext& r, const TestSet& test, nlohmann::orde
 /// noising it to t = 0.2 T, 0.4 T and 0.6 T, DDIM denoising it from there back to t = 0 (SDEdit: 10
 /// steps, the image's class, the report's guidance), the states after steps 3 and 6 and the last, and
 /// D: the decoded image.
-void latent_pipeline_figure(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
+void latent_pipeline_figure(const ReportContext& r, const ImageSet& test, nlohmann::ordered_json& metrics) {
     const ReportOptions& o = r.options;
     const Index n = std::min<Index>(std::min(o.inpaint_count, test.x.dimension(0)), 6);
     const Index pixel_side = test.x.dimension(2), pixel_channels = test.x.dimension(1);
@@ -616,30 +617,37 @@ void latent_pipeline_figure(const ReportContext& r, const TestSet& test, nlohman
 
 /// 4. Class agreement (the classifier's class of each class-conditional sample) and the Frechet
 /// distance between classifier features (its penultimate layer) of the generated samples and of the
-/// test images; the same for as many real training images, the floor at this sample size.
-void classifier_scores(const ReportContext& r, const ClassSamples& samples, const TestSet& test,
-                       const diffuse::Tensor4<float>& real_x, examples::eval::Classifier<float>& classifier,
+/// test images; the same for as many real training images, the floors at this sample size: their
+/// distance, and the classifier's agreement with their labels (what a perfect model would score).
+void classifier_scores(const ReportContext& r, const ClassSamples& samples, const ImageSet& test,
+                       const ImageSet& real, examples::eval::Classifier<float>& classifier,
                        nlohmann::ordered_json& metrics) {
     const Index classes = r.classes;
     const diffuse::Tensor4<float>& by_class = samples.x;  // [N, C, H, W] images
     const std::vector<int>& requested = samples.requested;
-    const Index real_n = std::min(by_class.dimension(0), real_x.dimension(0));
-    Phase scoring("classifier features", 2 * by_class.dimension(0) + test.x.dimension(0) + real_n, 1, 4, r.options.log_seconds);
+    const Index real_n = std::min(by_class.dimension(0), real.x.dimension(0));
+    Phase scoring("classifier features", 2 * (by_class.dimension(0) + real_n) + test.x.dimension(0), 1, 5, r.options.log_seconds);
     const std::vector<int> predicted = classifier.predict(by_class);
     scoring.step(by_class.dimension(0));
+    diffuse::Tensor4<float> real_x(real_n, real.x.dimension(1), real.x.dimension(2), real.x.dimension(3));  // [n, C, H, W]
+    copy_images(real.x, 0, real_n, real_x, 0);
+    const std::vector<int> real_y(real.y.begin(), real.y.begin() + real_n);  // [n]
+    const double real_agreement = examples::eval::accuracy(classifier.predict(real_x), real_y);
+    scoring.step(real_n);
     const std::vector<double> per_class = examples::eval::per_class_accuracy(predicted, requested, static_cast<int>(classes));
     metrics["class_agreement"] = {{"value", examples::eval::sample_class_agreement(predicted, requested)},
                                   {"samples", by_class.dimension(0)},
                                   {"per_class", per_class},
-                                  {"what", "share of the class-conditional samples the classifier assigns to the class they were generated for"}};
+                                  {"real_images", real_agreement},
+                                  {"what", "share of the class-conditional samples the classifier assigns to the class they were "
+                                           "generated for; real_images: the same share for as many real training images "
+                                           "and their labels"}};
 
     const auto test_stats = examples::eval::feature_statistics(classifier.features(test.x));
     scoring.step(test.x.dimension(0));
     const auto generated_stats = examples::eval::feature_statistics(classifier.features(by_class));
     scoring.step(by_class.dimension(0));
-    diffuse::Tensor4<float> real(real_n, real_x.dimension(1), real_x.dimension(2), real_x.dimension(3));
-    copy_images(real_x, 0, real_n, real, 0);
-    const auto real_stats = examples::eval::feature_statistics(classifier.features(real));
+    const auto real_stats = examples::eval::feature_statistics(classifier.features(real_x));
     scoring.step(real_n);
     scoring.finish();
     metrics["frechet_distance"] = {
@@ -656,7 +664,7 @@ void classifier_scores(const ReportContext& r, const ClassSamples& samples, cons
 /// 5. Bits per dimension of the variational bound on the first bpd_images test images, with the "no
 /// class" label (the unconditional model): the T - 1 KL terms in blocks of bpd_stride steps, each
 /// image evaluating one step drawn in each block (an unbiased stratified estimate of their sum).
-void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered_json& metrics) {
+void bits_per_dim(const ReportContext& r, const ImageSet& test, nlohmann::ordered_json& metrics) {
     const ReportOptions& o = r.options;
     const diffuse::NoiseSchedule<float>& schedule = r.schedule;
     const Index classes = r.classes, side = r.side, channels = r.channels;
@@ -716,7 +724,7 @@ void bits_per_dim(const ReportContext& r, const TestSet& test, nlohmann::ordered
 
 
 /// The report of any model the ReportContext calls: the pictures, and with a classifier the scores.
-nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const diffuse::Tensor4<float>& real_x,
+nlohmann::ordered_json report(const ReportContext& r, const ImageSet& test, const ImageSet& real,
                               examples::eval::Classifier<float>* classifier, ClassSamples* samples_out) {
     const auto start = std::chrono::steady_clock::now();
     const ReportOptions& o = r.options;
@@ -736,7 +744,7 @@ nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const
     if (!o.evaluate || r.classes == 0 || classifier == nullptr) return metrics;
 
     const auto eval_start = std::chrono::steady_clock::now();
-    classifier_scores(r, samples, test, real_x, *classifier, metrics);
+    classifier_scores(r, samples, test, real, *classifier, metrics);
     if (latent == nullptr && o.bpd_images > 0) {
         bits_per_dim(r, test, metrics);
     } else if (latent == nullptr) {
@@ -753,7 +761,7 @@ nlohmann::ordered_json report(const ReportContext& r, const TestSet& test, const
 }  // namespace
 
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
-                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                                    const ImageSet& test, const ImageSet& real,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
                                     const ReportOptions& given, diffuse::LatentSpace<float>* latent,
                                     double latent_clip) {
@@ -765,7 +773,7 @@ nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::
                           model.config().in_channels,
                           guided_model(model, o.guidance_scale, guidance_interval(o.guidance_sigmas, schedule)), guided_model(model, 1.0),
                           latent};
-    return report(r, test, real_x, classifier, nullptr);
+    return report(r, test, real, classifier, nullptr);
 }
 
 namespace {
@@ -874,8 +882,8 @@ nlohmann::ordered_json prompt_adherence(const ReportContext& r, const diffuse::M
 }  // namespace
 
 nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, const diffuse::Tokenizer& tokenizer,
-                                           const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
-                                           const diffuse::Tensor4<float>& real_x,
+                                           const diffuse::NoiseSchedule<float>& schedule, const ImageSet& test,
+                                           const ImageSet& real,
                                            examples::eval::Classifier<float>* classifier, const std::string& out_dir,
                                            const ReportOptions& given, const PromptReportOptions& p) {
     const auto start = std::chrono::steady_clock::now();
@@ -888,7 +896,7 @@ nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, co
                           model.config().in_channels, labels_as_prompts(guided, tokenizer, names),
                           labels_as_prompts(plain, tokenizer, names), nullptr};
     ClassSamples samples;
-    nlohmann::ordered_json metrics = report(r, test, real_x, classifier, &samples);
+    nlohmann::ordered_json metrics = report(r, test, real, classifier, &samples);
     metrics["class_prompts"] = names;
     metrics["samples_by_class"]["rows"] = "one per class, its prompt \"a <noun>\" (class_prompts)";
     metrics["samples_unconditional"]["prompt"] = "the empty prompt";

@@ -279,8 +279,9 @@ void add_report_options(CLI::App& app, ReportOptions& report);
 /// multiplies by its measured time per image-forward to know when to stop training.
 double report_forward_count(const ReportOptions& o, const diffuse::NoiseSchedule<float>& schedule, bool conditional);
 
-/// The test images the report uses: images [N, 1, H, W] in [-1, 1] and labels [N].
-struct TestSet {
+/// Images [N, 1, H, W] in [-1, 1] with their labels [N]: the test images a report scores against, or
+/// the real training images of its floors.
+struct ImageSet {
     diffuse::Tensor4<float> x;
     std::vector<int> y;
 };
@@ -289,12 +290,13 @@ struct TestSet {
 /// out_dir and, when options.evaluate, returns the figures for metrics.json (class agreement, the
 /// Frechet distance of classifier features, bits/dim on the test subset). `model` holds the weights
 /// to sample with (the EMA's, typically); `classifier` may be null when !options.evaluate.
-/// `real_x` are training images for the real-vs-real Frechet floor. With `latent`, the model is a
+/// `real` are training images for the floors: the real-vs-test Frechet distance and the classifier's
+/// agreement with their labels. With `latent`, the model is a
 /// latent diffusion model of its latents: every sample is decoded before it is shown or scored, the
 /// inpainting completes the test images' latents, the samplers clip x0 to [-latent_clip, latent_clip]
 /// (SamplerChoice::for_latents), and there is no bits/dim (a bound on latents).
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
-                                    const TestSet& test, const diffuse::Tensor4<float>& real_x,
+                                    const ImageSet& test, const ImageSet& real,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
                                     const ReportOptions& o, diffuse::LatentSpace<float>* latent = nullptr,
                                     double latent_clip = 1.0);
@@ -327,8 +329,8 @@ inline std::vector<std::string> default_figure_prompts() {
 /// class asked for by its prompt "a <noun>" (class_prompts) and the empty prompt for "no class";
 /// prompts.png, a row per prompt; and with options.evaluate, prompt_adherence (see report.cpp).
 nlohmann::ordered_json write_prompt_report(diffuse::PromptUNet<float>& model, const diffuse::Tokenizer& tokenizer,
-                                           const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
-                                           const diffuse::Tensor4<float>& real_x,
+                                           const diffuse::NoiseSchedule<float>& schedule, const ImageSet& test,
+                                           const ImageSet& real,
                                            examples::eval::Classifier<float>* classifier, const std::string& out_dir,
                                            const ReportOptions& options, const PromptReportOptions& prompts);
 

@@ -54,7 +54,7 @@ nlohmann::ordered_json scores(const diffuse::Tensor4<float>& upscaled, const dif
 }  // namespace
 
 nlohmann::ordered_json write_super_resolution_report(diffuse::UNet<float>& model,
-                                                     const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
+                                                     const diffuse::NoiseSchedule<float>& schedule, const ImageSet& test,
                                                      const diffuse::Tensor4<float>& real_x,
                                                      examples::eval::Classifier<float>* classifier,
                                                      const std::string& out_dir, const ReportOptions& o,

@@ -35,7 +35,7 @@ double super_resolution_forward_count(const ReportOptions& options, const SuperR
 /// MSE of their own area average against it), the classifier's accuracy on each and on the
 /// originals, and their Frechet distances to `real_x` (as many real training images as upscaled).
 nlohmann::ordered_json write_super_resolution_report(diffuse::UNet<float>& model,
-                                                     const diffuse::NoiseSchedule<float>& schedule, const TestSet& test,
+                                                     const diffuse::NoiseSchedule<float>& schedule, const ImageSet& test,
                                                      const diffuse::Tensor4<float>& real_x,
                                                      examples::eval::Classifier<float>* classifier,
                                                      const std::string& out_dir, const ReportOptions& options,

@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 rm -rf "$work" && mkdir -p "$work"
 small=(--max-images 256 --test-images 100 --per-class 2 --unconditional 10 --sample-steps 5 --inpaint-steps 5
        --bpd-images 4 --bpd-stride 250)
-"$train" --config tiny --res-blocks 2 --steps 8 --batch-size 16 --checkpoint-every 4 --classifier-epochs 1 \
+"$train" --config tiny --res-blocks 2 --model-channels 16 --steps 8 --batch-size 16 --checkpoint-every 4 --classifier-epochs 1 \
     --log-seconds 0 --out "$work/train" "${small[@]}"
 for f in checkpoint.safetensors loss.csv samples_by_class.png samples_unconditional.png denoising.png \
          inpainting.png metrics.json; do
@@ -26,6 +26,9 @@ for key in class_agreement frechet_distance bits_per_dim; do
 done
 # tiny has one ResBlock per level; --res-blocks 2 must reach the model and its record
 grep -qF '"num_res_blocks": 2' "$work/train/metrics.json" || { echo "metrics.json does not record --res-blocks 2"; exit 1; }
+# and --model-channels 16 (tiny has 8); a count the GroupNorm groups do not divide is refused
+grep -qF '"model_channels": 16' "$work/train/metrics.json" || { echo "metrics.json does not record --model-channels 16"; exit 1; }
+expect_failure 'not a multiple of 8' "$train" --config tiny --model-channels 12 --steps 1 --out "$work/none"
 
 "$sample" --checkpoint "$work/train/checkpoint.safetensors" --classes 1,7 --count 3 --steps 4 \
     --out "$work/samples.png" --npy "$work/samples.npy"
@@ -54,6 +57,8 @@ grep -qF 'expected an interval holding a timestep of the schedule' <<< "$out" ||
 "$evaluate" --checkpoint "$work/train/checkpoint.safetensors" --out "$work/eval" "${small[@]:2}"
 [[ -s $work/eval/metrics.json ]] || { echo "diffuse_evaluate wrote no metrics.json"; exit 1; }
 grep -qF '"last_timestep": 881' "$work/eval/metrics.json" || { echo "metrics.json does not record the guidance interval"; exit 1; }
+# the agreement's ceiling: the classifier on as many real training images (20 here) and their labels
+grep -qE '"real_images": (0|1)(\.[0-9]+)?,' "$work/eval/metrics.json" || { echo "metrics.json has no real images' agreement"; exit 1; }
 grep -qF '"guidance_scale": 2.5' "$work/eval/metrics.json" || { echo "metrics.json does not record the scale 2.5"; exit 1; }
 grep -qF '"guidance_scale": 2.5' "$work/train/metrics.json" || { echo "diffuse_train's metrics.json: no scale 2.5"; exit 1; }
 
