@@ -618,7 +618,7 @@ void latent_pipeline_figure(const ReportContext& r, const ImageSet& test, nlohma
 /// 4. Class agreement (the classifier's class of each class-conditional sample) and the Frechet
 /// distance between classifier features (its penultimate layer) of the generated samples and of the
 /// test images; the same for as many real training images, the floors at this sample size: their
-/// distance, and the classifier's agreement with their labels (what a perfect model would score).
+/// distance, and the classifier's agreement with their labels (what a model of the training distribution would score).
 void classifier_scores(const ReportContext& r, const ClassSamples& samples, const ImageSet& test,
                        const ImageSet& real, examples::eval::Classifier<float>& classifier,
                        nlohmann::ordered_json& metrics) {

@@ -291,10 +291,10 @@ struct ImageSet {
 /// Frechet distance of classifier features, bits/dim on the test subset). `model` holds the weights
 /// to sample with (the EMA's, typically); `classifier` may be null when !options.evaluate.
 /// `real` are training images for the floors: the real-vs-test Frechet distance and the classifier's
-/// agreement with their labels. With `latent`, the model is a
-/// latent diffusion model of its latents: every sample is decoded before it is shown or scored, the
-/// inpainting completes the test images' latents, the samplers clip x0 to [-latent_clip, latent_clip]
-/// (SamplerChoice::for_latents), and there is no bits/dim (a bound on latents).
+/// agreement with their labels. With `latent`, the model is a latent diffusion model of its latents:
+/// every sample is decoded before it is shown or scored, the inpainting completes the test images'
+/// latents, the samplers clip x0 to [-latent_clip, latent_clip] (SamplerChoice::for_latents), and
+/// there is no bits/dim (a bound on latents).
 nlohmann::ordered_json write_report(diffuse::UNet<float>& model, const diffuse::NoiseSchedule<float>& schedule,
                                     const ImageSet& test, const ImageSet& real,
                                     examples::eval::Classifier<float>* classifier, const std::string& out_dir,
