@@ -118,15 +118,12 @@ int main(int argc, char** argv) {
         const examples::LabelledImages& train = splits.train;
         const examples::LabelledImages& test = splits.test;
         const diffuse::Index n_test = std::min(test_images, test.images.count);
-        const examples::ImageSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
-                                          std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
+        const examples::ImageSet test_set = examples::first_images(test, n_test);
         examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
         examples::load_or_train_classifier(classifier_path, classifier,
                                            diffuse::images_to_tensor<float>(train.images, 0, train.images.count),
                                            train.labels, test_set.x, test_set.y, classifier_epochs);
-        const diffuse::Index n_real = std::min<diffuse::Index>(report.per_class * 10, train.images.count);
-        const examples::ImageSet real{diffuse::images_to_tensor<float>(train.images, 0, n_real),
-                                      std::vector<int>(train.labels.begin(), train.labels.begin() + n_real)};
+        const examples::ImageSet real = examples::first_images(train, report.per_class * 10);
 
         nlohmann::ordered_json metrics;
         metrics["checkpoint"] = checkpoint;

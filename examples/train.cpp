@@ -652,8 +652,7 @@ int main(int argc, char** argv) {
         const examples::LabelledImages& test = splits.test;
         const Index n_train = a.max_images > 0 ? std::min(a.max_images, train_data.images.count) : train_data.images.count;
         const Index n_test = std::min(a.test_images, test.images.count);
-        examples::ImageSet test_set{diffuse::images_to_tensor<float>(test.images, 0, n_test),
-                                    std::vector<int>(test.labels.begin(), test.labels.begin() + n_test)};
+        examples::ImageSet test_set = examples::first_images(test, n_test);
 
         // The classifier first, so that training it (once) does not count against the budget.
         examples::eval::Classifier<float> classifier(examples::eval::ClassifierConfig::fashion_mnist());
@@ -840,9 +839,7 @@ int main(int argc, char** argv) {
             a.report.seed = a.seed;
             a.report.evaluate = a.evaluate;
             a.report.log_seconds = a.log_seconds;
-            const Index n_real = std::min<Index>(a.report.per_class * 10, train_data.images.count);
-            const examples::ImageSet real{diffuse::images_to_tensor<float>(train_data.images, 0, n_real),
-                                          std::vector<int>(train_data.labels.begin(), train_data.labels.begin() + n_real)};
+            const examples::ImageSet real = examples::first_images(train_data, a.report.per_class * 10);
             nlohmann::ordered_json metrics = training_metrics(a, diffuse::nn::parameter_count(model), trainer.options(), trainer.step_count(), n_train, run, checkpoint_path);
             metrics["training"]["dropout"] = model.config().dropout;
             metrics["training"]["model_channels"] = model.config().model_channels;

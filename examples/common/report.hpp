@@ -18,6 +18,7 @@
 
 #include "common/captions.hpp"
 #include "common/classifier.hpp"
+#include "common/dataset.hpp"
 #include "common/progress.hpp"
 
 #include <CLI/CLI.hpp>
@@ -285,6 +286,13 @@ struct ImageSet {
     diffuse::Tensor4<float> x;
     std::vector<int> y;
 };
+
+/// The first n images of `data` (all of them if it has fewer) and their labels.
+inline ImageSet first_images(const LabelledImages& data, Index n) {
+    const Index count = std::min(n, data.images.count);
+    return {diffuse::images_to_tensor<float>(data.images, 0, count),
+            std::vector<int>(data.labels.begin(), data.labels.begin() + count)};
+}
 
 /// Writes samples_by_class.png, samples_unconditional.png, denoising.png and inpainting.png into
 /// out_dir and, when options.evaluate, returns the figures for metrics.json (class agreement, the
